@@ -1,0 +1,137 @@
+#include "agent/agent.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "agent/cgroup_layout.h"
+#include "agent/cpu_collector.h"
+#include "agent/proc_stats.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/tls.h"
+
+namespace fairwatch::agent {
+
+Agent::Agent(v1::AgentConfig config) : config_(std::move(config)) {}
+
+Agent::~Agent() {
+  if (reporter_) reporter_->Stop();
+  for (auto& c : collectors_) (void)c->Stop();
+}
+
+absl::Status Agent::Init() {
+  ASSIGN_OR_RETURN(CgroupMounts mounts, ReadCgroupMounts());
+  ASSIGN_OR_RETURN(std::string cpu_hierarchy, ChooseCpuHierarchy(mounts, config_.cpu_hierarchy()));
+  ASSIGN_OR_RETURN(std::string cpu_mount, mounts.MountOf(cpu_hierarchy));
+  FW_LOG(Info, "cgroups: layout ", v1::CgroupLayout_Name(mounts.layout), ", CPU attributed in '",
+         cpu_hierarchy, "' at ", cpu_mount);
+
+  std::vector<v1::CgroupParentSource> parents(config_.cgroup_parents().begin(),
+                                              config_.cgroup_parents().end());
+  discovery_ = std::make_unique<CgroupParentDiscovery>(mounts, cpu_hierarchy, std::move(parents));
+  RETURN_IF_ERROR(discovery_->Init());
+  registry_ = std::make_unique<TenantRegistry>(config_.max_tenants());
+
+  CpuCollectorOptions cpu_options;
+  cpu_options.use_v1_cpu = cpu_hierarchy == "cpu";
+  cpu_options.max_tenants = config_.max_tenants();
+  collectors_.push_back(std::make_unique<CpuCollector>(cpu_options));
+  for (auto& c : collectors_) {
+    absl::Status status = c->Init();
+    if (!status.ok()) return Annotate(status, absl::StrCat("starting the ", c->name(), " collector"));
+  }
+
+  hello_.set_host_id(config_.host_id());
+  hello_.set_hostname(Hostname());
+  hello_.set_agent_version(FAIRWATCH_VERSION);
+  hello_.set_epoch_unix_ns(UnixNs());
+  hello_.set_layout(mounts.layout);
+  hello_.set_cpu_hierarchy(cpu_hierarchy);
+  hello_.mutable_capacity()->set_cpus(OnlineCpuCount());
+  hello_.set_interval_ms(config_.interval_ms());
+
+  ASSIGN_OR_RETURN(auto credentials, MakeChannelCredentials(config_.tls(), config_.insecure_plaintext()));
+  ReporterOptions reporter_options;
+  reporter_options.address = config_.controller_address();
+  reporter_options.credentials = std::move(credentials);
+  reporter_options.buffer_reports = config_.report_buffer();
+  reporter_options.max_backoff_ms = config_.reconnect_max_backoff_ms();
+  reporter_ = std::make_unique<Reporter>(
+      std::move(reporter_options), hello_, [](const v1::LimitCommand& command) {
+        // Enforcement arrives with its own issue; until then every limit is refused.
+        v1::LimitAck ack;
+        ack.set_command_id(command.command_id());
+        ack.set_status_code(static_cast<int>(absl::StatusCode::kUnimplemented));
+        ack.set_status_message("this agent version does not enforce limits");
+        return ack;
+      });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
+  absl::StatusOr<std::vector<DiscoveredTenant>> discovered = discovery_->Scan();
+  if (!discovered.ok()) {
+    // Keep measuring the tenants already known rather than dropping them all.
+    FW_LOG(Warning, "tenant discovery failed: ", discovered.status().message());
+  } else {
+    InventoryDelta delta = registry_->Apply(std::move(*discovered));
+    if (!delta.empty()) {
+      for (auto& c : collectors_) {
+        absl::Status status = c->SyncTenants(registry_->tenants());
+        if (!status.ok()) FW_LOG(Error, c->name(), ": ", status.message());
+      }
+      for (const auto& t : delta.upserted) FW_LOG(Info, "tenant ", t.id(), " discovered");
+      for (const auto& id : delta.removed_ids) FW_LOG(Info, "tenant ", id, " gone");
+      v1::TenantInventory change;
+      for (auto& t : delta.upserted) *change.add_upserted() = std::move(t);
+      for (auto& id : delta.removed_ids) change.add_removed_ids(std::move(id));
+      reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
+    }
+  }
+
+  v1::UsageReport report;
+  report.set_seq(++seq_);
+  report.set_timestamp_unix_ns(UnixNs());
+  report.set_monotonic_ns(MonotonicNs());
+  const auto& tenants = registry_->tenants();
+  for (const auto& t : tenants) report.add_tenants()->set_tenant_id(t.tenant.id());
+  for (auto& c : collectors_) {
+    absl::Status status = c->Collect(tenants, &report);
+    if (!status.ok()) FW_LOG(Error, c->name(), ": collect failed: ", status.message());
+    c->AddSelfCounters(report.mutable_agent());
+  }
+  absl::StatusOr<HostCpuTimes> host = ReadHostCpuTimes();
+  if (host.ok()) {
+    report.mutable_host()->set_cpu_busy_ns(host->busy_ns);
+    report.mutable_host()->set_cpu_total_ns(host->total_ns);
+  }
+  absl::StatusOr<SelfUsage> self = ReadSelfUsage();
+  if (self.ok()) {
+    report.mutable_agent()->set_cpu_ns(self->cpu_ns);
+    report.mutable_agent()->set_rss_bytes(self->rss_bytes);
+  }
+  reporter_->PublishReport(report);
+  return report;
+}
+
+void Agent::Run() {
+  reporter_->Start();
+  const absl::Duration interval = absl::Milliseconds(config_.interval_ms());
+  absl::Time next = absl::Now();
+  while (!shutdown_.HasBeenNotified()) {
+    absl::StatusOr<v1::UsageReport> report = SampleOnce();
+    if (!report.ok()) FW_LOG(Error, "sampling failed: ", report.status().message());
+    next += interval;
+    absl::Time now = absl::Now();
+    // After a stall (suspend, debugger) skip the missed ticks instead of bursting.
+    if (next < now) next = now + interval;
+    shutdown_.WaitForNotificationWithTimeout(next - now);
+  }
+  reporter_->Stop();
+}
+
+void Agent::Shutdown() {
+  if (!shutdown_.HasBeenNotified()) shutdown_.Notify();
+}
+
+}  // namespace fairwatch::agent

@@ -1,0 +1,23 @@
+// The agent's configuration: file, defaults, validation.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "fairwatch/v1/config.pb.h"
+
+namespace fairwatch::agent {
+
+inline constexpr uint32_t kDefaultIntervalMs = 1000;
+inline constexpr uint32_t kDefaultMaxTenants = 4096;
+inline constexpr uint32_t kDefaultReportBuffer = 600;
+inline constexpr uint32_t kDefaultMaxBackoffMs = 10000;
+inline constexpr char kDefaultControllerAddress[] = "127.0.0.1:7400";
+inline constexpr char kDefaultCgroupRoot[] = "/sys/fs/cgroup";
+
+// Fills in defaults for unset fields.
+void ApplyDefaults(v1::AgentConfig* config);
+// Checks ranges and combinations; messages name the field.
+absl::Status Validate(const v1::AgentConfig& config);
+
+}  // namespace fairwatch::agent

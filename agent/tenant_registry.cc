@@ -1,0 +1,70 @@
+#include "agent/tenant_registry.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "google/protobuf/util/message_differencer.h"
+
+namespace fairwatch::agent {
+
+TenantRegistry::TenantRegistry(uint32_t max_slots) : max_slots_(max_slots) {
+  free_slots_.reserve(max_slots);
+  // Handed out from the back: slot 0 first.
+  for (uint32_t s = max_slots; s > 0; --s) free_slots_.push_back(s - 1);
+}
+
+InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
+  free_slots_.insert(free_slots_.end(), quarantined_slots_.begin(), quarantined_slots_.end());
+  quarantined_slots_.clear();
+
+  std::sort(discovered.begin(), discovered.end(),
+            [](const auto& a, const auto& b) { return a.tenant.id() < b.tenant.id(); });
+  absl::flat_hash_map<std::string, const TenantEntry*> old_by_id;
+  for (const auto& e : tenants_) old_by_id[e.tenant.id()] = &e;
+
+  InventoryDelta delta;
+  std::vector<TenantEntry> next;
+  next.reserve(discovered.size());
+  absl::flat_hash_map<std::string, bool> kept;
+  for (auto& d : discovered) {
+    auto it = old_by_id.find(d.tenant.id());
+    TenantEntry entry;
+    if (it != old_by_id.end()) {
+      entry.slot = it->second->slot;
+      if (!google::protobuf::util::MessageDifferencer::Equals(it->second->tenant, d.tenant)) {
+        delta.upserted.push_back(d.tenant);
+      }
+      kept[d.tenant.id()] = true;
+    } else {
+      if (free_slots_.empty()) {
+        ++rejected_;
+        FW_LOG(Warning, "tenant ", d.tenant.id(), " not tracked: all ", max_slots_,
+               " tenant slots are in use (raise max_tenants)");
+        continue;
+      }
+      entry.slot = free_slots_.back();
+      free_slots_.pop_back();
+      delta.upserted.push_back(d.tenant);
+    }
+    entry.cpu_cgroup_id = d.cpu_cgroup_id;
+    entry.tenant = std::move(d.tenant);
+    next.push_back(std::move(entry));
+  }
+  for (const auto& e : tenants_) {
+    if (!kept.contains(e.tenant.id())) {
+      delta.removed_ids.push_back(e.tenant.id());
+      quarantined_slots_.push_back(e.slot);
+    }
+  }
+  tenants_ = std::move(next);
+  return delta;
+}
+
+v1::TenantInventory TenantRegistry::FullInventory() const {
+  v1::TenantInventory inventory;
+  inventory.set_full(true);
+  for (const auto& e : tenants_) *inventory.add_upserted() = e.tenant;
+  return inventory;
+}
+
+}  // namespace fairwatch::agent

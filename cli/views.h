@@ -1,0 +1,24 @@
+// Operator API responses as tables and JSON.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "fairwatch/v1/operator.pb.h"
+#include "google/protobuf/message.h"
+
+namespace fairwatch::cli {
+
+inline constexpr size_t kCgroupsMaxWidth = 60;
+inline constexpr int kBarWidthChars = 10;
+
+std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now);
+std::string TenantsTable(const v1::ListTenantsResponse& response);
+std::string TopTable(const v1::TopResponse& response);
+
+// One line of JSON with every field present (zero values included) and the
+// proto's field names, so scripts see stable keys.
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+
+}  // namespace fairwatch::cli

@@ -1,0 +1,176 @@
+#include "tests/support/test_cgroups.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status.h"
+
+namespace fairwatch::testing {
+namespace {
+
+uint64_t NowNs() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+absl::Status MakeDir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus(errno, absl::StrCat("mkdir ", path));
+  }
+  return absl::OkStatus();
+}
+
+[[noreturn]] void RunDuty(double duty) {
+  if (duty <= 0) {
+    while (true) pause();
+  }
+  const uint64_t period_ns = 10'000'000;
+  const uint64_t busy_ns = static_cast<uint64_t>(period_ns * std::min(duty, 1.0));
+  volatile uint64_t sink = 0;
+  while (true) {
+    uint64_t start = NowNs();
+    while (NowNs() - start < busy_ns) sink = sink + 1;
+    if (busy_ns < period_ns) {
+      struct timespec rest {0, static_cast<long>(period_ns - busy_ns)};
+      nanosleep(&rest, nullptr);
+    }
+  }
+}
+
+}  // namespace
+
+bool IsRoot() { return geteuid() == 0; }
+
+std::string UniqueCgroupPrefix() {
+  static std::atomic<int> counter{0};
+  return absl::StrCat("fwtest-", getpid(), "-", counter++);
+}
+
+TestCgroupTree::TestCgroupTree(std::vector<std::string> mounts, std::string prefix)
+    : mounts_(std::move(mounts)), prefix_(std::move(prefix)) {}
+
+TestCgroupTree::~TestCgroupTree() {
+  KillWorkloads();
+  for (const auto& mount : mounts_) {
+    for (auto it = nested_.rbegin(); it != nested_.rend(); ++it) {
+      rmdir(absl::StrCat(mount, "/", prefix_, "/", *it).c_str());
+    }
+    for (const auto& child : children_) rmdir(PathIn(mount, child).c_str());
+    rmdir(absl::StrCat(mount, "/", prefix_).c_str());
+  }
+}
+
+std::string TestCgroupTree::PathIn(const std::string& mount, const std::string& child) const {
+  return absl::StrCat(mount, "/", prefix_, "/", child);
+}
+
+absl::Status TestCgroupTree::Create(const std::vector<std::string>& children) {
+  for (const auto& mount : mounts_) RETURN_IF_ERROR(MakeDir(absl::StrCat(mount, "/", prefix_)));
+  for (const auto& child : children) RETURN_IF_ERROR(AddChild(child));
+  return absl::OkStatus();
+}
+
+absl::Status TestCgroupTree::AddChild(const std::string& child) {
+  for (const auto& mount : mounts_) RETURN_IF_ERROR(MakeDir(PathIn(mount, child)));
+  if (std::find(children_.begin(), children_.end(), child) == children_.end()) {
+    children_.push_back(child);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TestCgroupTree::RemoveChild(const std::string& child) {
+  for (const auto& mount : mounts_) {
+    if (rmdir(PathIn(mount, child).c_str()) != 0 && errno != ENOENT) {
+      return ErrnoStatus(errno, absl::StrCat("rmdir ", PathIn(mount, child)));
+    }
+  }
+  children_.erase(std::remove(children_.begin(), children_.end(), child), children_.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pid_t> TestCgroupTree::SpawnWorkload(const std::string& child, double duty,
+                                                    const std::string& sub) {
+  std::string rel = child;
+  if (!sub.empty()) {
+    std::string acc = child;
+    for (absl::string_view part : absl::StrSplit(sub, '/', absl::SkipEmpty())) {
+      acc = absl::StrCat(acc, "/", part);
+      for (const auto& mount : mounts_) RETURN_IF_ERROR(MakeDir(PathIn(mount, acc)));
+      if (std::find(nested_.begin(), nested_.end(), acc) == nested_.end()) nested_.push_back(acc);
+    }
+    rel = acc;
+  }
+  // Everything the child needs is prepared here: after fork it only makes syscalls.
+  std::vector<std::string> procs_files;
+  for (const auto& mount : mounts_) procs_files.push_back(PathIn(mount, rel) + "/cgroup.procs");
+  int ready[2];
+  if (pipe(ready) != 0) return ErrnoStatus(errno, "pipe");
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    close(ready[0]);
+    char ok = 1;
+    for (const auto& file : procs_files) {
+      int fd = open(file.c_str(), O_WRONLY);
+      // "0" moves the writing process itself.
+      if (fd < 0 || write(fd, "0", 1) != 1) ok = 0;
+      if (fd >= 0) close(fd);
+    }
+    if (write(ready[1], &ok, 1) != 1) _exit(1);
+    close(ready[1]);
+    RunDuty(duty);
+  }
+  close(ready[1]);
+  char ok = 0;
+  ssize_t n = read(ready[0], &ok, 1);
+  close(ready[0]);
+  pids_.push_back(pid);
+  if (n != 1 || !ok) return absl::InternalError(absl::StrCat("workload could not join ", rel));
+  return pid;
+}
+
+absl::Status TestCgroupTree::WriteFile(const std::string& mount, const std::string& child,
+                                       const std::string& file, const std::string& value) {
+  std::string path = absl::StrCat(PathIn(mount, child), "/", file);
+  std::ofstream out(path);
+  out << value;
+  out.flush();
+  if (!out) return absl::InternalError(absl::StrCat("writing '", value, "' to ", path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> TestCgroupTree::ReadFile(const std::string& mount,
+                                                     const std::string& child,
+                                                     const std::string& file) const {
+  std::string path = absl::StrCat(PathIn(mount, child), "/", file);
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(errno, absl::StrCat("reading ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void TestCgroupTree::StopWorkloads() {
+  for (pid_t pid : pids_) kill(pid, SIGSTOP);
+}
+
+void TestCgroupTree::KillWorkloads() {
+  for (pid_t pid : pids_) kill(pid, SIGKILL);
+  for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  pids_.clear();
+}
+
+}  // namespace fairwatch::testing
