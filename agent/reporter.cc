@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/status.h"
 
 namespace fairwatch::agent {
 
@@ -70,6 +71,7 @@ ReporterStats Reporter::stats() const {
 void Reporter::Run() {
   std::mt19937 rng(std::random_device{}());
   uint32_t backoff_ms = options_.initial_backoff_ms;
+  uint64_t failures = 0;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -86,9 +88,14 @@ void Reporter::Run() {
     if (welcomed) backoff_ms = options_.initial_backoff_ms;
     std::uniform_real_distribution<double> jitter(0.8, 1.2);
     uint32_t wait_ms = static_cast<uint32_t>(backoff_ms * jitter(rng));
-    FW_LOG(Warning, "controller ", options_.address, ": stream ended (code ",
-           static_cast<int>(status.error_code()), ": ", status.error_message(), "); retrying in ",
-           wait_ms, " ms");
+    ++failures;
+    if (welcomed) failures = 1;
+    // Every failure of a live stream is worth a warning; retries of a dead one
+    // only on powers of two, so a controller outage does not flood the log.
+    const bool loud = (failures & (failures - 1)) == 0;
+    Log(loud ? LogLevel::kWarning : LogLevel::kDebug, "controller ", options_.address,
+        welcomed ? ": stream ended (" : ": cannot connect (", absl::StatusCodeToString(FromGrpcStatus(status).code()),
+        ": ", status.error_message(), "); retry ", failures, " in ", wait_ms, " ms");
     {
       absl::MutexLock lock(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };

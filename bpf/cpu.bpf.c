@@ -34,6 +34,21 @@ struct {
 	__type(value, struct fw_cgroup_slot);
 } cgroup_slots SEC(".maps");
 
+/* Per-task memo of (cgroup id, gen) -> slot: cheaper than a hash lookup on
+ * the hot path. Only the tp_btf program has the trusted task it needs. */
+struct fw_task_slot {
+	__u64 cgroup_id;
+	__u32 slot;
+	__u32 gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fw_task_slot);
+} task_slots SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FW_DEFAULT_MAX_TENANTS);
@@ -41,7 +56,20 @@ struct {
 	__type(value, struct fw_cpu_counters);
 } cpu_usage SEC(".maps");
 
-static __always_inline struct cgroup *task_cpu_cgroup(struct task_struct *task)
+/* tp_btf hands us a trusted task pointer: plain loads (with CO-RE relocations
+ * from vmlinux.h's preserve_access_index) cost far less than probe reads. */
+static __always_inline struct cgroup *task_cpu_cgroup_btf(struct task_struct *task)
+{
+	if (use_v1_cpu) {
+		int id = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
+		struct cgroup_subsys_state *css = task->cgroups->subsys[id];
+
+		return css ? css->cgroup : NULL;
+	}
+	return task->cgroups->dfl_cgrp;
+}
+
+static __always_inline struct cgroup *task_cpu_cgroup_raw(struct task_struct *task)
 {
 	if (use_v1_cpu) {
 		int id = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
@@ -54,9 +82,8 @@ static __always_inline struct cgroup *task_cpu_cgroup(struct task_struct *task)
 	return BPF_CORE_READ(task, cgroups, dfl_cgrp);
 }
 
-static __always_inline __u32 tenant_slot(struct cgroup *cgrp)
+static __always_inline __u32 tenant_slot(struct cgroup *cgrp, __u64 id)
 {
-	__u64 id = fw_cgroup_id(cgrp);
 	__u32 gen = tenant_gen;
 	struct fw_cgroup_slot *cached = bpf_map_lookup_elem(&cgroup_slots, &id);
 	struct fw_cgroup_slot entry = { .slot = FW_NO_TENANT, .gen = gen };
@@ -81,15 +108,10 @@ static __always_inline __u32 tenant_slot(struct cgroup *cgrp)
 	return entry.slot;
 }
 
-static __always_inline int account_runtime(struct task_struct *task, __u64 runtime_ns)
+static __always_inline int charge(__u32 slot, __u64 runtime_ns)
 {
-	struct cgroup *cgrp = task_cpu_cgroup(task);
 	struct fw_cpu_counters *counters;
-	__u32 slot;
 
-	if (!cgrp)
-		return 0;
-	slot = tenant_slot(cgrp);
 	if (slot == FW_NO_TENANT)
 		return 0;
 	counters = bpf_map_lookup_elem(&cpu_usage, &slot);
@@ -104,12 +126,34 @@ static __always_inline int account_runtime(struct task_struct *task, __u64 runti
 SEC("tp_btf/sched_stat_runtime")
 int BPF_PROG(fw_cpu_runtime_btf, struct task_struct *task, __u64 runtime_ns)
 {
-	return account_runtime(task, runtime_ns);
+	struct cgroup *cgrp = task_cpu_cgroup_btf(task);
+	struct fw_task_slot *memo;
+	__u32 gen = tenant_gen;
+	__u64 id;
+	__u32 slot;
+
+	if (!cgrp)
+		return 0;
+	id = cgrp->kn->id;
+	memo = bpf_task_storage_get(&task_slots, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (memo && memo->cgroup_id == id && memo->gen == gen)
+		return charge(memo->slot, runtime_ns);
+	slot = tenant_slot(cgrp, id);
+	if (memo) {
+		memo->cgroup_id = id;
+		memo->slot = slot;
+		memo->gen = gen;
+	}
+	return charge(slot, runtime_ns);
 }
 
 /* Fallback for kernels without tp_btf (pre-5.5) or with it disabled. */
 SEC("raw_tp/sched_stat_runtime")
 int BPF_PROG(fw_cpu_runtime_raw, struct task_struct *task, __u64 runtime_ns)
 {
-	return account_runtime(task, runtime_ns);
+	struct cgroup *cgrp = task_cpu_cgroup_raw(task);
+
+	if (!cgrp)
+		return 0;
+	return charge(tenant_slot(cgrp, fw_cgroup_id(cgrp)), runtime_ns);
 }

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/support/status.h"
 
 #define FW_CONCAT_INNER(a, b) a##b
 #define FW_CONCAT(a, b) FW_CONCAT_INNER(a, b)
@@ -39,5 +40,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what);
 
 // Prefixes a status message with context, keeping its code.
 absl::Status Annotate(const absl::Status& status, absl::string_view context);
+
+// gRPC and absl status codes are the same numbers; these convert without loss.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace fairwatch
