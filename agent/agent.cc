@@ -38,7 +38,8 @@ absl::Status Agent::Init() {
   collectors_.push_back(std::make_unique<CpuCollector>(cpu_options));
   for (auto& c : collectors_) {
     absl::Status status = c->Init();
-    if (!status.ok()) return Annotate(status, absl::StrCat("starting the ", c->name(), " collector"));
+    if (!status.ok())
+      return Annotate(status, absl::StrCat("starting the ", c->name(), " collector"));
   }
 
   hello_.set_host_id(config_.host_id());
@@ -50,7 +51,8 @@ absl::Status Agent::Init() {
   hello_.mutable_capacity()->set_cpus(OnlineCpuCount());
   hello_.set_interval_ms(config_.interval_ms());
 
-  ASSIGN_OR_RETURN(auto credentials, MakeChannelCredentials(config_.tls(), config_.insecure_plaintext()));
+  ASSIGN_OR_RETURN(auto credentials,
+                   MakeChannelCredentials(config_.tls(), config_.insecure_plaintext()));
   ReporterOptions reporter_options;
   reporter_options.address = config_.controller_address();
   reporter_options.credentials = std::move(credentials);

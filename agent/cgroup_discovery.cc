@@ -42,7 +42,8 @@ absl::StatusOr<std::string> NormalizeRelativeCgroupPath(const std::string& path)
     }
     parts.emplace_back(part);
   }
-  if (parts.empty()) return absl::InvalidArgumentError(absl::StrCat("cgroup path '", path, "' is empty"));
+  if (parts.empty())
+    return absl::InvalidArgumentError(absl::StrCat("cgroup path '", path, "' is empty"));
   return absl::StrJoin(parts, "/");
 }
 

@@ -18,8 +18,8 @@ absl::StatusOr<std::string> CgroupMounts::MountOf(const std::string& hierarchy) 
   }
   auto it = v1_by_controller.find(hierarchy);
   if (it == v1_by_controller.end()) {
-    return absl::NotFoundError(absl::StrCat("no cgroup v1 hierarchy with controller '", hierarchy,
-                                            "' is mounted"));
+    return absl::NotFoundError(
+        absl::StrCat("no cgroup v1 hierarchy with controller '", hierarchy, "' is mounted"));
   }
   return it->second;
 }
@@ -40,8 +40,8 @@ absl::StatusOr<CgroupMounts> ParseMountInfo(const std::string& mountinfo) {
       if (mounts.unified.empty()) mounts.unified = mount_point;
     } else if (post[0] == "cgroup") {
       for (absl::string_view opt : absl::StrSplit(post[2], ',')) {
-        static const char* const kIgnored[] = {"rw", "ro", "relatime", "noatime", "nosuid",
-                                               "nodev", "noexec", "clone_children"};
+        static const char* const kIgnored[] = {"rw",     "ro",    "relatime", "noatime",
+                                               "nosuid", "nodev", "noexec",   "clone_children"};
         bool ignored = false;
         for (const char* skip : kIgnored) ignored = ignored || opt == skip;
         if (ignored || absl::StartsWith(opt, "name=") || absl::StartsWith(opt, "release_agent")) {
@@ -83,8 +83,8 @@ absl::StatusOr<std::string> ChooseCpuHierarchy(const CgroupMounts& mounts,
         "neither a cgroup v1 cpu hierarchy nor a cgroup2 hierarchy is mounted");
   }
   if (requested != "unified" && requested != "cpu") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cpu_hierarchy must be auto, unified or cpu; got '", requested, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cpu_hierarchy must be auto, unified or cpu; got '", requested, "'"));
   }
   RETURN_IF_ERROR(mounts.MountOf(requested).status());
   return requested;

@@ -11,7 +11,7 @@ namespace fairwatch::agent {
 
 struct CgroupMounts {
   v1::CgroupLayout layout = v1::CGROUP_LAYOUT_UNSPECIFIED;
-  std::string unified;                            // cgroup2 mount, empty if none
+  std::string unified;                                  // cgroup2 mount, empty if none
   std::map<std::string, std::string> v1_by_controller;  // "cpu" -> /sys/fs/cgroup/cpu
 
   // The mount point of a hierarchy named as in CgroupRef ("unified", "cpu").
@@ -20,10 +20,12 @@ struct CgroupMounts {
 
 // Parses mountinfo text (proc(5) format).
 absl::StatusOr<CgroupMounts> ParseMountInfo(const std::string& mountinfo);
-absl::StatusOr<CgroupMounts> ReadCgroupMounts(const std::string& mountinfo_path = "/proc/self/mountinfo");
+absl::StatusOr<CgroupMounts> ReadCgroupMounts(
+    const std::string& mountinfo_path = "/proc/self/mountinfo");
 
 // Picks the hierarchy CPU is attributed in: `requested` is "auto", "unified" or
 // "cpu". auto means the v1 cpu controller where it is mounted, else unified.
-absl::StatusOr<std::string> ChooseCpuHierarchy(const CgroupMounts& mounts, const std::string& requested);
+absl::StatusOr<std::string> ChooseCpuHierarchy(const CgroupMounts& mounts,
+                                               const std::string& requested);
 
 }  // namespace fairwatch::agent

@@ -8,7 +8,8 @@
 namespace fairwatch::agent {
 
 void ApplyDefaults(v1::AgentConfig* config) {
-  if (config->controller_address().empty()) config->set_controller_address(kDefaultControllerAddress);
+  if (config->controller_address().empty())
+    config->set_controller_address(kDefaultControllerAddress);
   if (config->host_id().empty()) config->set_host_id(Hostname());
   if (config->interval_ms() == 0) config->set_interval_ms(kDefaultIntervalMs);
   if (config->cgroup_root().empty()) config->set_cgroup_root(kDefaultCgroupRoot);
@@ -46,7 +47,8 @@ absl::Status Validate(const v1::AgentConfig& config) {
           absl::StrCat("cgroup_parents '", parent.path(), "': weight must not be negative"));
     }
   }
-  if (config.insecure_plaintext() && (!config.tls().cert_file().empty() || !config.tls().ca_file().empty())) {
+  if (config.insecure_plaintext() &&
+      (!config.tls().cert_file().empty() || !config.tls().ca_file().empty())) {
     return absl::InvalidArgumentError("insecure_plaintext and tls settings are exclusive");
   }
   return absl::OkStatus();

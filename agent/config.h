@@ -11,7 +11,7 @@ namespace fairwatch::agent {
 inline constexpr uint32_t kDefaultIntervalMs = 1000;
 inline constexpr uint32_t kDefaultMaxTenants = 4096;
 inline constexpr uint32_t kDefaultReportBuffer = 600;
-inline constexpr uint32_t kDefaultMaxBackoffMs = 10000;
+inline constexpr uint32_t kDefaultMaxBackoffMs = 5000;
 inline constexpr char kDefaultControllerAddress[] = "127.0.0.1:7400";
 inline constexpr char kDefaultCgroupRoot[] = "/sys/fs/cgroup";
 

@@ -31,13 +31,13 @@ absl::Status CpuCollector::LoadAndAttach(bool use_btf) {
   if (err) return ErrnoStatus(-err, "sizing the cpu BPF maps");
   err = cpu_bpf__load(skel_);
   if (err) {
-    return ErrnoStatus(-err, absl::StrCat("loading the cpu BPF programs (",
-                                          use_btf ? "tp_btf" : "raw_tp", ")"));
+    return ErrnoStatus(
+        -err, absl::StrCat("loading the cpu BPF programs (", use_btf ? "tp_btf" : "raw_tp", ")"));
   }
   err = cpu_bpf__attach(skel_);
   if (err) {
-    return ErrnoStatus(-err, absl::StrCat("attaching sched_stat_runtime (",
-                                          use_btf ? "tp_btf" : "raw_tp", ")"));
+    return ErrnoStatus(
+        -err, absl::StrCat("attaching sched_stat_runtime (", use_btf ? "tp_btf" : "raw_tp", ")"));
   }
   attach_kind_ = use_btf ? "tp_btf" : "raw_tp";
   return absl::OkStatus();
@@ -144,7 +144,8 @@ absl::Status CpuCollector::Collect(absl::Span<const TenantEntry> tenants, v1::Us
 
 void CpuCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
   if (!skel_) return;
-  for (struct bpf_program* prog : {skel_->progs.fw_cpu_runtime_btf, skel_->progs.fw_cpu_runtime_raw}) {
+  for (struct bpf_program* prog :
+       {skel_->progs.fw_cpu_runtime_btf, skel_->progs.fw_cpu_runtime_raw}) {
     int fd = bpf_program__fd(prog);
     if (fd < 0) continue;
     struct bpf_prog_info info = {};

@@ -18,7 +18,8 @@ constexpr char kDescription[] =
     "with eBPF and streams cumulative counters to fairwatch-controller.\n\n"
     "Examples:\n"
     "  fairwatch-agent --config /etc/fairwatch/agent.textproto\n"
-    "  fairwatch-agent --controller 127.0.0.1:7400 --insecure-plaintext --cgroup-parent machine.slice\n"
+    "  fairwatch-agent --controller 127.0.0.1:7400 --insecure-plaintext --cgroup-parent "
+    "machine.slice\n"
     "  fairwatch-agent --config agent.textproto --check-config\n";
 
 }  // namespace
@@ -34,20 +35,31 @@ int main(int argc, char** argv) {
   uint32_t interval_ms = 0;
   std::string cpu_hierarchy;
   std::string log_level = "info";
-  app.add_option("-c,--config", config_path, "Config file (protobuf text format, fairwatch.v1.AgentConfig)");
-  app.add_flag("--check-config", check_config, "Load and validate the config, print a summary, exit");
-  app.add_option("--controller", controller, "Controller address host:port (default 127.0.0.1:7400)");
-  app.add_flag("--insecure-plaintext", insecure, "Talk to the controller without TLS (explicit opt-in)");
-  app.add_option("--cgroup-parent", cgroup_parents,
-                 "Cgroup directory (relative to the hierarchy root) whose children are tenants; repeatable");
+  app.add_option("-c,--config", config_path,
+                 "Config file (protobuf text format, fairwatch.v1.AgentConfig)");
+  app.add_flag("--check-config", check_config,
+               "Load and validate the config, print a summary, exit");
+  app.add_option("--controller", controller,
+                 "Controller address host:port (default 127.0.0.1:7400)");
+  app.add_flag("--insecure-plaintext", insecure,
+               "Talk to the controller without TLS (explicit opt-in)");
+  app.add_option(
+      "--cgroup-parent", cgroup_parents,
+      "Cgroup directory (relative to the hierarchy root) whose children are tenants; repeatable");
   app.add_option("--host-id", host_id, "Host identity sent to the controller (default: hostname)");
-  app.add_option("--interval-ms", interval_ms, "Sampling interval (default 1000)")->check(CLI::Range(100, 60000));
+  app.add_option("--interval-ms", interval_ms, "Sampling interval (default 1000)")
+      ->check(CLI::Range(100, 60000));
   app.add_option("--cpu-hierarchy", cpu_hierarchy, "Attribute CPU in: auto, unified or cpu (v1)")
       ->check(CLI::IsMember({"auto", "unified", "cpu"}));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   app.set_version_flag("--version", std::string("fairwatch-agent ") + FAIRWATCH_VERSION);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    // --help and --version exit 0; every usage error exits 2.
+    return app.exit(error) == 0 ? 0 : 2;
+  }
 
   fairwatch::LogLevel level;
   fairwatch::ParseLogLevel(log_level, &level);

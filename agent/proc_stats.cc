@@ -30,7 +30,8 @@ absl::StatusOr<HostCpuTimes> ParseProcStat(const std::string& text) {
     for (size_t i = 1; i < last; ++i) {
       uint64_t ticks = 0;
       if (!absl::SimpleAtoi(fields[i], &ticks)) {
-        return absl::InvalidArgumentError(absl::StrCat("bad /proc/stat cpu field '", fields[i], "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad /proc/stat cpu field '", fields[i], "'"));
       }
       times.total_ns += ticks * ns_per_tick;
       // idle (4) and iowait (5) are not busy.

@@ -12,7 +12,9 @@
 namespace fairwatch::agent {
 
 Reporter::Reporter(ReporterOptions options, v1::Hello hello, LimitHandler limit_handler)
-    : options_(std::move(options)), hello_(std::move(hello)), limit_handler_(std::move(limit_handler)) {
+    : options_(std::move(options)),
+      hello_(std::move(hello)),
+      limit_handler_(std::move(limit_handler)) {
   grpc::ChannelArguments args;
   // Notice a dead controller or path without waiting for TCP to give up.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
@@ -20,13 +22,17 @@ Reporter::Reporter(ReporterOptions options, v1::Hello hello, LimitHandler limit_
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(options_.initial_backoff_ms));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options_.max_backoff_ms));
+  // The channel's own floor (20 s by default) would otherwise override ours.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options_.initial_backoff_ms));
   channel_ = grpc::CreateCustomChannel(options_.address, options_.credentials, args);
   stub_ = v1::AgentLink::NewStub(channel_);
 }
 
 Reporter::~Reporter() { Stop(); }
 
-void Reporter::Start() { thread_ = std::thread([this] { Run(); }); }
+void Reporter::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Reporter::Stop() {
   {
@@ -94,15 +100,16 @@ void Reporter::Run() {
     // only on powers of two, so a controller outage does not flood the log.
     const bool loud = (failures & (failures - 1)) == 0;
     Log(loud ? LogLevel::kWarning : LogLevel::kDebug, "controller ", options_.address,
-        welcomed ? ": stream ended (" : ": cannot connect (", absl::StatusCodeToString(FromGrpcStatus(status).code()),
-        ": ", status.error_message(), "); retry ", failures, " in ", wait_ms, " ms");
+        welcomed ? ": stream ended (" : ": cannot connect (",
+        absl::StatusCodeToString(FromGrpcStatus(status).code()), ": ", status.error_message(),
+        "); retry ", failures, " in ", wait_ms, " ms");
     {
       absl::MutexLock lock(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
       mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(wait_ms));
       if (stopping_) return;
     }
-    backoff_ms = std::min(backoff_ms * 2, options_.max_backoff_ms);
+    backoff_ms = std::min(backoff_ms * 8 / 5, options_.max_backoff_ms);
   }
 }
 

@@ -24,7 +24,7 @@ struct ReporterOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   size_t buffer_reports = 600;
   uint32_t initial_backoff_ms = 200;
-  uint32_t max_backoff_ms = 10000;
+  uint32_t max_backoff_ms = 5000;
 };
 
 struct ReporterStats {

@@ -86,7 +86,7 @@ static __always_inline __u32 tenant_slot(struct cgroup *cgrp, __u64 id)
 {
 	__u32 gen = tenant_gen;
 	struct fw_cgroup_slot *cached = bpf_map_lookup_elem(&cgroup_slots, &id);
-	struct fw_cgroup_slot entry = { .slot = FW_NO_TENANT, .gen = gen };
+	struct fw_cgroup_slot entry = {.slot = FW_NO_TENANT, .gen = gen};
 	struct cgroup *cur = cgrp;
 
 	if (cached && cached->gen == gen)

@@ -1,9 +1,8 @@
 // Minimal leveled logging to stderr (absl 20220623 has no absl/log).
 #pragma once
 
-#include "absl/strings/string_view.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace fairwatch {
 

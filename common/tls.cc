@@ -41,7 +41,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   if (!tls.ca_file().empty()) {
     ASSIGN_OR_RETURN(options.pem_root_certs, ReadFileToString(tls.ca_file()));
   } else if (tls.require_client_cert()) {
-    return absl::InvalidArgumentError("tls.require_client_cert needs tls.ca_file to verify clients");
+    return absl::InvalidArgumentError(
+        "tls.require_client_cert needs tls.ca_file to verify clients");
   }
   return grpc::SslServerCredentials(options);
 }

@@ -22,7 +22,7 @@ namespace {
 using fairwatch::testing::TestCgroupTree;
 
 struct HierarchyCase {
-  const char* hierarchy;  // where the agent attributes CPU
+  const char* hierarchy;          // where the agent attributes CPU
   const char* counter_hierarchy;  // where the kernel's counter lives
 };
 

@@ -44,7 +44,9 @@ absl::Status MakeDir(const std::string& path) {
     uint64_t start = NowNs();
     while (NowNs() - start < busy_ns) sink = sink + 1;
     if (busy_ns < period_ns) {
-      struct timespec rest {0, static_cast<long>(period_ns - busy_ns)};
+      struct timespec rest {
+        0, static_cast<long>(period_ns - busy_ns)
+      };
       nanosleep(&rest, nullptr);
     }
   }

@@ -1,0 +1,71 @@
+// fairwatch.v1.AgentLink: one bidirectional stream per agent, served with the
+// gRPC callback API (one reactor per stream, no thread per stream).
+//
+// The method is registered raw (ByteBuffer in and out) and this code parses
+// AgentMessage itself: the typed reactor reports a message that fails to
+// parse exactly like a clean half-close (OnReadDone(false)), so an agent
+// sending garbage would get status OK. Raw, it gets INVALID_ARGUMENT.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "controller/fleet_state.h"
+#include "controller/store.h"
+#include "fairwatch/v1/agent.grpc.pb.h"
+
+namespace fairwatch::controller {
+
+struct AgentLinkOptions {
+  // Messages queued towards one agent before its stream is ended as stuck.
+  size_t max_queued_messages = 4096;
+  std::string controller_version = FAIRWATCH_VERSION;
+};
+
+class AgentLinkService final
+    : public v1::AgentLink::WithRawCallbackMethod_Connect<v1::AgentLink::Service> {
+ public:
+  // `fleet` and `store` must outlive the service; `store` may be null.
+  AgentLinkService(FleetState* fleet, Store* store, AgentLinkOptions options = {});
+  ~AgentLinkService() override;
+
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
+      grpc::CallbackServerContext* context) override;
+
+  // Queues `message` on the host's live stream. NotFound when the host has no
+  // live stream, Unavailable when its stream is ending.
+  absl::Status SendToHost(absl::string_view host_id, const v1::ControllerMessage& message);
+
+  // Ends every stream with `status`, e.g. UNAVAILABLE before shutdown so
+  // agents reconnect elsewhere instead of waiting for the deadline.
+  void FinishAll(const grpc::Status& status);
+
+  size_t live_stream_count() const;
+  // Streams whose reactor still exists (for tests and orderly shutdown).
+  int64_t active_reactor_count() const { return active_reactors_.load(); }
+
+ private:
+  class AgentStream;
+
+  // Makes `stream` the host's live stream; returns the one it replaces, with
+  // a reference taken, or null.
+  AgentStream* Register(const std::string& host_id, AgentStream* stream);
+  void Unregister(const std::string& host_id, AgentStream* stream);
+
+  FleetState* const fleet_;
+  Store* const store_;
+  const AgentLinkOptions options_;
+  std::atomic<uint64_t> next_connection_id_{1};
+  std::atomic<int64_t> active_reactors_{0};
+
+  mutable absl::Mutex registry_mu_;
+  absl::flat_hash_map<std::string, AgentStream*> live_ ABSL_GUARDED_BY(registry_mu_);
+};
+
+}  // namespace fairwatch::controller

@@ -1,0 +1,108 @@
+// What the controller knows about every host: its Hello, connection, tenant
+// inventory and a short history of cumulative usage counters, from which it
+// computes rates. Pure logic (no gRPC, no I/O) so it is testable and cheap.
+//
+// Locking: `hosts_mu_` guards the host map; each host has its own mutex, so
+// ingest from many agent streams only contends per host.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fairwatch/v1/agent.pb.h"
+#include "fairwatch/v1/config.pb.h"
+#include "fairwatch/v1/operator.pb.h"
+
+namespace fairwatch::controller {
+
+struct FleetOptions {
+  uint32_t window_intervals = 5;                  // default rate window, in reports
+  uint32_t history_reports = 120;                 // ring size per host; > window_intervals
+  absl::Duration host_stale = absl::Minutes(10);  // kept listed after disconnect
+
+  static FleetOptions FromConfig(const v1::ControllerConfig& config);
+};
+
+// A tenant's CPU rate over a window. window_s == 0 means no rate yet.
+struct CpuRate {
+  double cores = 0;
+  double window_s = 0;
+  uint64_t usage_ns = 0;  // cumulative, newest report
+};
+
+struct HelloResult {
+  // Highest seq held for this host in the Hello's epoch; 0 if none.
+  uint64_t last_report_seq = 0;
+  bool new_host = false;
+  bool epoch_changed = false;
+  bool replaced_connection = false;  // the host was connected on another stream
+};
+
+enum class ReportOutcome { kIngested, kDuplicate };
+
+class FleetState {
+ public:
+  explicit FleetState(FleetOptions options);
+  FleetState(const FleetState&) = delete;
+  FleetState& operator=(const FleetState&) = delete;
+  ~FleetState();
+
+  const FleetOptions& options() const { return options_; }
+
+  // Registers (or refreshes) a host on a new stream `connection_id`. A new
+  // epoch drops the counter history, since counters restarted from zero.
+  absl::StatusOr<HelloResult> OnHello(const v1::Hello& hello, uint64_t connection_id,
+                                      absl::Time now);
+
+  // Marks the host disconnected if `connection_id` is still its stream (a
+  // replaced stream ending late must not disconnect its successor). Returns
+  // whether it did.
+  bool OnDisconnect(absl::string_view host_id, uint64_t connection_id, absl::Time now);
+
+  absl::Status ApplyInventory(absl::string_view host_id, const v1::TenantInventory& inventory,
+                              absl::Time now);
+
+  // A report with a seq at or below the newest held in this epoch is a resend
+  // and changes nothing (kDuplicate).
+  absl::StatusOr<ReportOutcome> IngestReport(absl::string_view host_id,
+                                             const v1::UsageReport& report);
+
+  // Forgets hosts disconnected for at least host_stale; returns their ids.
+  std::vector<std::string> ExpireStaleHosts(absl::Time now);
+
+  // Queries. `window_intervals` 0 means the default; more than
+  // history_reports - 1 is InvalidArgument.
+  std::vector<v1::HostInfo> ListHosts() const;
+  absl::StatusOr<v1::HostInfo> GetHost(absl::string_view host_id) const;
+  // Empty host_id: all hosts. An unknown host is NotFound.
+  absl::StatusOr<std::vector<v1::TenantInfo>> ListTenants(absl::string_view host_id) const;
+  // Unsorted rows for tenants in the newest report or the inventory.
+  absl::StatusOr<std::vector<v1::TopRow>> TopCpu(absl::string_view host_id,
+                                                 uint32_t window_intervals) const;
+  absl::StatusOr<CpuRate> TenantCpu(absl::string_view host_id, absl::string_view tenant_id,
+                                    uint32_t window_intervals) const;
+
+  size_t host_count() const;
+
+  struct Host;  // opaque; defined in fleet_state.cc
+
+ private:
+  std::shared_ptr<Host> FindHost(absl::string_view host_id) const;
+  absl::StatusOr<uint32_t> ResolveWindow(uint32_t window_intervals) const;
+
+  const FleetOptions options_;
+  mutable absl::Mutex hosts_mu_;
+  // shared_ptr so a query can keep working on a host while it is expired.
+  absl::flat_hash_map<std::string, std::shared_ptr<Host>> hosts_ ABSL_GUARDED_BY(hosts_mu_);
+};
+
+}  // namespace fairwatch::controller

@@ -1,0 +1,86 @@
+#include "controller/operator_service.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status.h"
+
+namespace fairwatch::controller {
+namespace {
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace
+
+absl::Status ComputeListHosts(FleetState& fleet, v1::ListHostsResponse* response) {
+  // Listing is when staleness is visible, so expire here as well as on the
+  // periodic sweep.
+  fleet.ExpireStaleHosts(absl::Now());
+  for (v1::HostInfo& info : fleet.ListHosts()) *response->add_hosts() = std::move(info);
+  return absl::OkStatus();
+}
+
+absl::Status ComputeListTenants(const FleetState& fleet, const v1::ListTenantsRequest& request,
+                                v1::ListTenantsResponse* response) {
+  absl::StatusOr<std::vector<v1::TenantInfo>> tenants = fleet.ListTenants(request.host_id());
+  if (!tenants.ok()) return tenants.status();
+  response->mutable_tenants()->Reserve(static_cast<int>(tenants->size()));
+  for (v1::TenantInfo& info : *tenants) *response->add_tenants() = std::move(info);
+  return absl::OkStatus();
+}
+
+absl::Status ComputeTop(const FleetState& fleet, const v1::TopRequest& request,
+                        v1::TopResponse* response) {
+  const v1::Resource resource =
+      request.resource() == v1::RESOURCE_UNSPECIFIED ? v1::RESOURCE_CPU : request.resource();
+  if (resource != v1::RESOURCE_CPU) {
+    return absl::UnimplementedError(absl::StrCat("Top for ", v1::Resource_Name(resource),
+                                                 " is not implemented yet; only RESOURCE_CPU"));
+  }
+  absl::StatusOr<std::vector<v1::TopRow>> rows =
+      fleet.TopCpu(request.host_id(), request.window_intervals());
+  if (!rows.ok()) return rows.status();
+  auto by_cores_desc = [](const v1::TopRow& a, const v1::TopRow& b) {
+    if (a.cpu_cores() != b.cpu_cores()) return a.cpu_cores() > b.cpu_cores();
+    return std::tie(a.host_id(), a.tenant_id()) < std::tie(b.host_id(), b.tenant_id());
+  };
+  size_t count = rows->size();
+  if (request.limit() > 0 && request.limit() < count) {
+    count = request.limit();
+    std::partial_sort(rows->begin(), rows->begin() + static_cast<ptrdiff_t>(count), rows->end(),
+                      by_cores_desc);
+  } else {
+    std::sort(rows->begin(), rows->end(), by_cores_desc);
+  }
+  response->set_resource(resource);
+  response->set_computed_unix_ns(absl::ToUnixNanos(absl::Now()));
+  response->mutable_rows()->Reserve(static_cast<int>(count));
+  for (size_t i = 0; i < count; ++i) *response->add_rows() = std::move((*rows)[i]);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* OperatorService::ListHosts(grpc::CallbackServerContext* context,
+                                                     const v1::ListHostsRequest* /*request*/,
+                                                     v1::ListHostsResponse* response) {
+  return Reply(context, ComputeListHosts(*fleet_, response));
+}
+
+grpc::ServerUnaryReactor* OperatorService::ListTenants(grpc::CallbackServerContext* context,
+                                                       const v1::ListTenantsRequest* request,
+                                                       v1::ListTenantsResponse* response) {
+  return Reply(context, ComputeListTenants(*fleet_, *request, response));
+}
+
+grpc::ServerUnaryReactor* OperatorService::Top(grpc::CallbackServerContext* context,
+                                               const v1::TopRequest* request,
+                                               v1::TopResponse* response) {
+  return Reply(context, ComputeTop(*fleet_, *request, response));
+}
+
+}  // namespace fairwatch::controller

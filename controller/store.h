@@ -1,0 +1,107 @@
+// Durable controller state. `Store` is the seam for a distributed store
+// later; `SqliteStore` is the embedded default.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "fairwatch/v1/agent.pb.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fairwatch::controller {
+
+struct StoredHost {
+  std::string host_id;
+  std::string hostname;
+  std::string agent_version;
+  int64_t first_seen_unix_ns = 0;
+  int64_t last_seen_unix_ns = 0;
+};
+
+struct StoredTenant {
+  std::string host_id;
+  std::string tenant_id;
+  std::string name;
+  std::string account;
+  std::string source;  // TenantSource enum name
+  int64_t first_seen_unix_ns = 0;
+  int64_t last_seen_unix_ns = 0;
+  int64_t removed_unix_ns = 0;  // 0 while present
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual absl::Status RecordHello(const v1::Hello& hello, absl::Time now) = 0;
+  // A full inventory marks every tenant of the host not in it as removed.
+  virtual absl::Status RecordInventory(absl::string_view host_id,
+                                       const v1::TenantInventory& inventory, absl::Time now) = 0;
+
+  virtual absl::StatusOr<std::vector<StoredHost>> ListHosts() = 0;
+  // Empty host_id: all hosts. Includes removed tenants.
+  virtual absl::StatusOr<std::vector<StoredTenant>> ListTenants(absl::string_view host_id) = 0;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // Opens or creates the database at `path`, creating its parent directory,
+  // and applies pending schema migrations.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  absl::Status RecordHello(const v1::Hello& hello, absl::Time now) override;
+  absl::Status RecordInventory(absl::string_view host_id, const v1::TenantInventory& inventory,
+                               absl::Time now) override;
+  absl::StatusOr<std::vector<StoredHost>> ListHosts() override;
+  absl::StatusOr<std::vector<StoredTenant>> ListTenants(absl::string_view host_id) override;
+
+  absl::StatusOr<int> SchemaVersion();
+  static int LatestSchemaVersion();
+  const std::string& path() const { return path_; }
+
+ private:
+  struct StatementDeleter {
+    void operator()(sqlite3_stmt* statement) const;
+  };
+  using Statement = std::unique_ptr<sqlite3_stmt, StatementDeleter>;
+
+  SqliteStore(std::string path, sqlite3* db);
+
+  absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PrepareStatements() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Exec(const char* sql, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Statement> Prepare(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Steps a statement that returns no rows, then resets it.
+  absl::Status Run(sqlite3_stmt* statement, absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Error(int rc, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int> SchemaVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  Statement upsert_host_ ABSL_GUARDED_BY(mu_);
+  Statement upsert_tenant_ ABSL_GUARDED_BY(mu_);
+  Statement remove_tenant_ ABSL_GUARDED_BY(mu_);
+  Statement remove_all_tenants_ ABSL_GUARDED_BY(mu_);
+  Statement list_hosts_ ABSL_GUARDED_BY(mu_);
+  Statement list_tenants_ ABSL_GUARDED_BY(mu_);
+  Statement list_host_tenants_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace fairwatch::controller

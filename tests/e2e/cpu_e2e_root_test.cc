@@ -1,0 +1,248 @@
+// End to end on the real binaries: controller and agent on loopback, real
+// tenant cgroups with real workloads, figures read back through
+// `fairwatch ... --output json` and checked against the kernel's counters.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent/cgroup_layout.h"
+#include "fairwatch/v1/operator.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "tests/e2e/process.h"
+#include "tests/support/test_cgroups.h"
+
+namespace fairwatch::testing {
+namespace {
+
+template <typename Message>
+bool ParseJson(const std::string& text, Message* message) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  return google::protobuf::util::JsonStringToMessage(text, message, options).ok();
+}
+
+class CpuEndToEndRoot : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!IsRoot()) GTEST_SKIP() << "needs root: the agent loads BPF; the test creates cgroups";
+    auto mounts = agent::ReadCgroupMounts();
+    ASSERT_TRUE(mounts.ok()) << mounts.status();
+    auto hierarchy = agent::ChooseCpuHierarchy(*mounts, "auto");
+    ASSERT_TRUE(hierarchy.ok());
+    hierarchy_ = *hierarchy;
+    cpu_mount_ = *mounts->MountOf(hierarchy_);
+    std::vector<std::string> tree_mounts{cpu_mount_};
+    // The kernel's ns counter: cpuacct.usage on v1, cpu.stat usage_usec on v2.
+    if (hierarchy_ == "cpu") {
+      auto cpuacct = mounts->MountOf("cpuacct");
+      ASSERT_TRUE(cpuacct.ok()) << "hybrid host without cpuacct";
+      counter_mount_ = *cpuacct;
+      if (counter_mount_ != cpu_mount_) tree_mounts.push_back(counter_mount_);
+    } else {
+      counter_mount_ = cpu_mount_;
+    }
+    tree_ = std::make_unique<TestCgroupTree>(tree_mounts, UniqueCgroupPrefix());
+    char tmpl[] = "/tmp/fwe2e-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    port_ = PickFreePort();
+    ASSERT_GT(port_, 0);
+    address_ = absl::StrCat("127.0.0.1:", port_);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      if (agent_) std::cerr << "--- agent log ---\n" << agent_->Log();
+      if (controller_) std::cerr << "--- controller log ---\n" << controller_->Log();
+    }
+    agent_.reset();
+    controller_.reset();
+    tree_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  void StartController() {
+    controller_ = std::make_unique<Daemon>(
+        std::vector<std::string>{FW_CONTROLLER_BIN, "--insecure-plaintext", "--listen", address_,
+                                 "--db", dir_ + "/controller.db"},
+        dir_ + "/controller.log");
+    ASSERT_TRUE(controller_->Start());
+  }
+
+  void StartAgent() {
+    agent_ = std::make_unique<Daemon>(
+        std::vector<std::string>{FW_AGENT_BIN, "--insecure-plaintext", "--controller", address_,
+                                 "--cgroup-parent", tree_->prefix(), "--host-id", "e2e-host"},
+        dir_ + "/agent.log");
+    ASSERT_TRUE(agent_->Start());
+  }
+
+  CommandResult Cli(std::vector<std::string> args) {
+    std::vector<std::string> argv{
+        FW_CLI_BIN, "--insecure-plaintext", "--controller", address_, "--output", "json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, 15);
+  }
+
+  // Polls `fairwatch tenants` until `n` tenants of this test are listed.
+  bool WaitForTenants(size_t n, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 200) {
+      CommandResult r = Cli({"tenants", "--host", "e2e-host"});
+      v1::ListTenantsResponse response;
+      if (r.exit_code == 0 && ParseJson(r.out, &response) &&
+          static_cast<size_t>(response.tenants_size()) == n) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
+  }
+
+  uint64_t KernelNs(const std::string& child) {
+    if (hierarchy_ == "cpu") {
+      auto text = tree_->ReadFile(counter_mount_, child, "cpuacct.usage");
+      uint64_t ns = 0;
+      EXPECT_TRUE(text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &ns));
+      return ns;
+    }
+    auto text = tree_->ReadFile(counter_mount_, child, "cpu.stat");
+    EXPECT_TRUE(text.ok());
+    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+      std::vector<absl::string_view> kv = absl::StrSplit(line, ' ');
+      uint64_t us = 0;
+      if (kv.size() == 2 && kv[0] == "usage_usec" && absl::SimpleAtoi(kv[1], &us)) return us * 1000;
+    }
+    return 0;
+  }
+
+  std::map<std::string, v1::TopRow> Top() {
+    CommandResult r = Cli({"top", "--once", "--host", "e2e-host"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    v1::TopResponse response;
+    EXPECT_TRUE(ParseJson(r.out, &response)) << r.out;
+    std::map<std::string, v1::TopRow> rows;
+    for (const auto& row : response.rows()) rows[row.tenant_name()] = row;
+    return rows;
+  }
+
+  std::string hierarchy_, cpu_mount_, counter_mount_, dir_, address_;
+  int port_ = 0;
+  std::unique_ptr<TestCgroupTree> tree_;
+  std::unique_ptr<Daemon> controller_;
+  std::unique_ptr<Daemon> agent_;
+};
+
+TEST_F(CpuEndToEndRoot, TopShowsEachTenantsCpuAsTheKernelCountsIt) {
+  ASSERT_TRUE(tree_->Create({"busy", "half", "idle"}).ok());
+  StartController();
+  StartAgent();
+  ASSERT_TRUE(WaitForTenants(3, 15000)) << "agent did not report 3 tenants";
+
+  // Workloads start after discovery, so the agent's cumulative counters and
+  // the kernel's cover the same span.
+  ASSERT_TRUE(tree_->SpawnWorkload("busy", 1.0).ok());
+  ASSERT_TRUE(tree_->SpawnWorkload("half", 0.5, "vcpu0").ok());
+  ASSERT_TRUE(tree_->SpawnWorkload("idle", 0.0).ok());
+
+  // A running window: the rate the controller shows vs the kernel's rate.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  std::map<std::string, uint64_t> k0;
+  for (const char* t : {"busy", "half", "idle"}) k0[t] = KernelNs(t);
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(6));
+  std::map<std::string, uint64_t> k1;
+  for (const char* t : {"busy", "half", "idle"}) k1[t] = KernelNs(t);
+  const double span_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto running = Top();
+  ASSERT_EQ(running.size(), 3u);
+  for (const char* t : {"busy", "half"}) {
+    const double kernel_cores = static_cast<double>(k1[t] - k0[t]) / 1e9 / span_s;
+    const v1::TopRow& row = running[t];
+    std::cout << t << ": top " << row.cpu_cores() << " cores (" << 100 * row.cpu_host_fraction()
+              << " % of host, window " << row.window_s() << " s), kernel " << kernel_cores
+              << " cores\n";
+    EXPECT_GT(row.window_s(), 3.0);
+    // Windows are not aligned (the controller's ends at the last report).
+    EXPECT_NEAR(row.cpu_cores(), kernel_cores, 0.1 * kernel_cores + 0.02) << t;
+  }
+  EXPECT_LT(running["idle"].cpu_cores(), 0.01);
+  EXPECT_GT(running["busy"].cpu_cores(), running["half"].cpu_cores());
+
+  // Frozen workloads: cumulative counters must now equal the kernel's.
+  tree_->StopWorkloads();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto frozen = Top();
+  for (const char* t : {"busy", "half", "idle"}) {
+    const double kernel = static_cast<double>(KernelNs(t));
+    const double reported = static_cast<double>(frozen[t].cpu_usage_ns());
+    std::cout << t << ": cumulative " << reported / 1e6 << " ms, kernel " << kernel / 1e6
+              << " ms\n";
+    if (std::string(t) == "idle") {
+      EXPECT_NEAR(reported, kernel, 5e6);
+    } else {
+      EXPECT_NEAR(reported, kernel, 0.02 * kernel) << t;
+    }
+  }
+  CommandResult hosts = Cli({"hosts"});
+  ASSERT_EQ(hosts.exit_code, 0) << hosts.err;
+  v1::ListHostsResponse host_list;
+  ASSERT_TRUE(ParseJson(hosts.out, &host_list)) << hosts.out;
+  ASSERT_EQ(host_list.hosts_size(), 1);
+  EXPECT_TRUE(host_list.hosts(0).connected());
+  EXPECT_EQ(host_list.hosts(0).cpu_hierarchy(), hierarchy_);
+  EXPECT_EQ(host_list.hosts(0).tenant_count(), 3u);
+}
+
+TEST_F(CpuEndToEndRoot, TenantsComeAndGoWithoutRestart) {
+  ASSERT_TRUE(tree_->Create({"a"}).ok());
+  StartController();
+  StartAgent();
+  ASSERT_TRUE(WaitForTenants(1, 15000));
+  ASSERT_TRUE(tree_->AddChild("b").ok());
+  auto added = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitForTenants(2, 5000));
+  const double seen_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - added).count();
+  std::cout << "new tenant listed after " << seen_s << " s\n";
+  EXPECT_LE(seen_s, 2.0);
+  ASSERT_TRUE(tree_->RemoveChild("a").ok());
+  auto removed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitForTenants(1, 5000));
+  const double gone_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - removed).count();
+  std::cout << "removed tenant gone after " << gone_s << " s\n";
+  EXPECT_LE(gone_s, 2.0);
+}
+
+TEST_F(CpuEndToEndRoot, AgentReconnectsAfterControllerRestartWithoutLosingCounts) {
+  ASSERT_TRUE(tree_->Create({"busy"}).ok());
+  StartController();
+  StartAgent();
+  ASSERT_TRUE(WaitForTenants(1, 15000));
+  ASSERT_TRUE(tree_->SpawnWorkload("busy", 1.0).ok());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  controller_->Stop();
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the agent buffers meanwhile
+  StartController();
+  ASSERT_TRUE(WaitForTenants(1, 20000)) << "agent did not reconnect";
+  tree_->StopWorkloads();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto rows = Top();
+  const double kernel = static_cast<double>(KernelNs("busy"));
+  EXPECT_NEAR(static_cast<double>(rows["busy"].cpu_usage_ns()), kernel, 0.02 * kernel)
+      << "cumulative counters carry across the outage";
+}
+
+}  // namespace
+}  // namespace fairwatch::testing
