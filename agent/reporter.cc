@@ -187,10 +187,13 @@ grpc::Status Reporter::RunStream(bool* welcomed) {
     stopping = stopping_;
   }
   if (stopping) {
+    // Let the controller see a clean end, but do not wait on it for long.
     stream->WritesDone();
-  } else {
-    context.TryCancel();
+    absl::MutexLock lock(&mu_);
+    auto closed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stream_broken_; };
+    mu_.AwaitWithTimeout(absl::Condition(&closed), absl::Seconds(1));
   }
+  context.TryCancel();
   reader.join();
   grpc::Status status = stream->Finish();
   clear_context();

@@ -16,7 +16,11 @@ BUILD=${FAIRWATCH_BUILD:-build}
 PORT=${FAIRWATCH_PORT:-7400}
 DEMO_SECONDS=${DEMO_SECONDS:-0}
 
-say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+if [[ -t 1 ]]; then
+  say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+else
+  say() { printf 'demo: %s\n' "$*"; }
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "demo.sh: must run as root: the agent loads eBPF programs and the demo creates cgroups" >&2
@@ -68,7 +72,7 @@ cleanup() {
   say "stopping: workloads, agent, controller; removing $CG/$PARENT"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   remove_cgroups
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
   say "logs and database kept in $STATE"
 }
 trap cleanup EXIT
@@ -90,9 +94,10 @@ PIDS+=($!)
 start_in() {  # start_in <tenant> <command...>: runs the command inside the tenant's cgroup
   local tenant=$1
   shift
-  sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG/$PARENT/$tenant" "$@" \
-    >>"$STATE/workloads.log" 2>&1 &
-  PIDS+=($!)
+  # Started from a subshell so they are not this shell's jobs; they are found
+  # and stopped through their cgroup.
+  (sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG/$PARENT/$tenant" "$@" \
+    >>"$STATE/workloads.log" 2>&1 &)
 }
 start_in web stress-ng --cpu 1 --cpu-load 20 --quiet
 start_in db stress-ng --cpu 1 --cpu-load 30 --quiet

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -242,6 +243,49 @@ TEST_F(CpuEndToEndRoot, AgentReconnectsAfterControllerRestartWithoutLosingCounts
   const double kernel = static_cast<double>(KernelNs("busy"));
   EXPECT_NEAR(static_cast<double>(rows["busy"].cpu_usage_ns()), kernel, 0.02 * kernel)
       << "cumulative counters carry across the outage";
+}
+
+TEST_F(CpuEndToEndRoot, AgentAndCliTalkToTheControllerOverTls) {
+  if (access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "openssl not installed";
+  // A self-signed certificate for 127.0.0.1 that is its own CA.
+  CommandResult gen =
+      RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                  "-subj", "/CN=fairwatch-test", "-addext", "subjectAltName=IP:127.0.0.1",
+                  "-keyout", dir_ + "/key.pem", "-out", dir_ + "/cert.pem"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  {
+    std::ofstream(dir_ + "/controller.textproto")
+        << "listen_address: \"" << address_ << "\"\n"
+        << "database_path: \"" << dir_ << "/controller.db\"\n"
+        << "tls { cert_file: \"" << dir_ << "/cert.pem\" key_file: \"" << dir_ << "/key.pem\" }\n";
+    std::ofstream(dir_ + "/agent.textproto")
+        << "controller_address: \"" << address_ << "\"\n"
+        << "host_id: \"e2e-host\"\n"
+        << "cgroup_parents { path: \"" << tree_->prefix() << "\" }\n"
+        << "tls { ca_file: \"" << dir_ << "/cert.pem\" }\n";
+  }
+  ASSERT_TRUE(tree_->Create({"t"}).ok());
+  controller_ = std::make_unique<Daemon>(
+      std::vector<std::string>{FW_CONTROLLER_BIN, "--config", dir_ + "/controller.textproto"},
+      dir_ + "/controller.log");
+  ASSERT_TRUE(controller_->Start());
+  agent_ = std::make_unique<Daemon>(
+      std::vector<std::string>{FW_AGENT_BIN, "--config", dir_ + "/agent.textproto"},
+      dir_ + "/agent.log");
+  ASSERT_TRUE(agent_->Start());
+
+  bool listed = false;
+  for (int i = 0; i < 75 && !listed; ++i) {
+    CommandResult r = RunCommand({FW_CLI_BIN, "--controller", address_, "--tls-ca",
+                                  dir_ + "/cert.pem", "--output", "json", "tenants"});
+    v1::ListTenantsResponse response;
+    listed = r.exit_code == 0 && ParseJson(r.out, &response) && response.tenants_size() == 1;
+    if (!listed) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(listed) << "tenant not listed over TLS";
+  // Plaintext against a TLS controller fails cleanly.
+  CommandResult plain = Cli({"hosts"});
+  EXPECT_EQ(plain.exit_code, 3) << plain.out << plain.err;
 }
 
 }  // namespace
