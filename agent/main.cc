@@ -24,7 +24,7 @@ constexpr char kDescription[] =
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int RunAgent(int argc, char** argv) {
   CLI::App app{kDescription, "fairwatch-agent"};
   std::string config_path;
   bool check_config = false;
@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // Signals are taken by a thread of their own so shutdown runs outside a handler.
+  // Blocked before any thread starts, so only the sigwait below takes them and
+  // shutdown runs outside a signal handler.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
@@ -110,18 +111,23 @@ int main(int argc, char** argv) {
     std::cerr << "fairwatch-agent: " << status.message() << "\n";
     return 1;
   }
-  std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    FW_LOG(Info, "signal ", sig, ": shutting down");
-    agent.Shutdown();
-  });
   FW_LOG(Info, "fairwatch-agent ", FAIRWATCH_VERSION, " host ", config.host_id(), " -> ",
          config.controller_address(), config.insecure_plaintext() ? " (plaintext)" : " (TLS)",
          ", interval ", config.interval_ms(), " ms");
-  agent.Run();
-  // Wake the signal thread if the agent stopped on its own.
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
+  std::thread sampler([&agent] { agent.Run(); });
+  int sig = 0;
+  sigwait(&signals, &sig);
+  FW_LOG(Info, sig == SIGINT ? "SIGINT" : "SIGTERM", ": shutting down");
+  agent.Shutdown();
+  sampler.join();
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return RunAgent(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "fairwatch-agent: fatal: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -17,14 +17,17 @@ if [[ ! -f $BUILD/compile_commands.json ]]; then
   exit 1
 fi
 mapfile -t sources < <(git ls-files '*.cc')
-echo "clang-tidy: ${#sources[@]} translation units"
-# Generated protobuf headers are not ours: the header filter in .clang-tidy skips them.
-printf '%s\n' "${sources[@]}" | xargs -P "$(nproc)" -n 4 clang-tidy -p "$BUILD" --quiet 2>&1 |
-  grep -v -E '^[0-9]+ warnings? generated|^Suppressed|^Use -header-filter|^$' || true
-# Fail when any diagnostic was printed (WarningsAsErrors makes them errors).
-if printf '%s\n' "${sources[@]}" | xargs -P "$(nproc)" -n 4 clang-tidy -p "$BUILD" --quiet >/dev/null 2>&1; then
-  echo "clang-tidy: clean"
-else
-  echo "clang-tidy: findings above" >&2
+echo "clang-tidy: ${#sources[@]} translation units (a few minutes on 2 cores)"
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+printf '%s\n' "${sources[@]}" | xargs -P "$(nproc)" -n 4 clang-tidy -p "$BUILD" --quiet >"$report" 2>&1 || true
+# Generated code (protobuf, BPF skeletons) lives in the build dir and is not ours to fix;
+# the static analyzer reports into it regardless of HeaderFilterRegex.
+build_abs=$(cd "$BUILD" && pwd)
+findings=$(grep -E '(warning|error): ' "$report" | grep -v "^$build_abs/" | sort -u || true)
+if [[ -n $findings ]]; then
+  echo "$findings" >&2
+  echo "clang-tidy: $(echo "$findings" | wc -l) finding(s)" >&2
   exit 1
 fi
+echo "clang-tidy: clean"

@@ -13,6 +13,23 @@ else
   echo "test.sh: not root: skipping package installation; root-only tests will skip" >&2
 fi
 
+# A test process that crashed cannot run its destructors: remove what tests
+# left under their own prefix (fwtest-<pid>-<n>) once that pid is gone.
+sweep_stale_test_cgroups() {
+  local dir pid
+  for dir in /sys/fs/cgroup/*/fwtest-* /sys/fs/cgroup/fwtest-*; do
+    [[ -d $dir ]] || continue
+    pid=${dir##*/fwtest-}
+    pid=${pid%%-*}
+    [[ -d /proc/$pid ]] && continue
+    # Its workloads outlive it: they are the test's own, so they go too.
+    find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    sleep 0.2
+    find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+trap sweep_stale_test_cgroups EXIT
+
 run_suite() {
   local build=$1
   shift
