@@ -203,7 +203,9 @@ class AgentLinkService::AgentStream final
       case v1::AgentMessage::kInventory:
         return HandleInventory(incoming_.inventory());
       case v1::AgentMessage::kReport:
-        return HandleReport(incoming_.report());
+        // Moved out: the fleet keeps recent reports whole, without a copy.
+        return HandleReport(
+            std::make_shared<const v1::UsageReport>(std::move(*incoming_.mutable_report())));
       case v1::AgentMessage::kLimitAck: {
         const v1::LimitAck& ack = incoming_.limit_ack();
         // Kept in the log only until the planner consumes acks.
@@ -266,8 +268,9 @@ class AgentLinkService::AgentStream final
     return grpc::Status::OK;
   }
 
-  grpc::Status HandleReport(const v1::UsageReport& report) {
-    absl::StatusOr<ReportOutcome> outcome = service_->fleet_->IngestReport(host_id_, report);
+  grpc::Status HandleReport(std::shared_ptr<const v1::UsageReport> shared_report) {
+    const v1::UsageReport& report = *shared_report;
+    absl::StatusOr<ReportOutcome> outcome = service_->fleet_->IngestReport(host_id_, shared_report);
     if (!outcome.ok()) return ToGrpcStatus(outcome.status());
     if (*outcome == ReportOutcome::kDuplicate) {
       FW_LOG(Debug, "host ", host_id_, " resent report seq ", report.seq(), "; already held");

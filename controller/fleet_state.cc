@@ -1,11 +1,14 @@
 #include "controller/fleet_state.h"
 
 #include <algorithm>
+#include <deque>
 #include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/histogram.h"
 #include "common/log.h"
 
 namespace fairwatch::controller {
@@ -17,10 +20,52 @@ struct ReportSlot {
   int64_t timestamp_unix_ns = 0;
 };
 
+// A tenant's usage counters in one report, summed over devices and interfaces.
+struct Sample {
+  uint64_t cpu_usage_ns = 0;
+  uint64_t disk_read_bytes = 0;
+  uint64_t disk_write_bytes = 0;
+  uint64_t disk_read_ops = 0;
+  uint64_t disk_write_ops = 0;
+  uint64_t net_rx_bytes = 0;
+  uint64_t net_tx_bytes = 0;
+  uint64_t net_rx_packets = 0;
+  uint64_t net_tx_packets = 0;
+  uint64_t net_drops = 0;
+
+  static Sample From(const v1::TenantCounters& c) {
+    Sample s;
+    s.cpu_usage_ns = c.cpu().usage_ns();
+    for (const auto& d : c.disks()) {
+      s.disk_read_bytes += d.read_bytes();
+      s.disk_write_bytes += d.write_bytes();
+      s.disk_read_ops += d.read_ops();
+      s.disk_write_ops += d.write_ops();
+    }
+    for (const auto& n : c.net()) {
+      s.net_rx_bytes += n.rx_bytes();
+      s.net_tx_bytes += n.tx_bytes();
+      s.net_rx_packets += n.rx_packets();
+      s.net_tx_packets += n.tx_packets();
+      s.net_drops += n.rx_drops() + n.tx_drops();
+    }
+    return s;
+  }
+
+  // True when no counter went backwards from `before`.
+  bool Follows(const Sample& before) const {
+    return cpu_usage_ns >= before.cpu_usage_ns && disk_read_bytes >= before.disk_read_bytes &&
+           disk_write_bytes >= before.disk_write_bytes && disk_read_ops >= before.disk_read_ops &&
+           disk_write_ops >= before.disk_write_ops && net_rx_bytes >= before.net_rx_bytes &&
+           net_tx_bytes >= before.net_tx_bytes && net_rx_packets >= before.net_rx_packets &&
+           net_tx_packets >= before.net_tx_packets && net_drops >= before.net_drops;
+  }
+};
+
 // One tenant's counters, aligned with Host::reports: report index i lives in
 // slot i % history. Values are only meaningful in [first_index, last_index].
 struct TenantSeries {
-  std::vector<uint64_t> cpu_usage_ns;
+  std::vector<Sample> samples;
   uint64_t first_index = 0;  // start of the current unbroken, non-decreasing run
   uint64_t last_index = 0;   // newest report index that carried this tenant
 };
@@ -50,6 +95,9 @@ struct FleetState::Host {
   std::vector<ReportSlot> reports ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, TenantSeries> series ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, InventoryEntry> inventory ABSL_GUARDED_BY(mu);
+  // The last window_intervals + 1 reports whole, for per-device detail,
+  // histograms and pressure; oldest first, all of the current epoch.
+  std::deque<std::shared_ptr<const v1::UsageReport>> recent ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -71,25 +119,44 @@ FleetState::~FleetState() = default;
 
 namespace {
 
-CpuRate ComputeCpu(const FleetState::Host& host, const TenantSeries& series, uint32_t window)
+TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& series, uint32_t window)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
-  CpuRate rate;
+  TenantRates rates;
   const uint64_t newest = host.report_count;
-  if (newest == 0 || series.last_index != newest) return rate;
+  if (newest == 0 || series.last_index != newest) return rates;
   const size_t history = host.reports.size();
-  rate.usage_ns = series.cpu_usage_ns[newest % history];
+  const Sample& to_sample = series.samples[newest % history];
+  rates.cpu_usage_ns = to_sample.cpu_usage_ns;
   uint64_t start = newest > window ? newest - window : 1;
   start = std::max({start, series.first_index, host.floor_index});
-  if (start >= newest) return rate;
+  if (start >= newest) return rates;
   const ReportSlot& from = host.reports[start % history];
   const ReportSlot& to = host.reports[newest % history];
-  if (to.monotonic_ns <= from.monotonic_ns) return rate;
-  // Non-negative: a run only continues while the counter does not decrease.
-  const uint64_t delta_usage_ns = rate.usage_ns - series.cpu_usage_ns[start % history];
-  const double delta_ns = static_cast<double>(to.monotonic_ns - from.monotonic_ns);
-  rate.cores = static_cast<double>(delta_usage_ns) / delta_ns;
-  rate.window_s = delta_ns / 1e9;
-  return rate;
+  if (to.monotonic_ns <= from.monotonic_ns) return rates;
+  const Sample& from_sample = series.samples[start % history];
+  const double seconds = static_cast<double>(to.monotonic_ns - from.monotonic_ns) / 1e9;
+  // Non-negative: a run only continues while no counter decreases.
+  auto per_s = [seconds](uint64_t newer, uint64_t older) {
+    return static_cast<double>(newer - older) / seconds;
+  };
+  rates.cpu_cores = per_s(to_sample.cpu_usage_ns, from_sample.cpu_usage_ns) / 1e9;
+  rates.disk_read_bytes_per_s = per_s(to_sample.disk_read_bytes, from_sample.disk_read_bytes);
+  rates.disk_write_bytes_per_s = per_s(to_sample.disk_write_bytes, from_sample.disk_write_bytes);
+  rates.disk_read_ops_per_s = per_s(to_sample.disk_read_ops, from_sample.disk_read_ops);
+  rates.disk_write_ops_per_s = per_s(to_sample.disk_write_ops, from_sample.disk_write_ops);
+  rates.net_rx_bytes_per_s = per_s(to_sample.net_rx_bytes, from_sample.net_rx_bytes);
+  rates.net_tx_bytes_per_s = per_s(to_sample.net_tx_bytes, from_sample.net_tx_bytes);
+  rates.net_rx_packets_per_s = per_s(to_sample.net_rx_packets, from_sample.net_rx_packets);
+  rates.net_tx_packets_per_s = per_s(to_sample.net_tx_packets, from_sample.net_tx_packets);
+  rates.net_drops_per_s = per_s(to_sample.net_drops, from_sample.net_drops);
+  rates.window_s = seconds;
+  return rates;
+}
+
+CpuRate ComputeCpu(const FleetState::Host& host, const TenantSeries& series, uint32_t window)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  const TenantRates rates = ComputeRates(host, series, window);
+  return CpuRate{rates.cpu_cores, rates.window_s, rates.cpu_usage_ns};
 }
 
 void FillHostInfo(const FleetState::Host& host, uint32_t window, v1::HostInfo* info)
@@ -121,6 +188,7 @@ void ResetHistory(FleetState::Host& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu)
   host.floor_index = 1;
   std::fill(host.reports.begin(), host.reports.end(), ReportSlot{});
   host.series.clear();
+  host.recent.clear();
 }
 
 }  // namespace
@@ -222,6 +290,12 @@ absl::Status FleetState::ApplyInventory(absl::string_view host_id,
 
 absl::StatusOr<ReportOutcome> FleetState::IngestReport(absl::string_view host_id,
                                                        const v1::UsageReport& report) {
+  return IngestReport(host_id, std::make_shared<const v1::UsageReport>(report));
+}
+
+absl::StatusOr<ReportOutcome> FleetState::IngestReport(
+    absl::string_view host_id, std::shared_ptr<const v1::UsageReport> shared_report) {
+  const v1::UsageReport& report = *shared_report;
   if (report.seq() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("report from host ", host_id, " has seq 0; seqs start at 1"));
@@ -249,6 +323,7 @@ absl::StatusOr<ReportOutcome> FleetState::IngestReport(absl::string_view host_id
            report.monotonic_ns(), " not after the previous report's ",
            host->reports[(index - 1) % history].monotonic_ns, "; restarting its rate windows");
     host->floor_index = index;
+    host->recent.clear();
   }
   host->reports[index % history] =
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
@@ -258,21 +333,23 @@ absl::StatusOr<ReportOutcome> FleetState::IngestReport(absl::string_view host_id
   for (const v1::TenantCounters& counters : report.tenants()) {
     auto [it, inserted] = host->series.try_emplace(counters.tenant_id());
     TenantSeries& series = it->second;
-    const uint64_t usage_ns = counters.cpu().usage_ns();
+    const Sample sample = Sample::From(counters);
     if (inserted) {
-      series.cpu_usage_ns.resize(history);
+      series.samples.resize(history);
       series.first_index = index;
     } else if (series.last_index == index) {
       continue;  // listed twice in one report: the first entry counts
     } else if (series.last_index + 1 != index ||
-               usage_ns < series.cpu_usage_ns[(index - 1) % history]) {
-      // Missing from a report, or its counter went backwards (cgroup
+               !sample.Follows(series.samples[(index - 1) % history])) {
+      // Missing from a report, or a counter went backwards (cgroup
       // recreated): the old values say nothing about the new run.
       series.first_index = index;
     }
-    series.cpu_usage_ns[index % history] = usage_ns;
+    series.samples[index % history] = sample;
     series.last_index = index;
   }
+  host->recent.push_back(std::move(shared_report));
+  while (host->recent.size() > options_.window_intervals + 1) host->recent.pop_front();
   // Once per ring turn, forget tenants that left the whole history.
   if (index % history == 0) {
     absl::erase_if(host->series,
@@ -373,8 +450,86 @@ absl::StatusOr<std::vector<v1::TenantInfo>> FleetState::ListTenants(
   return tenants;
 }
 
+namespace {
+
+double Capacity(const v1::HostCapacity& capacity, v1::Resource resource) {
+  double total = 0;
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return capacity.cpus();
+    case v1::RESOURCE_DISK_BANDWIDTH:
+      for (const auto& d : capacity.disks()) total += d.bandwidth_bytes_per_s();
+      return total;
+    case v1::RESOURCE_DISK_IOPS:
+      for (const auto& d : capacity.disks()) total += d.ops_per_s();
+      return total;
+    case v1::RESOURCE_NET_RX:
+      for (const auto& i : capacity.interfaces()) total += i.rx_bytes_per_s();
+      return total;
+    case v1::RESOURCE_NET_TX:
+      for (const auto& i : capacity.interfaces()) total += i.tx_bytes_per_s();
+      return total;
+    default:
+      return 0;
+  }
+}
+
+double ResourceValue(const TenantRates& r, v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return r.cpu_cores;
+    case v1::RESOURCE_DISK_BANDWIDTH:
+      return r.disk_read_bytes_per_s + r.disk_write_bytes_per_s;
+    case v1::RESOURCE_DISK_IOPS:
+      return r.disk_read_ops_per_s + r.disk_write_ops_per_s;
+    case v1::RESOURCE_NET_RX:
+      return r.net_rx_bytes_per_s;
+    case v1::RESOURCE_NET_TX:
+      return r.net_tx_bytes_per_s;
+    default:
+      return 0;
+  }
+}
+
+void FillRow(const FleetState::Host& host, const std::string& tenant_id, const TenantRates& rates,
+             v1::Resource resource, v1::TopRow* row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  row->set_host_id(host.hello.host_id());
+  row->set_tenant_id(tenant_id);
+  auto entry = host.inventory.find(tenant_id);
+  if (entry != host.inventory.end()) {
+    row->set_tenant_name(entry->second.tenant.name());
+    row->set_account(entry->second.tenant.account());
+  }
+  const uint32_t cpus = host.hello.capacity().cpus();
+  row->set_cpu_cores(rates.cpu_cores);
+  row->set_cpu_host_fraction(cpus > 0 ? rates.cpu_cores / cpus : 0);
+  row->set_window_s(rates.window_s);
+  row->set_cpu_usage_ns(rates.cpu_usage_ns);
+  row->set_disk_read_bytes_per_s(rates.disk_read_bytes_per_s);
+  row->set_disk_write_bytes_per_s(rates.disk_write_bytes_per_s);
+  row->set_disk_read_ops_per_s(rates.disk_read_ops_per_s);
+  row->set_disk_write_ops_per_s(rates.disk_write_ops_per_s);
+  row->set_net_rx_bytes_per_s(rates.net_rx_bytes_per_s);
+  row->set_net_tx_bytes_per_s(rates.net_tx_bytes_per_s);
+  row->set_net_rx_packets_per_s(rates.net_rx_packets_per_s);
+  row->set_net_tx_packets_per_s(rates.net_tx_packets_per_s);
+  row->set_net_drops_per_s(rates.net_drops_per_s);
+  const double value = ResourceValue(rates, resource);
+  const double capacity = Capacity(host.hello.capacity(), resource);
+  row->set_value(value);
+  row->set_host_fraction(capacity > 0 ? value / capacity : 0);
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<v1::TopRow>> FleetState::TopCpu(absl::string_view host_id,
                                                            uint32_t window_intervals) const {
+  return Top(host_id, window_intervals, v1::RESOURCE_CPU);
+}
+
+absl::StatusOr<std::vector<v1::TopRow>> FleetState::Top(absl::string_view host_id,
+                                                        uint32_t window_intervals,
+                                                        v1::Resource resource) const {
   absl::StatusOr<uint32_t> window = ResolveWindow(window_intervals);
   if (!window.ok()) return window.status();
   std::vector<std::shared_ptr<Host>> hosts;
@@ -387,31 +542,184 @@ absl::StatusOr<std::vector<v1::TopRow>> FleetState::TopCpu(absl::string_view hos
   std::vector<v1::TopRow> rows;
   for (const auto& host : hosts) {
     absl::MutexLock lock(&host->mu);
-    const uint32_t cpus = host->hello.capacity().cpus();
-    auto add_row = [&](const std::string& tenant_id, const CpuRate& rate) {
-      v1::TopRow& row = rows.emplace_back();
-      row.set_host_id(host->hello.host_id());
-      row.set_tenant_id(tenant_id);
-      auto entry = host->inventory.find(tenant_id);
-      if (entry != host->inventory.end()) row.set_tenant_name(entry->second.tenant.name());
-      row.set_cpu_cores(rate.cores);
-      row.set_cpu_host_fraction(cpus > 0 ? rate.cores / cpus : 0);
-      row.set_window_s(rate.window_s);
-      row.set_cpu_usage_ns(rate.usage_ns);
-    };
     for (const auto& [id, series] : host->series) {
       if (series.last_index != host->report_count) continue;
-      add_row(id, ComputeCpu(*host, series, *window));
+      FillRow(*host, id, ComputeRates(*host, series, *window), resource, &rows.emplace_back());
     }
     for (const auto& [id, entry] : host->inventory) {
       auto series = host->series.find(id);
       if (series != host->series.end() && series->second.last_index == host->report_count) {
         continue;
       }
-      add_row(id, CpuRate{});
+      FillRow(*host, id, TenantRates{}, resource, &rows.emplace_back());
     }
   }
   return rows;
+}
+
+namespace {
+
+const v1::TenantCounters* FindCounters(const v1::UsageReport& report, absl::string_view id) {
+  for (const auto& t : report.tenants()) {
+    if (t.tenant_id() == id) return &t;
+  }
+  return nullptr;
+}
+
+// newer - older as a rate, 0 when the counter restarted.
+double Rate(uint64_t newer, uint64_t older, double seconds) {
+  return newer >= older && seconds > 0 ? static_cast<double>(newer - older) / seconds : 0;
+}
+
+void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, double seconds,
+              v1::TenantDetail* detail) {
+  v1::HarmSignals* harm = detail->mutable_harm();
+  const std::vector<uint64_t> runq =
+      HistogramDelta(to.cpu().runq_wait_hist(), from.cpu().runq_wait_hist());
+  harm->set_runq_wait_p50_ns(Log2Quantile(runq, 0.5));
+  harm->set_runq_wait_p99_ns(Log2Quantile(runq, 0.99));
+  harm->set_runq_wait_ns_per_s(Rate(to.cpu().runq_wait_ns(), from.cpu().runq_wait_ns(), seconds));
+  harm->set_runq_waits_per_s(Rate(to.cpu().runq_waits(), from.cpu().runq_waits(), seconds));
+  harm->set_cpu_psi_present(to.cpu_pressure().present());
+  if (to.cpu_pressure().present() && from.cpu_pressure().present()) {
+    harm->set_cpu_psi_some_fraction(
+        Rate(to.cpu_pressure().some_total_us(), from.cpu_pressure().some_total_us(), seconds) /
+        1e6);
+  }
+  harm->set_io_psi_present(to.io_pressure().present());
+  if (to.io_pressure().present() && from.io_pressure().present()) {
+    harm->set_io_psi_some_fraction(
+        Rate(to.io_pressure().some_total_us(), from.io_pressure().some_total_us(), seconds) / 1e6);
+  }
+  harm->set_throttled_ns_per_s(Rate(to.cpu().throttled_ns(), from.cpu().throttled_ns(), seconds));
+  if (to.cpu().nr_periods() > from.cpu().nr_periods() &&
+      to.cpu().nr_throttled() >= from.cpu().nr_throttled()) {
+    harm->set_throttled_periods_fraction(
+        static_cast<double>(to.cpu().nr_throttled() - from.cpu().nr_throttled()) /
+        static_cast<double>(to.cpu().nr_periods() - from.cpu().nr_periods()));
+  }
+
+  std::vector<uint64_t> io_latency;
+  for (const auto& disk : to.disks()) {
+    const v1::DiskCounters* before = nullptr;
+    for (const auto& d : from.disks()) {
+      if (d.device().major() == disk.device().major() &&
+          d.device().minor() == disk.device().minor()) {
+        before = &d;
+      }
+    }
+    const v1::DiskCounters empty;
+    const v1::DiskCounters& old = before ? *before : empty;
+    const std::vector<uint64_t> latency = HistogramDelta(disk.latency(), old.latency());
+    if (io_latency.size() < latency.size()) io_latency.resize(latency.size());
+    for (size_t i = 0; i < latency.size(); ++i) io_latency[i] += latency[i];
+    v1::DiskDeviceRates* rates = detail->add_disks();
+    *rates->mutable_device() = disk.device();
+    rates->set_read_bytes_per_s(Rate(disk.read_bytes(), old.read_bytes(), seconds));
+    rates->set_write_bytes_per_s(Rate(disk.write_bytes(), old.write_bytes(), seconds));
+    rates->set_read_ops_per_s(Rate(disk.read_ops(), old.read_ops(), seconds));
+    rates->set_write_ops_per_s(Rate(disk.write_ops(), old.write_ops(), seconds));
+    rates->set_latency_p50_ns(Log2Quantile(latency, 0.5));
+    rates->set_latency_p99_ns(Log2Quantile(latency, 0.99));
+  }
+  harm->set_io_latency_p50_ns(Log2Quantile(io_latency, 0.5));
+  harm->set_io_latency_p99_ns(Log2Quantile(io_latency, 0.99));
+
+  double drops_per_s = 0;
+  for (const auto& net : to.net()) {
+    const v1::NetCounters* before = nullptr;
+    for (const auto& n : from.net()) {
+      if (n.interface() == net.interface()) before = &n;
+    }
+    const v1::NetCounters empty;
+    const v1::NetCounters& old = before ? *before : empty;
+    v1::InterfaceRates* rates = detail->add_interfaces();
+    rates->set_interface(net.interface());
+    rates->set_rx_bytes_per_s(Rate(net.rx_bytes(), old.rx_bytes(), seconds));
+    rates->set_tx_bytes_per_s(Rate(net.tx_bytes(), old.tx_bytes(), seconds));
+    rates->set_rx_packets_per_s(Rate(net.rx_packets(), old.rx_packets(), seconds));
+    rates->set_tx_packets_per_s(Rate(net.tx_packets(), old.tx_packets(), seconds));
+    rates->set_rx_drops_per_s(Rate(net.rx_drops(), old.rx_drops(), seconds));
+    rates->set_tx_drops_per_s(Rate(net.tx_drops(), old.tx_drops(), seconds));
+    drops_per_s += rates->rx_drops_per_s() + rates->tx_drops_per_s();
+  }
+  harm->set_net_drops_per_s(drops_per_s);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::TenantDetail> FleetState::GetTenant(absl::string_view host_id,
+                                                       absl::string_view tenant,
+                                                       uint32_t window_intervals) const {
+  if (tenant.empty()) return absl::InvalidArgumentError("tenant id is empty");
+  absl::StatusOr<uint32_t> window = ResolveWindow(window_intervals);
+  if (!window.ok()) return window.status();
+  std::vector<std::shared_ptr<Host>> hosts;
+  {
+    absl::ReaderMutexLock lock(&hosts_mu_);
+    auto selected = SelectHosts(hosts_, host_id);
+    if (!selected.ok()) return selected.status();
+    hosts = std::move(*selected);
+  }
+  // Exact ids first; names only when no id matched anywhere.
+  std::vector<std::pair<std::shared_ptr<Host>, std::string>> by_id, by_name;
+  for (const auto& host : hosts) {
+    absl::MutexLock lock(&host->mu);
+    if (host->inventory.contains(tenant) || host->series.contains(tenant)) {
+      by_id.emplace_back(host, std::string(tenant));
+    }
+    for (const auto& [id, entry] : host->inventory) {
+      if (entry.tenant.name() == tenant && id != tenant) by_name.emplace_back(host, id);
+    }
+  }
+  const auto& matches = by_id.empty() ? by_name : by_id;
+  if (matches.empty()) {
+    return absl::NotFoundError(absl::StrCat("tenant '", tenant, "' is not known",
+                                            host_id.empty() ? "" : " on host ", host_id));
+  }
+  if (matches.size() > 1) {
+    std::vector<std::string> where;
+    for (const auto& [host, id] : matches) {
+      absl::MutexLock lock(&host->mu);
+      where.push_back(absl::StrCat(host->hello.host_id(), "/", id));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("tenant '", tenant,
+                                                   "' is ambiguous: ", absl::StrJoin(where, ", "),
+                                                   "; give the host or the full id"));
+  }
+  const auto& [host, id] = matches.front();
+  v1::TenantDetail detail;
+  absl::MutexLock lock(&host->mu);
+  v1::TenantInfo* info = detail.mutable_info();
+  info->set_host_id(host->hello.host_id());
+  auto entry = host->inventory.find(id);
+  if (entry != host->inventory.end()) {
+    *info->mutable_tenant() = entry->second.tenant;
+    info->set_first_seen_unix_ns(entry->second.first_seen_unix_ns);
+  } else {
+    info->mutable_tenant()->set_id(id);
+  }
+  auto series = host->series.find(id);
+  FillRow(
+      *host, id,
+      series == host->series.end() ? TenantRates{} : ComputeRates(*host, series->second, *window),
+      v1::RESOURCE_CPU, detail.mutable_usage());
+  // Detail needs the tenant in the newest report and in an older one.
+  if (host->recent.size() < 2) return detail;
+  const v1::UsageReport& newest = *host->recent.back();
+  const v1::TenantCounters* to = FindCounters(newest, id);
+  if (to == nullptr) return detail;
+  const size_t back = std::min<size_t>(*window, host->recent.size() - 1);
+  for (size_t k = back; k > 0; --k) {
+    const v1::UsageReport& older = *host->recent[host->recent.size() - 1 - k];
+    const v1::TenantCounters* from = FindCounters(older, id);
+    if (from == nullptr || newest.monotonic_ns() <= older.monotonic_ns()) continue;
+    const double seconds = static_cast<double>(newest.monotonic_ns() - older.monotonic_ns()) / 1e9;
+    detail.set_window_s(seconds);
+    FillHarm(*to, *from, seconds, &detail);
+    break;
+  }
+  return detail;
 }
 
 absl::StatusOr<CpuRate> FleetState::TenantCpu(absl::string_view host_id,

@@ -39,6 +39,22 @@ struct CpuRate {
   uint64_t usage_ns = 0;  // cumulative, newest report
 };
 
+// All of a tenant's usage rates over one window. window_s == 0: no rate yet.
+struct TenantRates {
+  double cpu_cores = 0;
+  double disk_read_bytes_per_s = 0;
+  double disk_write_bytes_per_s = 0;
+  double disk_read_ops_per_s = 0;
+  double disk_write_ops_per_s = 0;
+  double net_rx_bytes_per_s = 0;
+  double net_tx_bytes_per_s = 0;
+  double net_rx_packets_per_s = 0;
+  double net_tx_packets_per_s = 0;
+  double net_drops_per_s = 0;
+  double window_s = 0;
+  uint64_t cpu_usage_ns = 0;  // cumulative, newest report
+};
+
 struct HelloResult {
   // Highest seq held for this host in the Hello's epoch; 0 if none.
   uint64_t last_report_seq = 0;
@@ -75,6 +91,9 @@ class FleetState {
   // and changes nothing (kDuplicate).
   absl::StatusOr<ReportOutcome> IngestReport(absl::string_view host_id,
                                              const v1::UsageReport& report);
+  // The same without a copy: the fleet keeps the last few reports whole.
+  absl::StatusOr<ReportOutcome> IngestReport(absl::string_view host_id,
+                                             std::shared_ptr<const v1::UsageReport> report);
 
   // Forgets hosts disconnected for at least host_stale; returns their ids.
   std::vector<std::string> ExpireStaleHosts(absl::Time now);
@@ -88,6 +107,14 @@ class FleetState {
   // Unsorted rows for tenants in the newest report or the inventory.
   absl::StatusOr<std::vector<v1::TopRow>> TopCpu(absl::string_view host_id,
                                                  uint32_t window_intervals) const;
+  // Rows carry every resource's rate; value and host_fraction are `resource`'s.
+  absl::StatusOr<std::vector<v1::TopRow>> Top(absl::string_view host_id, uint32_t window_intervals,
+                                              v1::Resource resource) const;
+  // One tenant, by id or unambiguous name; host_id may be empty when the
+  // tenant is unique in the fleet. Harm signals and per-device detail come
+  // from the last min(window, window_intervals) reports.
+  absl::StatusOr<v1::TenantDetail> GetTenant(absl::string_view host_id, absl::string_view tenant,
+                                             uint32_t window_intervals) const;
   absl::StatusOr<CpuRate> TenantCpu(absl::string_view host_id, absl::string_view tenant_id,
                                     uint32_t window_intervals) const;
 

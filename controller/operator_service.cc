@@ -39,15 +39,14 @@ absl::Status ComputeTop(const FleetState& fleet, const v1::TopRequest& request,
                         v1::TopResponse* response) {
   const v1::Resource resource =
       request.resource() == v1::RESOURCE_UNSPECIFIED ? v1::RESOURCE_CPU : request.resource();
-  if (resource != v1::RESOURCE_CPU) {
-    return absl::UnimplementedError(absl::StrCat("Top for ", v1::Resource_Name(resource),
-                                                 " is not implemented yet; only RESOURCE_CPU"));
+  if (!v1::Resource_IsValid(resource)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown resource ", resource));
   }
   absl::StatusOr<std::vector<v1::TopRow>> rows =
-      fleet.TopCpu(request.host_id(), request.window_intervals());
+      fleet.Top(request.host_id(), request.window_intervals(), resource);
   if (!rows.ok()) return rows.status();
   auto by_cores_desc = [](const v1::TopRow& a, const v1::TopRow& b) {
-    if (a.cpu_cores() != b.cpu_cores()) return a.cpu_cores() > b.cpu_cores();
+    if (a.value() != b.value()) return a.value() > b.value();
     return std::tie(a.host_id(), a.tenant_id()) < std::tie(b.host_id(), b.tenant_id());
   };
   size_t count = rows->size();
@@ -62,6 +61,15 @@ absl::Status ComputeTop(const FleetState& fleet, const v1::TopRequest& request,
   response->set_computed_unix_ns(absl::ToUnixNanos(absl::Now()));
   response->mutable_rows()->Reserve(static_cast<int>(count));
   for (size_t i = 0; i < count; ++i) *response->add_rows() = std::move((*rows)[i]);
+  return absl::OkStatus();
+}
+
+absl::Status ComputeGetTenant(const FleetState& fleet, const v1::GetTenantRequest& request,
+                              v1::TenantDetail* response) {
+  absl::StatusOr<v1::TenantDetail> detail =
+      fleet.GetTenant(request.host_id(), request.tenant_id(), request.window_intervals());
+  if (!detail.ok()) return detail.status();
+  *response = std::move(*detail);
   return absl::OkStatus();
 }
 
@@ -81,6 +89,12 @@ grpc::ServerUnaryReactor* OperatorService::Top(grpc::CallbackServerContext* cont
                                                const v1::TopRequest* request,
                                                v1::TopResponse* response) {
   return Reply(context, ComputeTop(*fleet_, *request, response));
+}
+
+grpc::ServerUnaryReactor* OperatorService::GetTenant(grpc::CallbackServerContext* context,
+                                                     const v1::GetTenantRequest* request,
+                                                     v1::TenantDetail* response) {
+  return Reply(context, ComputeGetTenant(*fleet_, *request, response));
 }
 
 }  // namespace fairwatch::controller

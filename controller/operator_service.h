@@ -20,6 +20,9 @@ class OperatorService final : public v1::Operator::CallbackService {
                                         v1::ListTenantsResponse* response) override;
   grpc::ServerUnaryReactor* Top(grpc::CallbackServerContext* context, const v1::TopRequest* request,
                                 v1::TopResponse* response) override;
+  grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* context,
+                                      const v1::GetTenantRequest* request,
+                                      v1::TenantDetail* response) override;
 
  private:
   FleetState* const fleet_;
@@ -31,5 +34,7 @@ absl::Status ComputeListTenants(const FleetState& fleet, const v1::ListTenantsRe
                                 v1::ListTenantsResponse* response);
 absl::Status ComputeTop(const FleetState& fleet, const v1::TopRequest& request,
                         v1::TopResponse* response);
+absl::Status ComputeGetTenant(const FleetState& fleet, const v1::GetTenantRequest& request,
+                              v1::TenantDetail* response);
 
 }  // namespace fairwatch::controller

@@ -289,11 +289,11 @@ TEST_F(AgentLinkServiceTest, OperatorErrors) {
     EXPECT_THAT(status.error_message(), HasSubstr("no-such-host"));
   }
   v1::TopResponse top;
-  v1::TopRequest disk;
-  disk.set_resource(v1::RESOURCE_DISK_BANDWIDTH);
-  grpc::Status status = Top(disk, &top);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("RESOURCE_DISK_BANDWIDTH"));
+  v1::TopRequest bogus;
+  bogus.set_resource(static_cast<v1::Resource>(77));
+  grpc::Status status = Top(bogus, &top);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("77"));
   v1::TopRequest too_long;
   too_long.set_window_intervals(500);
   EXPECT_EQ(Top(too_long, &top).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
