@@ -171,6 +171,16 @@ int RunTenants(const GlobalOptions& options, const std::string& host_id, Control
       "tenants", options, response, [&] { return TenantsTable(response); }, out, err);
 }
 
+int RunTenant(const GlobalOptions& options, const v1::GetTenantRequest& request,
+              ControllerSession& session, std::ostream& out, std::ostream& err) {
+  v1::TenantDetail response;
+  const grpc::Status status =
+      session.stub().GetTenant(session.NewContext().get(), request, &response);
+  if (!status.ok()) return session.Fail("tenant", status);
+  return Print(
+      "tenant", options, response, [&] { return TenantReport(response); }, out, err);
+}
+
 // False when a stop was requested before the time was up.
 bool SleepUnlessStopped(absl::Duration duration) {
   const absl::Time until = absl::Now() + duration;
@@ -272,7 +282,10 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
   top_command->add_option("--host", top.host_id, "Only this host (default: all)");
   std::vector<std::string> resource_names;
   for (const auto& [name, resource] : ResourcesByName()) resource_names.push_back(name);
-  top_command->add_option("--resource", top.resource, "Resource to rank by (only cpu for now)")
+  top_command
+      ->add_option("--resource", top.resource,
+                   "Resource to rank by: cpu, disk (bytes/s), disk-iops, net-rx, net-tx "
+                   "(net = net-tx)")
       ->check(CLI::IsMember(resource_names))
       ->capture_default_str();
   top_command->add_option("--limit", top.limit, "Rows to show (0: all)")->capture_default_str();
@@ -285,6 +298,19 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   top_command->footer("Example: fairwatch --insecure-plaintext top --once --limit 10");
+
+  v1::GetTenantRequest tenant_request;
+  CLI::App* tenant_command = app.add_subcommand(
+      "tenant", "One tenant in full: usage per resource and the harm it suffers");
+  tenant_command->add_option("id", *tenant_request.mutable_tenant_id(), "Tenant id or name")
+      ->required();
+  tenant_command->add_option("--host", *tenant_request.mutable_host_id(),
+                             "Host of the tenant (needed when the id is not unique)");
+  uint32_t tenant_window = 0;
+  tenant_command->add_option("--window", tenant_window,
+                             "Report intervals to compute rates over (0: the default)");
+  tenant_command->footer(
+      "Example: fairwatch --insecure-plaintext tenant machine.slice/vm-a --host hv-12");
 
   try {
     app.parse(argc, argv);
@@ -302,6 +328,10 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
   }
   if (hosts->parsed()) return RunHosts(options, session, out, err);
   if (tenants->parsed()) return RunTenants(options, tenants_host_id, session, out, err);
+  if (tenant_command->parsed()) {
+    tenant_request.set_window_intervals(tenant_window);
+    return RunTenant(options, tenant_request, session, out, err);
+  }
   return RunTop(options, top, session, out, err, out_is_terminal);
 }
 

@@ -187,4 +187,33 @@ std::string FormatCgroups(const google::protobuf::RepeatedPtrField<v1::CgroupRef
   return TruncateMiddle(absl::StrJoin(entries, ","), max_width);
 }
 
+namespace {
+
+// value scaled by 1000s with one of `units`, e.g. 12500 -> "12.5" + units[1].
+std::string Scaled(double value, const std::vector<const char*>& units) {
+  size_t unit = 0;
+  while (value >= 1000 && unit + 1 < units.size()) {
+    value /= 1000;
+    ++unit;
+  }
+  return absl::StrCat(FormatDecimal(value, value < 10 ? 2 : 1), units[unit]);
+}
+
+}  // namespace
+
+std::string FormatBytesRate(double bytes_per_s) {
+  if (bytes_per_s <= 0) return "0 B/s";
+  return Scaled(bytes_per_s, {" B/s", " kB/s", " MB/s", " GB/s", " TB/s"});
+}
+
+std::string FormatRate(double per_s) {
+  if (per_s <= 0) return "0/s";
+  return Scaled(per_s, {"/s", "k/s", "M/s", "G/s"});
+}
+
+std::string FormatNanos(double ns) {
+  if (ns <= 0) return "0";
+  return Scaled(ns, {"ns", "us", "ms", "s"});
+}
+
 }  // namespace fairwatch::cli

@@ -36,10 +36,13 @@ std::string FormatCoarseDuration(absl::Duration duration);
 // Fixed decimals with trailing zeros removed: (2.50, 2) -> "2.5", (3, 1) -> "3".
 std::string FormatDecimal(double value, int max_decimals);
 
-std::string FormatCores(double cores);       // "1.25"
-std::string FormatPercent(double fraction);  // 0.125 -> "12.5%"
-std::string FormatSeconds(double seconds);   // "5s", "4.9s"
-std::string FormatWeight(double weight);     // 0 is the default, shown as "1"
+std::string FormatCores(double cores);            // "1.25"
+std::string FormatPercent(double fraction);       // 0.125 -> "12.5%"
+std::string FormatSeconds(double seconds);        // "5s", "4.9s"
+std::string FormatWeight(double weight);          // 0 is the default, shown as "1"
+std::string FormatBytesRate(double bytes_per_s);  // SI units: "0 B/s", "12.5 MB/s"
+std::string FormatRate(double per_s);             // "0/s", "12.5/s", "3.2k/s"
+std::string FormatNanos(double ns);               // "850ns", "5.1us", "1.5ms", "2.3s"
 
 // "[####      ]" with width_chars cells inside the brackets; fraction clamped to [0, 1].
 std::string RenderBar(double fraction, int width_chars);

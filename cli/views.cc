@@ -47,20 +47,149 @@ std::string TenantsTable(const v1::ListTenantsResponse& response) {
 }
 
 std::string TopTable(const v1::TopResponse& response) {
+  const v1::Resource resource =
+      response.resource() == v1::RESOURCE_UNSPECIFIED ? v1::RESOURCE_CPU : response.resource();
+  std::vector<Column> columns{{"HOST"}, {"TENANT"}};
+  switch (resource) {
+    case v1::RESOURCE_DISK_BANDWIDTH:
+      columns.insert(columns.end(), {{"READ", Align::kRight}, {"WRITE", Align::kRight}});
+      break;
+    case v1::RESOURCE_DISK_IOPS:
+      columns.insert(columns.end(), {{"READ OPS", Align::kRight}, {"WRITE OPS", Align::kRight}});
+      break;
+    case v1::RESOURCE_NET_RX:
+    case v1::RESOURCE_NET_TX:
+      columns.insert(columns.end(),
+                     {{"RX", Align::kRight}, {"TX", Align::kRight}, {"DROPS", Align::kRight}});
+      break;
+    default:
+      columns.push_back({"CPU", Align::kRight});
+  }
+  columns.insert(columns.end(), {{"% HOST", Align::kRight}, {""}, {"WINDOW", Align::kRight}});
+
   std::vector<std::vector<std::string>> rows;
   for (const v1::TopRow& row : response.rows()) {
-    rows.push_back({row.host_id(), row.tenant_name().empty() ? row.tenant_id() : row.tenant_name(),
-                    FormatCores(row.cpu_cores()), FormatPercent(row.cpu_host_fraction()),
-                    RenderBar(row.cpu_host_fraction(), kBarWidthChars),
-                    FormatSeconds(row.window_s())});
+    std::vector<std::string> cells{row.host_id(),
+                                   row.tenant_name().empty() ? row.tenant_id() : row.tenant_name()};
+    switch (resource) {
+      case v1::RESOURCE_DISK_BANDWIDTH:
+        cells.push_back(FormatBytesRate(row.disk_read_bytes_per_s()));
+        cells.push_back(FormatBytesRate(row.disk_write_bytes_per_s()));
+        break;
+      case v1::RESOURCE_DISK_IOPS:
+        cells.push_back(FormatRate(row.disk_read_ops_per_s()));
+        cells.push_back(FormatRate(row.disk_write_ops_per_s()));
+        break;
+      case v1::RESOURCE_NET_RX:
+      case v1::RESOURCE_NET_TX:
+        cells.push_back(FormatBytesRate(row.net_rx_bytes_per_s()));
+        cells.push_back(FormatBytesRate(row.net_tx_bytes_per_s()));
+        cells.push_back(FormatRate(row.net_drops_per_s()));
+        break;
+      default:
+        cells.push_back(FormatCores(row.cpu_cores()));
+    }
+    // The share is unknown (not zero) when the host's capacity for it is.
+    const double share =
+        resource == v1::RESOURCE_CPU ? row.cpu_host_fraction() : row.host_fraction();
+    const bool known = resource == v1::RESOURCE_CPU || row.host_fraction() > 0 || row.value() == 0;
+    cells.push_back(known ? FormatPercent(share) : "-");
+    cells.push_back(RenderBar(share, kBarWidthChars));
+    cells.push_back(FormatSeconds(row.window_s()));
+    rows.push_back(std::move(cells));
   }
-  return RenderTable({{"HOST"},
-                      {"TENANT"},
-                      {"CPU", Align::kRight},
-                      {"% HOST", Align::kRight},
-                      {""},
-                      {"WINDOW", Align::kRight}},
-                     rows);
+  return RenderTable(columns, rows);
+}
+
+std::string TenantReport(const v1::TenantDetail& detail) {
+  const v1::Tenant& tenant = detail.info().tenant();
+  const v1::TopRow& use = detail.usage();
+  const v1::HarmSignals& harm = detail.harm();
+  std::string text = absl::StrCat("tenant   ", tenant.id());
+  if (!tenant.name().empty() && tenant.name() != tenant.id()) {
+    absl::StrAppend(&text, " (", tenant.name(), ")");
+  }
+  absl::StrAppend(&text, "\nhost     ", detail.info().host_id(), "\nsource   ",
+                  SourceName(tenant.source()), ", weight ", FormatWeight(tenant.weight()),
+                  tenant.account().empty() ? "" : absl::StrCat(", account ", tenant.account()),
+                  "\ncgroups  ", FormatCgroups(tenant.cgroups(), 200), "\n");
+  if (use.window_s() <= 0) {
+    absl::StrAppend(&text, "\nno rates yet: the controller needs two reports of this tenant\n");
+    return text;
+  }
+  absl::StrAppend(&text, "\nusage over ", FormatSeconds(use.window_s()), "\n");
+  std::vector<std::vector<std::string>> usage_rows = {
+      {"cpu", absl::StrCat(FormatCores(use.cpu_cores()), " cores"),
+       absl::StrCat(FormatPercent(use.cpu_host_fraction()), " of host")},
+      {"disk",
+       absl::StrCat("read ", FormatBytesRate(use.disk_read_bytes_per_s()), ", write ",
+                    FormatBytesRate(use.disk_write_bytes_per_s())),
+       absl::StrCat(FormatRate(use.disk_read_ops_per_s() + use.disk_write_ops_per_s()), " ops")},
+      {"net",
+       absl::StrCat("rx ", FormatBytesRate(use.net_rx_bytes_per_s()), ", tx ",
+                    FormatBytesRate(use.net_tx_bytes_per_s())),
+       absl::StrCat(FormatRate(use.net_rx_packets_per_s() + use.net_tx_packets_per_s()),
+                    " packets")}};
+  absl::StrAppend(&text, RenderTable({{"  "}, {""}, {""}}, usage_rows));
+
+  if (detail.window_s() <= 0) return text;
+  absl::StrAppend(&text, "\nharm signals over ", FormatSeconds(detail.window_s()), "\n");
+  auto pressure = [](bool present, double fraction) {
+    return present ? absl::StrCat("some ", FormatPercent(fraction)) : std::string("n/a");
+  };
+  std::vector<std::vector<std::string>> harm_rows = {
+      {"run-queue wait",
+       absl::StrCat("p50 ", FormatNanos(harm.runq_wait_p50_ns()), ", p99 ",
+                    FormatNanos(harm.runq_wait_p99_ns())),
+       absl::StrCat(FormatRate(harm.runq_waits_per_s()), " waits, ",
+                    FormatNanos(harm.runq_wait_ns_per_s()), "/s waited")},
+      {"cpu pressure", pressure(harm.cpu_psi_present(), harm.cpu_psi_some_fraction()), ""},
+      {"io pressure", pressure(harm.io_psi_present(), harm.io_psi_some_fraction()), ""},
+      {"own cpu quota", absl::StrCat("throttled ", FormatNanos(harm.throttled_ns_per_s()), "/s"),
+       absl::StrCat(FormatPercent(harm.throttled_periods_fraction()), " of periods")},
+      {"io latency",
+       absl::StrCat("p50 ", FormatNanos(harm.io_latency_p50_ns()), ", p99 ",
+                    FormatNanos(harm.io_latency_p99_ns())),
+       ""},
+      {"net drops", FormatRate(harm.net_drops_per_s()), ""}};
+  absl::StrAppend(&text, RenderTable({{"  "}, {""}, {""}}, harm_rows));
+
+  if (detail.disks_size() > 0) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& d : detail.disks()) {
+      rows.push_back({absl::StrCat(d.device().major(), ":", d.device().minor()),
+                      FormatBytesRate(d.read_bytes_per_s()), FormatBytesRate(d.write_bytes_per_s()),
+                      FormatRate(d.read_ops_per_s()), FormatRate(d.write_ops_per_s()),
+                      FormatNanos(d.latency_p50_ns()), FormatNanos(d.latency_p99_ns())});
+    }
+    absl::StrAppend(&text, "\n",
+                    RenderTable({{"DEVICE"},
+                                 {"READ", Align::kRight},
+                                 {"WRITE", Align::kRight},
+                                 {"R OPS", Align::kRight},
+                                 {"W OPS", Align::kRight},
+                                 {"P50", Align::kRight},
+                                 {"P99", Align::kRight}},
+                                rows));
+  }
+  if (detail.interfaces_size() > 0) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& i : detail.interfaces()) {
+      rows.push_back({i.interface().empty() ? "(cgroup)" : i.interface(),
+                      FormatBytesRate(i.rx_bytes_per_s()), FormatBytesRate(i.tx_bytes_per_s()),
+                      FormatRate(i.rx_packets_per_s()), FormatRate(i.tx_packets_per_s()),
+                      FormatRate(i.rx_drops_per_s() + i.tx_drops_per_s())});
+    }
+    absl::StrAppend(&text, "\n",
+                    RenderTable({{"INTERFACE"},
+                                 {"RX", Align::kRight},
+                                 {"TX", Align::kRight},
+                                 {"RX PKTS", Align::kRight},
+                                 {"TX PKTS", Align::kRight},
+                                 {"DROPS", Align::kRight}},
+                                rows));
+  }
+  return text;
 }
 
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {

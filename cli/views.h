@@ -15,7 +15,11 @@ inline constexpr int kBarWidthChars = 10;
 
 std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now);
 std::string TenantsTable(const v1::ListTenantsResponse& response);
+// Columns follow response.resource(): cores for CPU, bytes or ops per second
+// for disk, bytes, packets and drops per second for network.
 std::string TopTable(const v1::TopResponse& response);
+// The whole tenant record: identity, usage and the harm it suffers.
+std::string TenantReport(const v1::TenantDetail& detail);
 
 // One line of JSON with every field present (zero values included) and the
 // proto's field names, so scripts see stable keys.

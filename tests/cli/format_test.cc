@@ -114,5 +114,15 @@ TEST(FormatCgroups, ShortensLongListsInTheMiddle) {
 
 TEST(FormatCgroups, DashWhenNone) { EXPECT_EQ(FormatCgroups({}, 10), "-"); }
 
+TEST(Numbers, RatesAndDurationsUseSiUnits) {
+  EXPECT_EQ(FormatBytesRate(0), "0 B/s");
+  EXPECT_EQ(FormatBytesRate(999), "999 B/s");
+  EXPECT_EQ(FormatBytesRate(12.5e6), "12.5 MB/s");
+  EXPECT_EQ(FormatRate(3200), "3.2k/s");
+  EXPECT_EQ(FormatNanos(850), "850ns");
+  EXPECT_EQ(FormatNanos(5100), "5.1us");
+  EXPECT_EQ(FormatNanos(2.3e9), "2.3s");
+}
+
 }  // namespace
 }  // namespace fairwatch::cli

@@ -71,6 +71,52 @@ TEST(TopTable, FallsBackToTenantIdWithoutName) {
             "hv-1  machine/batch  0.25    6.0%  [#         ]      5s\n");
 }
 
+TEST(TopTable, DiskColumnsShowRatesAndUnknownShareAsDash) {
+  v1::TopResponse response;
+  response.set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  v1::TopRow* row = response.add_rows();
+  row->set_host_id("hv-1");
+  row->set_tenant_name("db");
+  row->set_disk_read_bytes_per_s(1.5e6);
+  row->set_disk_write_bytes_per_s(42e6);
+  row->set_value(43.5e6);
+  row->set_window_s(5);
+  const std::string table = TopTable(response);
+  EXPECT_NE(table.find("READ"), std::string::npos) << table;
+  EXPECT_NE(table.find("1.5 MB/s"), std::string::npos) << table;
+  EXPECT_NE(table.find("42 MB/s"), std::string::npos) << table;
+  EXPECT_NE(table.find("  -  "), std::string::npos) << "capacity unknown: " << table;
+  EXPECT_EQ(table.find("CPU"), std::string::npos) << table;
+}
+
+TEST(TenantReport, ShowsUsageHarmAndDevices) {
+  v1::TenantDetail detail;
+  detail.mutable_info()->set_host_id("hv-1");
+  detail.mutable_info()->mutable_tenant()->set_id("machine/vm-a");
+  detail.mutable_info()->mutable_tenant()->set_name("vm-a");
+  detail.mutable_usage()->set_cpu_cores(0.5);
+  detail.mutable_usage()->set_window_s(5);
+  detail.set_window_s(5);
+  detail.mutable_harm()->set_runq_wait_p99_ns(1.5e6);
+  detail.mutable_harm()->set_cpu_psi_present(true);
+  detail.mutable_harm()->set_cpu_psi_some_fraction(0.25);
+  auto* disk = detail.add_disks();
+  disk->mutable_device()->set_major(254);
+  disk->set_write_bytes_per_s(2e6);
+  const std::string text = TenantReport(detail);
+  EXPECT_NE(text.find("machine/vm-a (vm-a)"), std::string::npos) << text;
+  EXPECT_NE(text.find("p99 1.5ms"), std::string::npos) << text;
+  EXPECT_NE(text.find("some 25.0%"), std::string::npos) << text;
+  EXPECT_NE(text.find("io pressure     n/a"), std::string::npos) << text;
+  EXPECT_NE(text.find("254:0"), std::string::npos) << text;
+}
+
+TEST(TenantReport, SaysWhenThereAreNoRatesYet) {
+  v1::TenantDetail detail;
+  detail.mutable_info()->mutable_tenant()->set_id("t");
+  EXPECT_NE(TenantReport(detail).find("no rates yet"), std::string::npos);
+}
+
 TEST(ToJson, PrintsZeroFieldsWithProtoNames) {
   v1::TopResponse response;
   response.set_resource(v1::RESOURCE_CPU);
