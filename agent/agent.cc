@@ -15,6 +15,7 @@ namespace fairwatch::agent {
 Agent::Agent(v1::AgentConfig config) : config_(std::move(config)) {}
 
 Agent::~Agent() {
+  if (metrics_) metrics_->Stop();
   if (reporter_) reporter_->Stop();
   for (auto& c : collectors_) (void)c->Stop();
 }
@@ -50,6 +51,13 @@ absl::Status Agent::Init() {
   hello_.set_cpu_hierarchy(cpu_hierarchy);
   hello_.mutable_capacity()->set_cpus(OnlineCpuCount());
   hello_.set_interval_ms(config_.interval_ms());
+
+  if (config_.metrics_address() != "off") {
+    metrics_ = std::make_unique<MetricsServer>();
+    RETURN_IF_ERROR(metrics_->Start(config_.metrics_address()));
+    FW_LOG(Info, "metrics: http://", config_.metrics_address(), "/metrics (port ", metrics_->port(),
+           ")");
+  }
 
   ASSIGN_OR_RETURN(auto credentials,
                    MakeChannelCredentials(config_.tls(), config_.insecure_plaintext()));
@@ -113,6 +121,10 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     report.mutable_agent()->set_rss_bytes(self->rss_bytes);
   }
   reporter_->PublishReport(report);
+  if (metrics_) {
+    metrics_->Update(
+        RenderAgentMetrics(hello_, report, registry_->FullInventory(), reporter_->stats()));
+  }
   return report;
 }
 

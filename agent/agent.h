@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "agent/cgroup_discovery.h"
 #include "agent/collector.h"
+#include "agent/metrics.h"
 #include "agent/reporter.h"
 #include "agent/tenant_registry.h"
 #include "fairwatch/v1/agent.pb.h"
@@ -30,6 +31,9 @@ class Agent {
   // One interval's work; Run calls it. Returns the report it published.
   absl::StatusOr<v1::UsageReport> SampleOnce();
 
+  // The /metrics port actually bound (0 when metrics are off).
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+
  private:
   v1::AgentConfig config_;
   v1::Hello hello_;
@@ -37,6 +41,7 @@ class Agent {
   std::unique_ptr<TenantRegistry> registry_;
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::unique_ptr<Reporter> reporter_;
+  std::unique_ptr<MetricsServer> metrics_;
   absl::Notification shutdown_;
   uint64_t seq_ = 0;
 };

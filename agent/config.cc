@@ -16,6 +16,7 @@ void ApplyDefaults(v1::AgentConfig* config) {
   if (config->cpu_hierarchy().empty()) config->set_cpu_hierarchy("auto");
   if (config->max_tenants() == 0) config->set_max_tenants(kDefaultMaxTenants);
   if (config->report_buffer() == 0) config->set_report_buffer(kDefaultReportBuffer);
+  if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
   if (config->reconnect_max_backoff_ms() == 0) {
     config->set_reconnect_max_backoff_ms(kDefaultMaxBackoffMs);
   }

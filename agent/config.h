@@ -14,6 +14,7 @@ inline constexpr uint32_t kDefaultReportBuffer = 600;
 inline constexpr uint32_t kDefaultMaxBackoffMs = 5000;
 inline constexpr char kDefaultControllerAddress[] = "127.0.0.1:7400";
 inline constexpr char kDefaultCgroupRoot[] = "/sys/fs/cgroup";
+inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9477";
 
 // Fills in defaults for unset fields.
 void ApplyDefaults(v1::AgentConfig* config);

@@ -156,6 +156,10 @@ void CpuCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
     stats->set_run_time_ns(info.run_time_ns);
     stats->set_run_count(info.run_cnt);
   }
+  v1::BpfMapFill* roots = self->add_maps();
+  roots->set_name("cpu/tenant_roots");
+  roots->set_entries(installed_roots_.size());
+  roots->set_max_entries(options_.max_tenants);
   self->set_tenant_slots_used(static_cast<uint32_t>(installed_roots_.size()));
   self->set_tenant_slots_max(options_.max_tenants);
 }

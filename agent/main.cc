@@ -35,6 +35,7 @@ int RunAgent(int argc, char** argv) {
   uint32_t interval_ms = 0;
   std::string cpu_hierarchy;
   std::string log_level = "info";
+  std::string metrics_address;
   app.add_option("-c,--config", config_path,
                  "Config file (protobuf text format, fairwatch.v1.AgentConfig)");
   app.add_flag("--check-config", check_config,
@@ -51,6 +52,8 @@ int RunAgent(int argc, char** argv) {
       ->check(CLI::Range(100, 60000));
   app.add_option("--cpu-hierarchy", cpu_hierarchy, "Attribute CPU in: auto, unified or cpu (v1)")
       ->check(CLI::IsMember({"auto", "unified", "cpu"}));
+  app.add_option("--metrics-address", metrics_address,
+                 "Prometheus /metrics listen address host:port, or off (default 127.0.0.1:9477)");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   app.set_version_flag("--version", std::string("fairwatch-agent ") + FAIRWATCH_VERSION);
@@ -79,6 +82,7 @@ int RunAgent(int argc, char** argv) {
   if (!host_id.empty()) config.set_host_id(host_id);
   if (interval_ms) config.set_interval_ms(interval_ms);
   if (!cpu_hierarchy.empty()) config.set_cpu_hierarchy(cpu_hierarchy);
+  if (!metrics_address.empty()) config.set_metrics_address(metrics_address);
   fairwatch::agent::ApplyDefaults(&config);
   if (absl::Status status = fairwatch::agent::Validate(config); !status.ok()) {
     std::cerr << "fairwatch-agent: invalid config: " << status.message() << "\n";

@@ -2,6 +2,7 @@
 // tenant cgroups with real workloads, figures read back through
 // `fairwatch ... --output json` and checked against the kernel's counters.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -58,6 +59,8 @@ class CpuEndToEndRoot : public ::testing::Test {
     dir_ = tmpl;
     port_ = PickFreePort();
     ASSERT_GT(port_, 0);
+    metrics_port_ = PickFreePort();
+    ASSERT_GT(metrics_port_, 0);
     address_ = absl::StrCat("127.0.0.1:", port_);
   }
 
@@ -83,7 +86,8 @@ class CpuEndToEndRoot : public ::testing::Test {
   void StartAgent() {
     agent_ = std::make_unique<Daemon>(
         std::vector<std::string>{FW_AGENT_BIN, "--insecure-plaintext", "--controller", address_,
-                                 "--cgroup-parent", tree_->prefix(), "--host-id", "e2e-host"},
+                                 "--cgroup-parent", tree_->prefix(), "--host-id", "e2e-host",
+                                 "--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_)},
         dir_ + "/agent.log");
     ASSERT_TRUE(agent_->Start());
   }
@@ -138,6 +142,7 @@ class CpuEndToEndRoot : public ::testing::Test {
 
   std::string hierarchy_, cpu_mount_, counter_mount_, dir_, address_;
   int port_ = 0;
+  int metrics_port_ = 0;
   std::unique_ptr<TestCgroupTree> tree_;
   std::unique_ptr<Daemon> controller_;
   std::unique_ptr<Daemon> agent_;
@@ -195,6 +200,23 @@ TEST_F(CpuEndToEndRoot, TopShowsEachTenantsCpuAsTheKernelCountsIt) {
       EXPECT_NEAR(reported, kernel, 0.02 * kernel) << t;
     }
   }
+  // The agent's own /metrics carries the same cumulative counter.
+  httplib::Client scraper("127.0.0.1", metrics_port_);
+  auto scrape = scraper.Get("/metrics");
+  ASSERT_TRUE(scrape) << "no /metrics on port " << metrics_port_;
+  EXPECT_EQ(scrape->status, 200);
+  const std::string busy_series =
+      absl::StrCat("fairwatch_tenant_cpu_seconds_total{account=\"\",name=\"busy\",tenant=\"",
+                   tree_->prefix(), "/busy\"} ");
+  const size_t at = scrape->body.find(busy_series);
+  ASSERT_NE(at, std::string::npos) << scrape->body.substr(0, 2000);
+  double scraped_s = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtod(scrape->body.substr(at + busy_series.size(),
+                                           scrape->body.find('\n', at) - at - busy_series.size()),
+                       &scraped_s));
+  EXPECT_NEAR(scraped_s * 1e9, static_cast<double>(KernelNs("busy")), 0.02 * KernelNs("busy"));
+
   CommandResult hosts = Cli({"hosts"});
   ASSERT_EQ(hosts.exit_code, 0) << hosts.err;
   v1::ListHostsResponse host_list;
@@ -261,6 +283,7 @@ TEST_F(CpuEndToEndRoot, AgentAndCliTalkToTheControllerOverTls) {
     std::ofstream(dir_ + "/agent.textproto")
         << "controller_address: \"" << address_ << "\"\n"
         << "host_id: \"e2e-host\"\n"
+        << "metrics_address: \"127.0.0.1:" << metrics_port_ << "\"\n"
         << "cgroup_parents { path: \"" << tree_->prefix() << "\" }\n"
         << "tls { ca_file: \"" << dir_ << "/cert.pem\" }\n";
   }

@@ -1,0 +1,267 @@
+#include "agent/metrics.h"
+
+#include <httplib.h>
+
+#include <charconv>
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace fairwatch::agent {
+namespace {
+
+class Writer {
+ public:
+  // Declares a family once: HELP and TYPE lines.
+  void Family(absl::string_view name, absl::string_view type, absl::string_view help) {
+    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  }
+  void Sample(absl::string_view name, const std::map<std::string, std::string>& labels,
+              double value) {
+    absl::StrAppend(&out_, name);
+    if (!labels.empty()) {
+      out_ += '{';
+      bool first = true;
+      for (const auto& [k, v] : labels) {
+        absl::StrAppend(&out_, first ? "" : ",", k, "=\"", EscapeLabelValue(v), "\"");
+        first = false;
+      }
+      out_ += '}';
+    }
+    // Shortest text that reads back as the same double: byte counters keep
+    // every digit (absl::StrCat would round to 6).
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+    absl::StrAppend(&out_, " ", absl::string_view(buf, ec == std::errc() ? end - buf : 0), "\n");
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+std::string DeviceLabel(const v1::DeviceId& d) { return absl::StrCat(d.major(), ":", d.minor()); }
+
+}  // namespace
+
+std::string EscapeLabelValue(absl::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& report,
+                               const v1::TenantInventory& inventory, const ReporterStats& stats) {
+  Writer w;
+  const v1::AgentSelfCounters& self = report.agent();
+  w.Family("fairwatch_agent_info", "gauge", "Agent build and host identity.");
+  w.Sample("fairwatch_agent_info",
+           {{"version", hello.agent_version()},
+            {"host_id", hello.host_id()},
+            {"cpu_hierarchy", hello.cpu_hierarchy()}},
+           1);
+  w.Family("fairwatch_agent_cpu_seconds_total", "counter", "CPU time used by the agent process.");
+  w.Sample("fairwatch_agent_cpu_seconds_total", {}, static_cast<double>(self.cpu_ns()) / 1e9);
+  w.Family("fairwatch_agent_resident_memory_bytes", "gauge", "Resident set size of the agent.");
+  w.Sample("fairwatch_agent_resident_memory_bytes", {}, static_cast<double>(self.rss_bytes()));
+  w.Family("fairwatch_agent_bpf_run_seconds_total", "counter",
+           "Time spent in each BPF program (needs kernel.bpf_stats_enabled=1).");
+  for (const auto& p : self.programs()) {
+    w.Sample("fairwatch_agent_bpf_run_seconds_total", {{"program", p.name()}},
+             static_cast<double>(p.run_time_ns()) / 1e9);
+  }
+  w.Family("fairwatch_agent_bpf_runs_total", "counter",
+           "Runs of each BPF program (needs kernel.bpf_stats_enabled=1).");
+  for (const auto& p : self.programs()) {
+    w.Sample("fairwatch_agent_bpf_runs_total", {{"program", p.name()}},
+             static_cast<double>(p.run_count()));
+  }
+  w.Family("fairwatch_agent_bpf_lost_events_total", "counter",
+           "Events probes could not record (full maps, failed updates).");
+  w.Sample("fairwatch_agent_bpf_lost_events_total", {}, static_cast<double>(self.lost_events()));
+  w.Family("fairwatch_agent_bpf_map_entries", "gauge", "Entries in each BPF map.");
+  for (const auto& m : self.maps()) {
+    w.Sample("fairwatch_agent_bpf_map_entries", {{"map", m.name()}},
+             static_cast<double>(m.entries()));
+  }
+  w.Family("fairwatch_agent_bpf_map_max_entries", "gauge", "Capacity of each BPF map.");
+  for (const auto& m : self.maps()) {
+    w.Sample("fairwatch_agent_bpf_map_max_entries", {{"map", m.name()}},
+             static_cast<double>(m.max_entries()));
+  }
+  w.Family("fairwatch_agent_tenant_slots", "gauge", "Tenant counter slots in use.");
+  w.Sample("fairwatch_agent_tenant_slots", {}, self.tenant_slots_used());
+  w.Family("fairwatch_agent_tenant_slots_max", "gauge", "Tenant counter slots available.");
+  w.Sample("fairwatch_agent_tenant_slots_max", {}, self.tenant_slots_max());
+  w.Family("fairwatch_agent_report_seq", "gauge", "Sequence number of the latest report.");
+  w.Sample("fairwatch_agent_report_seq", {}, static_cast<double>(report.seq()));
+  w.Family("fairwatch_agent_controller_connected", "gauge",
+           "1 while the stream to the controller is up.");
+  w.Sample("fairwatch_agent_controller_connected", {}, stats.connected ? 1 : 0);
+  w.Family("fairwatch_agent_controller_connects_total", "counter",
+           "Streams opened to the controller.");
+  w.Sample("fairwatch_agent_controller_connects_total", {}, static_cast<double>(stats.connects));
+  w.Family("fairwatch_agent_reports_buffered", "gauge",
+           "Reports kept until the controller acknowledges them.");
+  w.Sample("fairwatch_agent_reports_buffered", {}, static_cast<double>(stats.buffered));
+  w.Family("fairwatch_agent_reports_dropped_total", "counter",
+           "Reports dropped from a full buffer while disconnected (counters stay cumulative).");
+  w.Sample("fairwatch_agent_reports_dropped_total", {}, static_cast<double>(stats.reports_dropped));
+
+  std::map<std::string, const v1::Tenant*> tenants;
+  for (const auto& t : inventory.upserted()) tenants[t.id()] = &t;
+  auto labels = [&](const v1::TenantCounters& c) {
+    auto it = tenants.find(c.tenant_id());
+    return std::map<std::string, std::string>{
+        {"tenant", c.tenant_id()},
+        {"name", it == tenants.end() ? "" : it->second->name()},
+        {"account", it == tenants.end() ? "" : it->second->account()}};
+  };
+  struct Counter {
+    const char* name;
+    const char* help;
+    double (*get)(const v1::TenantCounters&);
+  };
+  static const Counter kTenantCounters[] = {
+      {"fairwatch_tenant_cpu_seconds_total", "CPU time of the tenant's threads.",
+       [](const v1::TenantCounters& c) { return static_cast<double>(c.cpu().usage_ns()) / 1e9; }},
+      {"fairwatch_tenant_runq_wait_seconds_total", "Time its threads waited to run.",
+       [](const v1::TenantCounters& c) {
+         return static_cast<double>(c.cpu().runq_wait_ns()) / 1e9;
+       }},
+      {"fairwatch_tenant_runq_waits_total", "Waits to run.",
+       [](const v1::TenantCounters& c) { return static_cast<double>(c.cpu().runq_waits()); }},
+      {"fairwatch_tenant_cpu_throttled_seconds_total", "Time throttled by its own CPU quota.",
+       [](const v1::TenantCounters& c) {
+         return static_cast<double>(c.cpu().throttled_ns()) / 1e9;
+       }},
+      {"fairwatch_tenant_cpu_pressure_some_seconds_total",
+       "PSI: time some of its tasks stalled on CPU.",
+       [](const v1::TenantCounters& c) {
+         return static_cast<double>(c.cpu_pressure().some_total_us()) / 1e6;
+       }},
+      {"fairwatch_tenant_io_pressure_some_seconds_total",
+       "PSI: time some of its tasks stalled on I/O.",
+       [](const v1::TenantCounters& c) {
+         return static_cast<double>(c.io_pressure().some_total_us()) / 1e6;
+       }},
+  };
+  for (const Counter& counter : kTenantCounters) {
+    w.Family(counter.name, "counter", counter.help);
+    for (const auto& c : report.tenants()) w.Sample(counter.name, labels(c), counter.get(c));
+  }
+  struct DiskCounter {
+    const char* name;
+    const char* help;
+    uint64_t (*get)(const v1::DiskCounters&);
+  };
+  static const DiskCounter kDiskCounters[] = {
+      {"fairwatch_tenant_disk_read_bytes_total", "Bytes read, counted at completion.",
+       [](const v1::DiskCounters& d) { return d.read_bytes(); }},
+      {"fairwatch_tenant_disk_written_bytes_total", "Bytes written, counted at completion.",
+       [](const v1::DiskCounters& d) { return d.write_bytes(); }},
+      {"fairwatch_tenant_disk_reads_total", "Read requests completed.",
+       [](const v1::DiskCounters& d) { return d.read_ops(); }},
+      {"fairwatch_tenant_disk_writes_total", "Write requests completed.",
+       [](const v1::DiskCounters& d) { return d.write_ops(); }},
+  };
+  for (const DiskCounter& counter : kDiskCounters) {
+    w.Family(counter.name, "counter", counter.help);
+    for (const auto& c : report.tenants()) {
+      for (const auto& d : c.disks()) {
+        auto l = labels(c);
+        l["device"] = DeviceLabel(d.device());
+        w.Sample(counter.name, l, static_cast<double>(counter.get(d)));
+      }
+    }
+  }
+  struct NetCounter {
+    const char* name;
+    const char* help;
+    uint64_t (*get)(const v1::NetCounters&);
+  };
+  static const NetCounter kNetCounters[] = {
+      {"fairwatch_tenant_network_receive_bytes_total", "Bytes received by the tenant.",
+       [](const v1::NetCounters& n) { return n.rx_bytes(); }},
+      {"fairwatch_tenant_network_transmit_bytes_total", "Bytes sent by the tenant.",
+       [](const v1::NetCounters& n) { return n.tx_bytes(); }},
+      {"fairwatch_tenant_network_receive_packets_total", "Packets received by the tenant.",
+       [](const v1::NetCounters& n) { return n.rx_packets(); }},
+      {"fairwatch_tenant_network_transmit_packets_total", "Packets sent by the tenant.",
+       [](const v1::NetCounters& n) { return n.tx_packets(); }},
+      {"fairwatch_tenant_network_drops_total", "Packets dropped on its interfaces.",
+       [](const v1::NetCounters& n) { return n.rx_drops() + n.tx_drops(); }},
+  };
+  for (const NetCounter& counter : kNetCounters) {
+    w.Family(counter.name, "counter", counter.help);
+    for (const auto& c : report.tenants()) {
+      for (const auto& n : c.net()) {
+        auto l = labels(c);
+        l["interface"] = n.interface().empty() ? "cgroup" : n.interface();
+        w.Sample(counter.name, l, static_cast<double>(counter.get(n)));
+      }
+    }
+  }
+  return w.Take();
+}
+
+MetricsServer::MetricsServer() : server_(std::make_unique<httplib::Server>()) {}
+
+MetricsServer::~MetricsServer() { Stop(); }
+
+absl::Status MetricsServer::Start(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics_address '", address, "' is not host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) host = "0.0.0.0";
+  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    absl::MutexLock lock(&mu_);
+    response.set_content(text_, "text/plain; version=0.0.4; charset=utf-8");
+  });
+  server_->Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("fairwatch-agent: see /metrics\n", "text/plain");
+  });
+  port_ =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
+  if (port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for /metrics on ", address,
+                                               " (in use? set metrics_address, or \"off\")"));
+  }
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return absl::OkStatus();
+}
+
+void MetricsServer::Stop() {
+  if (thread_.joinable()) {
+    server_->stop();
+    thread_.join();
+  }
+}
+
+void MetricsServer::Update(std::string text) {
+  absl::MutexLock lock(&mu_);
+  text_ = std::move(text);
+}
+
+}  // namespace fairwatch::agent
