@@ -3,9 +3,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "agent/block_devices.h"
 #include "agent/cgroup_layout.h"
+#include "agent/cgroup_stats_collector.h"
 #include "agent/cpu_collector.h"
+#include "agent/disk_collector.h"
+#include "agent/net_collector.h"
+#include "agent/net_interfaces.h"
 #include "agent/proc_stats.h"
+#include "agent/runq_collector.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/tls.h"
@@ -37,6 +43,30 @@ absl::Status Agent::Init() {
   cpu_options.use_v1_cpu = cpu_hierarchy == "cpu";
   cpu_options.max_tenants = config_.max_tenants();
   collectors_.push_back(std::make_unique<CpuCollector>(cpu_options));
+  if (!config_.probes().disable_runq()) {
+    RunqCollectorOptions runq_options;
+    runq_options.use_v1_cpu = cpu_hierarchy == "cpu";
+    runq_options.max_tenants = config_.max_tenants();
+    collectors_.push_back(std::make_unique<RunqCollector>(runq_options));
+  }
+  collectors_.push_back(
+      std::make_unique<CgroupStatsCollector>(CgroupStatsOptions{mounts, cpu_hierarchy}));
+  if (!config_.probes().disable_disk()) {
+    ASSIGN_OR_RETURN(std::string disk_hierarchy, ChooseDiskHierarchy(mounts));
+    DiskCollectorOptions disk_options;
+    disk_options.hierarchy = disk_hierarchy;
+    disk_options.max_tenants = config_.max_tenants();
+    collectors_.push_back(std::make_unique<DiskCollector>(disk_options));
+  }
+  if (!config_.probes().disable_net()) {
+    NetCollectorOptions net_options;
+    net_options.max_tenants = config_.max_tenants();
+    net_options.tenant_interfaces.assign(config_.tenant_interfaces().begin(),
+                                         config_.tenant_interfaces().end());
+    net_options.netns_discovery = !config_.probes().disable_netns_interface_discovery();
+    net_options.cgroup_mounts = mounts;
+    collectors_.push_back(std::make_unique<NetCollector>(net_options));
+  }
   for (auto& c : collectors_) {
     absl::Status status = c->Init();
     if (!status.ok())
@@ -50,6 +80,15 @@ absl::Status Agent::Init() {
   hello_.set_layout(mounts.layout);
   hello_.set_cpu_hierarchy(cpu_hierarchy);
   hello_.mutable_capacity()->set_cpus(OnlineCpuCount());
+  ASSIGN_OR_RETURN(std::vector<BlockDevice> devices, ListBlockDevices());
+  ASSIGN_OR_RETURN(std::vector<v1::DiskCapacity> disks,
+                   BuildDiskCapacities(devices, config_.disk_capacity()));
+  for (auto& d : disks) *hello_.mutable_capacity()->add_disks() = std::move(d);
+  std::vector<v1::InterfaceCapacityOverride> interface_overrides(
+      config_.interface_capacity().begin(), config_.interface_capacity().end());
+  ASSIGN_OR_RETURN(std::vector<v1::InterfaceCapacity> interfaces,
+                   ReadInterfaceCapacities(interface_overrides));
+  for (auto& i : interfaces) *hello_.mutable_capacity()->add_interfaces() = std::move(i);
   hello_.set_interval_ms(config_.interval_ms());
 
   if (config_.metrics_address() != "off") {

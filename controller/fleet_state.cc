@@ -574,8 +574,7 @@ double Rate(uint64_t newer, uint64_t older, double seconds) {
 void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, double seconds,
               v1::TenantDetail* detail) {
   v1::HarmSignals* harm = detail->mutable_harm();
-  const std::vector<uint64_t> runq =
-      HistogramDelta(to.cpu().runq_wait_hist(), from.cpu().runq_wait_hist());
+  const v1::Log2Histogram runq = Log2Delta(to.cpu().runq_wait_hist(), from.cpu().runq_wait_hist());
   harm->set_runq_wait_p50_ns(Log2Quantile(runq, 0.5));
   harm->set_runq_wait_p99_ns(Log2Quantile(runq, 0.99));
   harm->set_runq_wait_ns_per_s(Rate(to.cpu().runq_wait_ns(), from.cpu().runq_wait_ns(), seconds));
@@ -610,9 +609,8 @@ void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, doub
     }
     const v1::DiskCounters empty;
     const v1::DiskCounters& old = before ? *before : empty;
-    const std::vector<uint64_t> latency = HistogramDelta(disk.latency(), old.latency());
-    if (io_latency.size() < latency.size()) io_latency.resize(latency.size());
-    for (size_t i = 0; i < latency.size(); ++i) io_latency[i] += latency[i];
+    const v1::Log2Histogram latency = Log2Delta(disk.latency(), old.latency());
+    AddHistogram(latency, &io_latency);
     v1::DiskDeviceRates* rates = detail->add_disks();
     *rates->mutable_device() = disk.device();
     rates->set_read_bytes_per_s(Rate(disk.read_bytes(), old.read_bytes(), seconds));

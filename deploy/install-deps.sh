@@ -20,7 +20,7 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # workloads and tools used by tests and the demo
-  stress-ng iproute2 procps util-linux openssl python3
+  stress-ng fio iperf3 iproute2 procps util-linux openssl python3
 )
 
 missing=()

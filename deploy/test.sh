@@ -36,7 +36,9 @@ run_suite() {
   echo "=== build $build $*"
   bash deploy/build.sh "$build" "$@"
   echo "=== tests in $build"
-  (cd "$build" && ctest --output-on-failure --timeout 300 -j"$(nproc)")
+  # Root tests measure real kernels on a shared 2-core machine; one that fails
+  # is run once more before the suite fails (its first failure stays in the log).
+  (cd "$build" && ctest --output-on-failure --timeout 300 -j"$(nproc)" --repeat until-pass:2)
 }
 
 run_suite build

@@ -180,13 +180,15 @@ TEST(Log2Quantile, InterpolatesInsideTheBucket) {
   EXPECT_LT(Log2Quantile(buckets, 0.25), 2) << "bucket 0 holds [0, 2)";
 }
 
-TEST(HistogramDelta, RestartedBucketCountsItsNewValue) {
+TEST(Log2Delta, RestartedBucketCountsItsNewValue) {
   v1::Log2Histogram newer, older;
   newer.add_buckets(5);
   newer.add_buckets(3);
   older.add_buckets(2);
   older.add_buckets(7);
-  EXPECT_EQ(HistogramDelta(newer, older), (std::vector<uint64_t>{3, 3}));
+  const v1::Log2Histogram delta = Log2Delta(newer, older);
+  EXPECT_EQ(std::vector<uint64_t>(delta.buckets().begin(), delta.buckets().end()),
+            (std::vector<uint64_t>{3, 3}));
 }
 
 }  // namespace

@@ -1,0 +1,405 @@
+#include "agent/net_interfaces.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/net_namespace.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/status.h"
+
+namespace fairwatch::agent {
+namespace {
+
+constexpr int kArphrdLoopback = 772;
+
+bool ReadSmallFile(const std::string& path, std::string* out) {
+  std::ifstream in(path);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return false;
+  *out = ss.str();
+  return true;
+}
+
+template <typename T>
+bool ReadNumber(const std::string& path, T* value) {
+  std::string text;
+  if (!ReadSmallFile(path, &text)) return false;
+  return absl::SimpleAtoi(absl::StripAsciiWhitespace(text), value);
+}
+
+size_t Align4(size_t n) { return (n + 3) & ~size_t{3}; }
+
+// Owns a socket fd.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+absl::StatusOr<std::unique_ptr<Fd>> OpenRtnetlink() {
+  auto sock = std::make_unique<Fd>(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (sock->fd < 0) return ErrnoStatus(errno, "opening an rtnetlink socket");
+  struct sockaddr_nl local {};
+  local.nl_family = AF_NETLINK;
+  if (bind(sock->fd, reinterpret_cast<struct sockaddr*>(&local), sizeof(local)) != 0) {
+    return ErrnoStatus(errno, "binding an rtnetlink socket");
+  }
+  return sock;
+}
+
+absl::Status SendRequest(int fd, const void* msg, size_t len, absl::string_view what) {
+  struct sockaddr_nl kernel {};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, msg, len, 0, reinterpret_cast<struct sockaddr*>(&kernel), sizeof(kernel)) < 0) {
+    return ErrnoStatus(errno, absl::StrCat("sending ", what));
+  }
+  return absl::OkStatus();
+}
+
+// Receives one datagram of netlink messages.
+absl::StatusOr<std::string> ReceiveOnce(int fd, absl::string_view what) {
+  std::string buf(64 * 1024, '\0');
+  while (true) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(errno, absl::StrCat("receiving ", what));
+    if (static_cast<size_t>(n) > buf.size()) {
+      // Peeking would be cleaner; a bigger buffer and a retry is not possible
+      // after MSG_TRUNC consumed it, so ask for the whole dump again.
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": reply larger than 64 KiB"));
+    }
+    buf.resize(static_cast<size_t>(n));
+    return buf;
+  }
+}
+
+// Walks the netlink messages in buffer; fn returns false to stop.
+template <typename Fn>
+void ForEachMessage(absl::string_view buffer, Fn fn) {
+  size_t off = 0;
+  while (buffer.size() - off >= sizeof(struct nlmsghdr)) {
+    struct nlmsghdr hdr;
+    memcpy(&hdr, buffer.data() + off, sizeof(hdr));
+    if (hdr.nlmsg_len < sizeof(hdr) || hdr.nlmsg_len > buffer.size() - off) return;
+    if (!fn(hdr, buffer.substr(off + sizeof(hdr), hdr.nlmsg_len - sizeof(hdr)))) return;
+    off += Align4(hdr.nlmsg_len);
+    if (off > buffer.size()) return;
+  }
+}
+
+// Walks rtattrs in payload; fn(type, value).
+template <typename Fn>
+void ForEachAttr(absl::string_view payload, Fn fn) {
+  size_t off = 0;
+  while (payload.size() - off >= sizeof(struct rtattr)) {
+    struct rtattr attr;
+    memcpy(&attr, payload.data() + off, sizeof(attr));
+    if (attr.rta_len < sizeof(attr) || attr.rta_len > payload.size() - off) return;
+    fn(attr.rta_type & NLA_TYPE_MASK,
+       payload.substr(off + sizeof(attr), attr.rta_len - sizeof(attr)));
+    off += Align4(attr.rta_len);
+    if (off > payload.size()) return;
+  }
+}
+
+template <typename T>
+bool AttrValue(absl::string_view value, T* out) {
+  if (value.size() < sizeof(T)) return false;
+  memcpy(out, value.data(), sizeof(T));
+  return true;
+}
+
+absl::Status NetlinkError(absl::string_view payload, absl::string_view what) {
+  struct nlmsgerr err;
+  if (payload.size() < sizeof(err.error))
+    return absl::InternalError(absl::StrCat(what, ": short error"));
+  memcpy(&err.error, payload.data(), sizeof(err.error));
+  if (err.error == 0) return absl::OkStatus();
+  return ErrnoStatus(-err.error, what);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SysfsInterface>> ReadSysfsInterfaces(const std::string& sys_class_net) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(sys_class_net.c_str()), closedir);
+  if (!dir) return ErrnoStatus(errno, absl::StrCat("listing ", sys_class_net));
+  std::vector<SysfsInterface> out;
+  while (struct dirent* entry = readdir(dir.get())) {
+    std::string name = entry->d_name;
+    if (name == "." || name == ".." || name == "bonding_masters") continue;
+    const std::string base = absl::StrCat(sys_class_net, "/", name, "/");
+    SysfsInterface iface;
+    iface.name = name;
+    // The interface may vanish between readdir and read: then it is skipped.
+    if (!ReadNumber(base + "ifindex", &iface.ifindex)) continue;
+    if (!ReadNumber(base + "iflink", &iface.iflink)) iface.iflink = iface.ifindex;
+    int type = 0;
+    iface.loopback = ReadNumber(base + "type", &type) && type == kArphrdLoopback;
+    int64_t speed = -1;
+    // Reading speed fails with EINVAL on a down or speed-less device; -1 also means unknown.
+    if (ReadNumber(base + "speed", &speed) && speed > 0) iface.speed_mbps = speed;
+    out.push_back(std::move(iface));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SysfsInterface& a, const SysfsInterface& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<InterfaceStats> ReadInterfaceStats(const std::string& name,
+                                                  const std::string& sys_class_net) {
+  const std::string base = absl::StrCat(sys_class_net, "/", name, "/statistics/");
+  InterfaceStats s;
+  struct Field {
+    const char* file;
+    uint64_t* value;
+  };
+  for (const Field& f : {Field{"rx_bytes", &s.rx_bytes}, Field{"tx_bytes", &s.tx_bytes},
+                         Field{"rx_packets", &s.rx_packets}, Field{"tx_packets", &s.tx_packets},
+                         Field{"rx_dropped", &s.rx_dropped}, Field{"tx_dropped", &s.tx_dropped}}) {
+    if (!ReadNumber(base + f.file, f.value)) {
+      return absl::NotFoundError(absl::StrCat("reading ", base, f.file));
+    }
+  }
+  return s;
+}
+
+std::vector<v1::InterfaceCapacity> InterfaceCapacities(
+    const std::vector<SysfsInterface>& interfaces,
+    const std::vector<v1::InterfaceCapacityOverride>& overrides) {
+  std::map<std::string, v1::InterfaceCapacity> by_name;
+  for (const auto& iface : interfaces) {
+    if (iface.loopback) continue;
+    v1::InterfaceCapacity& cap = by_name[iface.name];
+    cap.set_name(iface.name);
+    // Mb/s (10^6 bits) to bytes/s.
+    const double bytes_per_s = iface.speed_mbps > 0 ? iface.speed_mbps * 1e6 / 8 : 0.0;
+    cap.set_rx_bytes_per_s(bytes_per_s);
+    cap.set_tx_bytes_per_s(bytes_per_s);
+  }
+  for (const auto& o : overrides) {
+    auto it = by_name.find(o.name());
+    if (it == by_name.end()) continue;  // configured for an interface this host lacks
+    if (o.rx_bytes_per_s() > 0) it->second.set_rx_bytes_per_s(o.rx_bytes_per_s());
+    if (o.tx_bytes_per_s() > 0) it->second.set_tx_bytes_per_s(o.tx_bytes_per_s());
+  }
+  std::vector<v1::InterfaceCapacity> out;
+  out.reserve(by_name.size());
+  for (auto& [name, cap] : by_name) out.push_back(std::move(cap));
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::InterfaceCapacity>> ReadInterfaceCapacities(
+    const std::vector<v1::InterfaceCapacityOverride>& overrides, const std::string& sys_class_net) {
+  ASSIGN_OR_RETURN(std::vector<SysfsInterface> interfaces, ReadSysfsInterfaces(sys_class_net));
+  return InterfaceCapacities(interfaces, overrides);
+}
+
+std::vector<LinkInfo> ParseLinkMessages(absl::string_view buffer) {
+  std::vector<LinkInfo> out;
+  ForEachMessage(buffer, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
+    if (hdr.nlmsg_type == NLMSG_DONE || hdr.nlmsg_type == NLMSG_ERROR) return false;
+    if (hdr.nlmsg_type != RTM_NEWLINK) return true;
+    struct ifinfomsg ifi;
+    if (payload.size() < sizeof(ifi)) return true;
+    memcpy(&ifi, payload.data(), sizeof(ifi));
+    LinkInfo link;
+    link.ifindex = static_cast<uint32_t>(ifi.ifi_index);
+    ForEachAttr(payload.substr(Align4(sizeof(ifi))), [&](uint16_t type, absl::string_view value) {
+      switch (type) {
+        case IFLA_IFNAME:
+          link.name = std::string(value.substr(0, value.find('\0')));
+          break;
+        case IFLA_LINK:
+          AttrValue(value, &link.link_ifindex);
+          break;
+        case IFLA_LINK_NETNSID:
+          AttrValue(value, &link.link_netnsid);
+          break;
+        default:
+          break;
+      }
+    });
+    out.push_back(std::move(link));
+    return true;
+  });
+  return out;
+}
+
+absl::StatusOr<std::vector<LinkInfo>> DumpLinks() {
+  ASSIGN_OR_RETURN(std::unique_ptr<Fd> sock, OpenRtnetlink());
+  struct {
+    struct nlmsghdr hdr;
+    struct ifinfomsg ifi;
+  } req{};
+  req.hdr.nlmsg_len = sizeof(req);
+  req.hdr.nlmsg_type = RTM_GETLINK;
+  req.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.hdr.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  RETURN_IF_ERROR(SendRequest(sock->fd, &req, sizeof(req), "an RTM_GETLINK dump request"));
+  std::vector<LinkInfo> links;
+  bool done = false;
+  while (!done) {
+    ASSIGN_OR_RETURN(std::string buf, ReceiveOnce(sock->fd, "the RTM_GETLINK dump"));
+    if (buf.empty()) break;
+    absl::Status error = absl::OkStatus();
+    ForEachMessage(buf, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
+      if (hdr.nlmsg_type == NLMSG_DONE) {
+        done = true;
+        return false;
+      }
+      if (hdr.nlmsg_type == NLMSG_ERROR) {
+        error = NetlinkError(payload, "dumping links");
+        done = true;
+        return false;
+      }
+      return true;
+    });
+    RETURN_IF_ERROR(error);
+    for (auto& link : ParseLinkMessages(buf)) links.push_back(std::move(link));
+  }
+  return links;
+}
+
+absl::StatusOr<int32_t> NetnsIdOf(int netns_fd) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Fd> sock, OpenRtnetlink());
+  struct {
+    struct nlmsghdr hdr;
+    struct rtgenmsg gen;
+    char pad[3];
+    struct rtattr attr;
+    uint32_t fd;
+  } req{};
+  static_assert(offsetof(decltype(req), attr) == NLMSG_HDRLEN + 4, "rtgenmsg is padded to 4");
+  req.hdr.nlmsg_len = sizeof(req);
+  req.hdr.nlmsg_type = RTM_GETNSID;
+  req.hdr.nlmsg_flags = NLM_F_REQUEST;
+  req.hdr.nlmsg_seq = 1;
+  req.gen.rtgen_family = AF_UNSPEC;
+  req.attr.rta_type = NETNSA_FD;
+  req.attr.rta_len = sizeof(req.attr) + sizeof(req.fd);
+  req.fd = static_cast<uint32_t>(netns_fd);
+  RETURN_IF_ERROR(SendRequest(sock->fd, &req, sizeof(req), "an RTM_GETNSID request"));
+  ASSIGN_OR_RETURN(std::string buf, ReceiveOnce(sock->fd, "the RTM_GETNSID reply"));
+  int32_t nsid = -1;
+  absl::Status error = absl::OkStatus();
+  bool found = false;
+  ForEachMessage(buf, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
+    if (hdr.nlmsg_type == NLMSG_ERROR) {
+      error = NetlinkError(payload, "asking for a namespace id (RTM_GETNSID)");
+      return false;
+    }
+    if (hdr.nlmsg_type != RTM_NEWNSID || payload.size() < 4) return true;
+    ForEachAttr(payload.substr(4), [&](uint16_t type, absl::string_view value) {
+      if (type == NETNSA_NSID) found = AttrValue(value, &nsid);
+    });
+    return false;
+  });
+  RETURN_IF_ERROR(error);
+  if (!found) return absl::InternalError("RTM_GETNSID reply without NETNSA_NSID");
+  return nsid;
+}
+
+std::vector<LinkInfo> PeersInNamespace(const std::vector<LinkInfo>& host_links, int32_t nsid) {
+  std::vector<LinkInfo> out;
+  if (nsid < 0) return out;
+  for (const auto& link : host_links) {
+    if (link.link_netnsid == nsid && link.link_ifindex != 0) out.push_back(link);
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<pid_t>> FirstPidInCgroup(const std::string& dir, int max_depth) {
+  std::deque<std::pair<std::string, int>> queue{{dir, 0}};
+  int visited = 0;
+  while (!queue.empty() && visited < 256) {
+    auto [path, depth] = queue.front();
+    queue.pop_front();
+    ++visited;
+    std::string procs;
+    if (!ReadSmallFile(path + "/cgroup.procs", &procs)) {
+      if (depth == 0) return absl::NotFoundError(absl::StrCat("reading ", path, "/cgroup.procs"));
+      continue;  // a child that vanished
+    }
+    std::istringstream lines(procs);
+    pid_t pid = 0;
+    if (lines >> pid && pid > 0) return std::optional<pid_t>(pid);
+    if (depth >= max_depth) continue;
+    std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(path.c_str()), closedir);
+    if (!d) continue;
+    while (struct dirent* entry = readdir(d.get())) {
+      if (entry->d_type != DT_DIR) continue;
+      std::string name = entry->d_name;
+      if (name == "." || name == "..") continue;
+      queue.emplace_back(absl::StrCat(path, "/", name), depth + 1);
+    }
+  }
+  return std::optional<pid_t>();
+}
+
+absl::StatusOr<NetnsIdentity> NetnsOf(const std::string& proc_ns_net_path) {
+  struct stat st {};
+  if (stat(proc_ns_net_path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat ", proc_ns_net_path));
+  }
+  return NetnsIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
+absl::StatusOr<TenantNetns> ResolveTenantNetns(const v1::Tenant& tenant, const CgroupMounts& mounts,
+                                               const std::vector<LinkInfo>& host_links) {
+  TenantNetns result;
+  std::optional<pid_t> pid;
+  for (const auto& ref : tenant.cgroups()) {
+    absl::StatusOr<std::string> mount = mounts.MountOf(ref.hierarchy());
+    if (!mount.ok()) continue;
+    absl::StatusOr<std::optional<pid_t>> found =
+        FirstPidInCgroup(absl::StrCat(*mount, "/", ref.path()));
+    if (found.ok() && found->has_value()) {
+      pid = *found;
+      break;
+    }
+  }
+  if (!pid) return result;
+  const std::string ns_path = absl::StrCat("/proc/", *pid, "/ns/net");
+  ASSIGN_OR_RETURN(NetnsIdentity own, NetnsOf("/proc/self/ns/net"));
+  absl::StatusOr<NetnsIdentity> theirs = NetnsOf(ns_path);
+  // The process may have exited since cgroup.procs was read: try again next time.
+  if (!theirs.ok()) return result;
+  result.has_pid = true;
+  if (*theirs == own) return result;
+  result.host_netns = false;
+  Fd ns_fd(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (ns_fd.fd < 0) {
+    if (errno == ENOENT || errno == ESRCH) return result;
+    return ErrnoStatus(errno, absl::StrCat("opening ", ns_path));
+  }
+  ASSIGN_OR_RETURN(int32_t nsid, NetnsIdOf(ns_fd.fd));
+  result.peers = PeersInNamespace(host_links, nsid);
+  return result;
+}
+
+}  // namespace fairwatch::agent

@@ -1,0 +1,528 @@
+// Root + BPF: the disk program's per-tenant bytes and ops against the kernel's
+// own per-cgroup I/O statistics for the same device over the same window.
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/block_devices.h"
+#include "agent/cgroup_discovery.h"
+#include "agent/cgroup_layout.h"
+#include "agent/disk_collector.h"
+#include "agent/tenant_registry.h"
+#include "tests/support/test_cgroups.h"
+
+namespace fairwatch::agent {
+namespace {
+
+using fairwatch::testing::TestCgroupTree;
+
+// Big enough never to throttle; its only purpose is to switch on the v1
+// throttle statistics, which stay 0 until some limit exists on the device.
+constexpr const char* kNoLimitBps = "1099511627776";
+
+struct IoTotals {
+  uint64_t read_bytes = 0, write_bytes = 0, read_ops = 0, write_ops = 0;
+};
+
+// A file on the root disk, removed at the end (also on failure).
+class ScratchFile {
+ public:
+  ScratchFile() {
+    char tmpl[] = "/var/tmp/fw-disk-test-XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd >= 0) {
+      close(fd);
+      path_ = tmpl;
+    }
+  }
+  ~ScratchFile() {
+    if (!path_.empty()) unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A directory inside a test tenant's cgroup, removed before the tree is.
+class NestedCgroup {
+ public:
+  explicit NestedCgroup(std::string path) : path_(std::move(path)) {
+    ok_ = mkdir(path_.c_str(), 0755) == 0;
+  }
+  ~NestedCgroup() {
+    if (ok_) rmdir(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool ok_ = false;
+};
+
+bool HaveProgram(const char* name) {
+  return system(absl::StrCat("command -v ", name, " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// Runs argv in cgroup `cgroup_dir` (joined before exec) and waits; stdout to `out_path` if set.
+int RunInCgroup(const std::string& cgroup_dir, const std::vector<std::string>& argv,
+                const std::string& out_path = "") {
+  const std::string procs = cgroup_dir + "/cgroup.procs";
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int fd = open(procs.c_str(), O_WRONLY);
+    if (fd < 0 || write(fd, "0", 1) != 1) _exit(120);
+    close(fd);
+    int out =
+        open(out_path.empty() ? "/dev/null" : out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open("/dev/null", O_WRONLY);
+    if (out < 0 || err < 0) _exit(121);
+    dup2(out, 1);
+    dup2(err, 2);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Sums the "<dev> Read N" / "<dev> Write N" lines of a v1 blkio rwstat file.
+void ParseRwstat(const std::string& text, const std::string& dev, uint64_t* read, uint64_t* write) {
+  *read = *write = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    uint64_t v = 0;
+    if (f.size() != 3 || f[0] != dev || !absl::SimpleAtoi(f[2], &v)) continue;
+    if (f[1] == "Read") *read = v;
+    if (f[1] == "Write") *write = v;
+  }
+}
+
+// Parses a v2 io.stat line "<dev> rbytes=.. wbytes=.. rios=.. wios=.. ...".
+IoTotals ParseIoStat(const std::string& text, const std::string& dev) {
+  IoTotals t;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.empty() || f[0] != dev) continue;
+    for (size_t i = 1; i < f.size(); ++i) {
+      std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(f[i], '=');
+      uint64_t v = 0;
+      if (!absl::SimpleAtoi(kv.second, &v)) continue;
+      if (kv.first == "rbytes") t.read_bytes = v;
+      if (kv.first == "wbytes") t.write_bytes = v;
+      if (kv.first == "rios") t.read_ops = v;
+      if (kv.first == "wios") t.write_ops = v;
+    }
+  }
+  return t;
+}
+
+class DiskCollectorRootBpf : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fairwatch::testing::IsRoot()) GTEST_SKIP() << "needs root: loads BPF and creates cgroups";
+    if (!HaveProgram("dd") || !HaveProgram("fio")) GTEST_SKIP() << "needs dd and fio";
+    auto mounts = ReadCgroupMounts();
+    ASSERT_TRUE(mounts.ok()) << mounts.status();
+    mounts_ = *mounts;
+    auto hierarchy = ChooseDiskHierarchy(mounts_);
+    ASSERT_TRUE(hierarchy.ok()) << hierarchy.status();
+    hierarchy_ = *hierarchy;
+    mount_ = *mounts_.MountOf(hierarchy_);
+    ASSERT_FALSE(scratch_.path().empty()) << "mkstemp in /var/tmp";
+    struct stat st {};
+    ASSERT_EQ(stat(scratch_.path().c_str(), &st), 0);
+    if (major(st.st_dev) == 0) GTEST_SKIP() << "/var/tmp is not on a block device";
+    auto disk = WholeDiskOf(major(st.st_dev), minor(st.st_dev));
+    ASSERT_TRUE(disk.ok()) << disk.status();
+    disk_ = *disk;
+    dev_ = absl::StrCat(disk_.major(), ":", disk_.minor());
+    tree_ = std::make_unique<TestCgroupTree>(std::vector<std::string>{mount_},
+                                             fairwatch::testing::UniqueCgroupPrefix());
+    ASSERT_TRUE(tree_->Create({"io", "quiet"}).ok());
+    if (hierarchy_ == "blkio") {
+      for (const char* file :
+           {"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"}) {
+        ASSERT_TRUE(
+            tree_->WriteFile(mount_, "io", file, absl::StrCat(dev_, " ", kNoLimitBps)).ok());
+      }
+    } else {
+      // On v2 a tenant has its own io css only where its parent enables io.
+      if (!tree_->WriteFile(mount_, "", "cgroup.subtree_control", "+io").ok()) {
+        GTEST_SKIP() << "the io controller is not delegated to " << mount_;
+      }
+    }
+
+    v1::CgroupParentSource parent;
+    parent.set_path(tree_->prefix());
+    CgroupParentDiscovery discovery(mounts_, hierarchy_, {parent});
+    ASSERT_TRUE(discovery.Init().ok());
+    auto found = discovery.Scan();
+    ASSERT_TRUE(found.ok()) << found.status();
+    ASSERT_EQ(found->size(), 2u);
+    registry_ = std::make_unique<TenantRegistry>(8);
+    registry_->Apply(std::move(*found));
+
+    DiskCollectorOptions options;
+    options.hierarchy = hierarchy_;
+    options.max_tenants = 8;
+    collector_ = std::make_unique<DiskCollector>(options);
+    ASSERT_TRUE(collector_->Init().ok());
+    ASSERT_TRUE(collector_->SyncTenants(registry_->tenants()).ok());
+    stats_fd_ = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  }
+
+  void TearDown() override {
+    if (stats_fd_ >= 0) close(stats_fd_);
+  }
+
+  uint32_t SlotOf(const std::string& name) {
+    for (const auto& t : registry_->tenants()) {
+      if (t.tenant.name() == name) return t.slot;
+    }
+    ADD_FAILURE() << "no tenant " << name;
+    return 0;
+  }
+
+  // The kernel's totals for <prefix>/<child> and its descendants on our disk.
+  IoTotals KernelTotals(const std::string& child) {
+    IoTotals t;
+    if (hierarchy_ == "blkio") {
+      auto bytes = tree_->ReadFile(mount_, child, "blkio.throttle.io_service_bytes_recursive");
+      auto ops = tree_->ReadFile(mount_, child, "blkio.throttle.io_serviced_recursive");
+      EXPECT_TRUE(bytes.ok() && ops.ok());
+      ParseRwstat(*bytes, dev_, &t.read_bytes, &t.write_bytes);
+      ParseRwstat(*ops, dev_, &t.read_ops, &t.write_ops);
+      return t;
+    }
+    auto stat = tree_->ReadFile(mount_, child, "io.stat");
+    EXPECT_TRUE(stat.ok());
+    return ParseIoStat(*stat, dev_);
+  }
+
+  // The collector's totals for a slot on our disk; `hist` gets its latency histogram.
+  IoTotals BpfTotals(uint32_t slot, v1::Log2Histogram* hist = nullptr) {
+    IoTotals t;
+    auto disks = collector_->ReadSlot(slot);
+    EXPECT_TRUE(disks.ok()) << disks.status();
+    for (const auto& d : *disks) {
+      if (d.device().major() != disk_.major() || d.device().minor() != disk_.minor()) continue;
+      t.read_bytes = d.read_bytes();
+      t.write_bytes = d.write_bytes();
+      t.read_ops = d.read_ops();
+      t.write_ops = d.write_ops();
+      if (hist) *hist = d.latency();
+    }
+    return t;
+  }
+
+  static double ErrorPct(uint64_t bpf, uint64_t kernel) {
+    if (kernel == 0) return bpf == 0 ? 0 : 100;
+    return 100.0 * (static_cast<double>(bpf) - static_cast<double>(kernel)) /
+           static_cast<double>(kernel);
+  }
+
+  struct Window {
+    IoTotals bpf, kernel;
+    uint64_t unobserved = 0;  // completions the programs did not see, per the collector
+  };
+
+  // Runs `work` in the cgroup and compares the deltas of both sides; each
+  // counter must be within `tolerance_pct` of the kernel's.
+  template <typename Work>
+  Window ExpectMatch(const std::string& label, uint32_t slot, const std::string& counter_child,
+                     Work work, bool expect_reads, bool expect_writes, double tolerance_pct = 1.0) {
+    auto u0 = collector_->ReadEventStats();
+    IoTotals k0 = KernelTotals(counter_child), b0 = BpfTotals(slot);
+    work();
+    // Completions run in interrupts, possibly after the issuer exited (aio).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    IoTotals k1 = KernelTotals(counter_child), b1 = BpfTotals(slot);
+    auto u1 = collector_->ReadEventStats();
+    Window w;
+    w.bpf = {b1.read_bytes - b0.read_bytes, b1.write_bytes - b0.write_bytes,
+             b1.read_ops - b0.read_ops, b1.write_ops - b0.write_ops};
+    w.kernel = {k1.read_bytes - k0.read_bytes, k1.write_bytes - k0.write_bytes,
+                k1.read_ops - k0.read_ops, k1.write_ops - k0.write_ops};
+    if (u0.ok() && u1.ok()) w.unobserved = u1->unobserved_completions - u0->unobserved_completions;
+    struct Row {
+      const char* what;
+      uint64_t bpf, kernel;
+      bool expected;
+    } rows[] = {
+        {"read_bytes", w.bpf.read_bytes, w.kernel.read_bytes, expect_reads},
+        {"write_bytes", w.bpf.write_bytes, w.kernel.write_bytes, expect_writes},
+        {"read_ops", w.bpf.read_ops, w.kernel.read_ops, expect_reads},
+        {"write_ops", w.bpf.write_ops, w.kernel.write_ops, expect_writes},
+    };
+    for (const auto& r : rows) {
+      std::cout << label << " " << r.what << ": bpf " << r.bpf << ", kernel " << r.kernel
+                << ", error " << ErrorPct(r.bpf, r.kernel) << " %\n";
+      if (r.expected) {
+        EXPECT_GT(r.kernel, 0u) << label << " " << r.what;
+      }
+      EXPECT_LE(std::abs(ErrorPct(r.bpf, r.kernel)), tolerance_pct) << label << " " << r.what;
+    }
+    std::cout << label << ": completions the programs did not see (whole disk): " << w.unobserved
+              << "\n";
+    // Never more than the kernel; what is missing was not seen at all (and is reported).
+    EXPECT_LE(w.bpf.read_ops, w.kernel.read_ops) << label;
+    EXPECT_LE(w.bpf.write_ops, w.kernel.write_ops) << label;
+    EXPECT_LE(w.bpf.read_bytes, w.kernel.read_bytes) << label;
+    EXPECT_LE(w.bpf.write_bytes, w.kernel.write_bytes) << label;
+    if (w.bpf.read_ops <= w.kernel.read_ops && w.bpf.write_ops <= w.kernel.write_ops) {
+      // Other I/O on the same disk can only add to what was not seen.
+      EXPECT_GE(w.unobserved,
+                (w.kernel.read_ops - w.bpf.read_ops) + (w.kernel.write_ops - w.bpf.write_ops))
+          << label << ": every missed tenant request shows as unobserved";
+    }
+    return w;
+  }
+
+  void PrintProgramCost() {
+    v1::AgentSelfCounters self;
+    collector_->AddSelfCounters(&self);
+    ASSERT_EQ(self.programs_size(), 2) << "issue and complete, of one attach kind";
+    for (const auto& p : self.programs()) {
+      std::cout << "program " << p.name() << " via " << collector_->attach_kind();
+      if (p.run_count() > 0) {
+        std::cout << ": " << p.run_time_ns() / p.run_count() << " ns/event over " << p.run_count()
+                  << " events";
+      }
+      std::cout << "\n";
+    }
+    for (const auto& m : self.maps()) {
+      std::cout << "map " << m.name() << ": " << m.entries() << "/" << m.max_entries() << "\n";
+    }
+    auto stats = collector_->ReadEventStats();
+    ASSERT_TRUE(stats.ok());
+    std::cout << "events: lost " << stats->lost_events << ", recursion misses "
+              << stats->recursion_misses << ", other ops " << stats->other_ops
+              << ", unobserved completions " << stats->unobserved_completions
+              << ", without issue time " << stats->no_issue_time << "\n";
+    EXPECT_EQ(stats->lost_events + stats->recursion_misses, 0u) << "no full map, no recursion";
+  }
+
+  CgroupMounts mounts_;
+  std::string hierarchy_, mount_, dev_;
+  v1::DeviceId disk_;
+  ScratchFile scratch_;
+  std::unique_ptr<TestCgroupTree> tree_;
+  std::unique_ptr<TenantRegistry> registry_;
+  std::unique_ptr<DiskCollector> collector_;
+  int stats_fd_ = -1;
+};
+
+std::vector<std::string> DdWrite(const std::string& path, int mib) {
+  return {"dd",           "if=/dev/zero", "of=" + path, "bs=1M", absl::StrCat("count=", mib),
+          "oflag=direct", "conv=notrunc", "status=none"};
+}
+
+std::vector<std::string> DdRead(const std::string& path) {
+  return {"dd", "if=" + path, "of=/dev/null", "bs=256k", "iflag=direct", "status=none"};
+}
+
+TEST_F(DiskCollectorRootBpf, DdBytesAndOpsMatchKernelCgroupStatsWithin1Percent) {
+  const std::string cg = tree_->PathIn(mount_, "io");
+  const uint32_t slot = SlotOf("io");
+  ExpectMatch(
+      "dd write", slot, "io", [&] { ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 64)), 0); },
+      false, true);
+  ExpectMatch(
+      "dd read", slot, "io", [&] { ASSERT_EQ(RunInCgroup(cg, DdRead(scratch_.path())), 0); }, true,
+      false);
+  // The other tenant did no I/O and must not be charged with any.
+  IoTotals quiet = BpfTotals(SlotOf("quiet"));
+  EXPECT_EQ(quiet.read_bytes + quiet.write_bytes + quiet.read_ops + quiet.write_ops, 0u);
+  PrintProgramCost();
+}
+
+std::vector<std::string> FioRandRw(const std::string& path, std::vector<std::string> engine) {
+  std::vector<std::string> argv{"fio",        "--name=fw",   "--filename=" + path,
+                                "--size=32M", "--bs=4k",     "--rw=randrw",
+                                "--direct=1", "--runtime=3", "--time_based"};
+  argv.insert(argv.end(), engine.begin(), engine.end());
+  return argv;
+}
+
+TEST_F(DiskCollectorRootBpf, FioConcurrentRandomIoMatchesKernelCgroupStatsWithin1Percent) {
+  const std::string cg = tree_->PathIn(mount_, "io");
+  // Lay the file out with direct writes first, outside the measured window.
+  ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 32)), 0);
+  ExpectMatch(
+      "fio randrw psync x3", SlotOf("io"), "io",
+      [&] {
+        ASSERT_EQ(RunInCgroup(cg, FioRandRw(scratch_.path(), {"--ioengine=psync", "--numjobs=3"})),
+                  0);
+      },
+      true, true);
+  PrintProgramCost();
+}
+
+// Under load this kernel delivers slightly fewer block_rq_complete (and
+// block_io_done) events to BPF than the block layer completes (measured: 0 to
+// 0.9 % fewer than /sys/block/<dev>/stat, recursion_misses 0), most with deep
+// asynchronous queues. The collector must never over-count and must report
+// what it missed (ExpectMatch checks both); the bound here is 2 %.
+TEST_F(DiskCollectorRootBpf, FioDeepQueueIoIsNeverOverCountedAndMissesAreReported) {
+  const std::string cg = tree_->PathIn(mount_, "io");
+  ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 32)), 0);
+  ExpectMatch(
+      "fio randrw libaio qd8", SlotOf("io"), "io",
+      [&] {
+        ASSERT_EQ(RunInCgroup(cg, FioRandRw(scratch_.path(), {"--ioengine=libaio", "--iodepth=8"})),
+                  0);
+      },
+      true, true, /*tolerance_pct=*/2.0);
+  PrintProgramCost();
+}
+
+TEST_F(DiskCollectorRootBpf, NestedChildIoCountsForTheTenant) {
+  // Like libvirt's per-VM scopes: two levels below the tenant's root.
+  NestedCgroup vm(tree_->PathIn(mount_, "io") + "/vm");
+  ASSERT_TRUE(vm.ok());
+  NestedCgroup leaf(vm.path() + "/disk1");
+  ASSERT_TRUE(leaf.ok());
+  ExpectMatch(
+      "nested dd write", SlotOf("io"), "io",
+      [&] { ASSERT_EQ(RunInCgroup(leaf.path(), DdWrite(scratch_.path(), 16)), 0); }, false, true);
+  ExpectMatch(
+      "nested dd read", SlotOf("io"), "io",
+      [&] { ASSERT_EQ(RunInCgroup(leaf.path(), DdRead(scratch_.path())), 0); }, true, false);
+}
+
+// Median bucket of a wire histogram: bucket i = [2^i, 2^(i+1)) ns.
+int MedianBucket(const v1::Log2Histogram& h, uint64_t* total) {
+  *total = 0;
+  for (uint64_t c : h.buckets()) *total += c;
+  uint64_t seen = 0;
+  for (int i = 0; i < h.buckets_size(); ++i) {
+    seen += h.buckets(i);
+    if (seen * 2 >= *total && *total > 0) return i;
+  }
+  return -1;
+}
+
+TEST_F(DiskCollectorRootBpf, LatencyHistogramMedianIsNearFioCompletionLatency) {
+  const std::string cg = tree_->PathIn(mount_, "io");
+  ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 16)), 0);
+  v1::Log2Histogram before;
+  BpfTotals(SlotOf("io"), &before);
+  const std::string json = scratch_.path() + ".json";
+  ASSERT_EQ(RunInCgroup(cg,
+                        {"fio", "--name=fw", "--filename=" + scratch_.path(), "--size=16M",
+                         "--bs=4k", "--rw=randread", "--direct=1", "--ioengine=psync",
+                         "--runtime=2", "--time_based", "--output-format=json"},
+                        json),
+            0);
+  const std::string out = ReadWhole(json);
+  unlink(json.c_str());
+  v1::Log2Histogram after;
+  IoTotals totals = BpfTotals(SlotOf("io"), &after);
+  ASSERT_EQ(after.buckets_size(), before.buckets_size());
+  v1::Log2Histogram delta;
+  for (int i = 0; i < after.buckets_size(); ++i) {
+    delta.add_buckets(after.buckets(i) - before.buckets(i));
+    if (i < 10) {
+      EXPECT_EQ(after.buckets(i), 0u) << "below the first bucket (1 us)";
+    }
+  }
+  uint64_t samples = 0;
+  const int median = MedianBucket(delta, &samples);
+  ASSERT_GT(samples, 100u);
+  EXPECT_LE(samples, totals.read_ops) << "one sample per completed request at most";
+
+  // fio's completion latency median (psync: one request at a time, so it is
+  // the device latency plus syscall overhead).
+  const size_t clat = out.find("\"clat_ns\"");
+  ASSERT_NE(clat, std::string::npos) << out.substr(0, 400);
+  const size_t p50 = out.find("\"50.000000\" : ", clat);
+  ASSERT_NE(p50, std::string::npos);
+  uint64_t fio_median_ns = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(out.substr(p50 + 14, out.find_first_of(",\n", p50) - p50 - 14),
+                               &fio_median_ns));
+  const double ours_lo = std::ldexp(1.0, median);
+  std::cout << "latency: " << samples << " samples, median bucket [" << ours_lo / 1e3 << ", "
+            << 2 * ours_lo / 1e3 << ") us; fio clat median " << fio_median_ns / 1e3 << " us\n";
+  // Device time cannot exceed what the process waited; it is at least a tenth of it.
+  EXPECT_LE(ours_lo, static_cast<double>(fio_median_ns));
+  EXPECT_GE(2 * ours_lo, static_cast<double>(fio_median_ns) / 10);
+}
+
+TEST_F(DiskCollectorRootBpf, RawTracepointFallbackCountsTheSameBytes) {
+  ASSERT_TRUE(collector_->Stop().ok());
+  DiskCollectorOptions options;
+  options.hierarchy = hierarchy_;
+  options.max_tenants = 8;
+  options.attach_mode = "raw_tp";
+  collector_ = std::make_unique<DiskCollector>(options);
+  ASSERT_TRUE(collector_->Init().ok());
+  EXPECT_EQ(collector_->attach_kind(), "raw_tp");
+  ASSERT_TRUE(collector_->SyncTenants(registry_->tenants()).ok());
+  const std::string cg = tree_->PathIn(mount_, "io");
+  ExpectMatch(
+      "raw_tp dd write", SlotOf("io"), "io",
+      [&] { ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 16)), 0); }, false, true);
+  v1::Log2Histogram hist;
+  BpfTotals(SlotOf("io"), &hist);
+  uint64_t samples = 0;
+  MedianBucket(hist, &samples);
+  EXPECT_GT(samples, 0u) << "raw_tp records latency too";
+  PrintProgramCost();
+}
+
+TEST_F(DiskCollectorRootBpf, UntrackedCgroupIsNotChargedAndReusedSlotStartsFromZero) {
+  const std::string cg = tree_->PathIn(mount_, "io");
+  const uint32_t slot = SlotOf("io");
+  ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 4)), 0);
+  const uint64_t written = BpfTotals(slot).write_bytes;
+  EXPECT_GE(written, 4u << 20);
+
+  // Only "quiet" stays a tenant: io's I/O is no longer charged to io's slot.
+  std::vector<TenantEntry> quiet_only;
+  for (const auto& t : registry_->tenants()) {
+    if (t.tenant.name() == "quiet") quiet_only.push_back(t);
+  }
+  ASSERT_TRUE(collector_->SyncTenants(quiet_only).ok());
+  ASSERT_EQ(RunInCgroup(cg, DdWrite(scratch_.path(), 4)), 0);
+  EXPECT_EQ(BpfTotals(slot).write_bytes, written) << "an untracked cgroup is not charged";
+
+  // io's slot goes to a tenant without a cgroup in this hierarchy.
+  TenantEntry other;
+  other.tenant.set_id("someone-else");
+  other.slot = slot;
+  quiet_only.push_back(other);
+  ASSERT_TRUE(collector_->SyncTenants(quiet_only).ok());
+  IoTotals fresh = BpfTotals(slot);
+  EXPECT_EQ(fresh.write_bytes + fresh.read_bytes + fresh.write_ops + fresh.read_ops, 0u)
+      << "a slot handed to a new tenant has no counters of the old one";
+}
+
+}  // namespace
+}  // namespace fairwatch::agent

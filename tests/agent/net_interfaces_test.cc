@@ -1,0 +1,244 @@
+// Pure parsing of interface data: a fake /sys/class/net, synthesized
+// rtnetlink messages, a fake cgroup tree. No root needed.
+#include "agent/net_interfaces.h"
+
+#include <gtest/gtest.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace fairwatch::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FakeDir {
+ public:
+  FakeDir() {
+    char tmpl[] = "/tmp/fw_net_test_XXXXXX";
+    root_ = mkdtemp(tmpl);
+  }
+  ~FakeDir() { fs::remove_all(root_); }
+  void Write(const std::string& rel, const std::string& text) {
+    fs::path p = fs::path(root_) / rel;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+  }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+};
+
+void AddInterface(FakeDir& dir, const std::string& name, int ifindex, int iflink, int type,
+                  const std::string& speed) {
+  dir.Write(name + "/ifindex", absl::StrCat(ifindex, "\n"));
+  dir.Write(name + "/iflink", absl::StrCat(iflink, "\n"));
+  dir.Write(name + "/type", absl::StrCat(type, "\n"));
+  if (!speed.empty()) dir.Write(name + "/speed", speed);
+}
+
+TEST(NetSysfs, ReadsIndexPeerTypeAndSpeedOfEachInterface) {
+  FakeDir dir;
+  AddInterface(dir, "lo", 1, 1, 772, "");
+  AddInterface(dir, "eth0", 2, 2, 1, "25000\n");
+  AddInterface(dir, "veth1", 7, 3, 1, "-1\n");  // down: the kernel says -1
+  AddInterface(dir, "tap0", 9, 9, 1, "");       // reading speed fails: file absent here
+  dir.Write("bonding_masters", "");
+  auto ifaces = ReadSysfsInterfaces(dir.root());
+  ASSERT_TRUE(ifaces.ok()) << ifaces.status();
+  ASSERT_EQ(ifaces->size(), 4u);
+  EXPECT_EQ((*ifaces)[0].name, "eth0");
+  EXPECT_EQ((*ifaces)[0].speed_mbps, 25000);
+  EXPECT_TRUE((*ifaces)[1].loopback);
+  EXPECT_EQ((*ifaces)[2].name, "tap0");
+  EXPECT_EQ((*ifaces)[2].speed_mbps, -1);
+  EXPECT_EQ((*ifaces)[3].name, "veth1");
+  EXPECT_EQ((*ifaces)[3].ifindex, 7u);
+  EXPECT_EQ((*ifaces)[3].iflink, 3u);
+  EXPECT_EQ((*ifaces)[3].speed_mbps, -1);
+}
+
+TEST(NetSysfs, MissingDirectoryIsAnError) {
+  EXPECT_FALSE(ReadSysfsInterfaces("/nonexistent/sys/class/net").ok());
+}
+
+TEST(NetCapacity, SpeedInMegabitsBecomesBytesPerSecondAndLoopbackIsSkipped) {
+  FakeDir dir;
+  AddInterface(dir, "lo", 1, 1, 772, "");
+  AddInterface(dir, "eth0", 2, 2, 1, "10000\n");
+  AddInterface(dir, "veth1", 7, 3, 1, "");
+  v1::InterfaceCapacityOverride o;
+  o.set_name("veth1");
+  o.set_tx_bytes_per_s(5e6);
+  v1::InterfaceCapacityOverride absent;
+  absent.set_name("nope0");
+  absent.set_rx_bytes_per_s(1);
+  auto caps = ReadInterfaceCapacities({o, absent}, dir.root());
+  ASSERT_TRUE(caps.ok()) << caps.status();
+  ASSERT_EQ(caps->size(), 2u);
+  EXPECT_EQ((*caps)[0].name(), "eth0");
+  EXPECT_DOUBLE_EQ((*caps)[0].rx_bytes_per_s(), 1.25e9);
+  EXPECT_DOUBLE_EQ((*caps)[0].tx_bytes_per_s(), 1.25e9);
+  EXPECT_EQ((*caps)[1].name(), "veth1");
+  EXPECT_DOUBLE_EQ((*caps)[1].rx_bytes_per_s(), 0) << "unknown stays 0";
+  EXPECT_DOUBLE_EQ((*caps)[1].tx_bytes_per_s(), 5e6) << "override wins where set";
+}
+
+TEST(NetCapacity, OverrideReplacesAKnownSpeed) {
+  SysfsInterface eth{"eth0", 2, 2, 1000, false};
+  v1::InterfaceCapacityOverride o;
+  o.set_name("eth0");
+  o.set_rx_bytes_per_s(42);
+  auto caps = InterfaceCapacities({eth}, {o});
+  ASSERT_EQ(caps.size(), 1u);
+  EXPECT_DOUBLE_EQ(caps[0].rx_bytes_per_s(), 42);
+  EXPECT_DOUBLE_EQ(caps[0].tx_bytes_per_s(), 125e6);
+}
+
+TEST(NetSysfs, ReadsStatisticsOfOneInterface) {
+  FakeDir dir;
+  const char* files[] = {"rx_bytes",   "tx_bytes",   "rx_packets",
+                         "tx_packets", "rx_dropped", "tx_dropped"};
+  for (int i = 0; i < 6; ++i)
+    dir.Write(absl::StrCat("v0/statistics/", files[i]), absl::StrCat(100 + i, "\n"));
+  auto s = ReadInterfaceStats("v0", dir.root());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->rx_bytes, 100u);
+  EXPECT_EQ(s->tx_bytes, 101u);
+  EXPECT_EQ(s->rx_packets, 102u);
+  EXPECT_EQ(s->tx_packets, 103u);
+  EXPECT_EQ(s->rx_dropped, 104u);
+  EXPECT_EQ(s->tx_dropped, 105u);
+  EXPECT_FALSE(ReadInterfaceStats("gone0", dir.root()).ok());
+}
+
+// Builds RTM_NEWLINK messages the way the kernel lays them out.
+class LinkMessageBuilder {
+ public:
+  void Link(int ifindex, const std::string& name, int link = -1, int netnsid = -2) {
+    std::string msg(NLMSG_HDRLEN, '\0');
+    struct ifinfomsg ifi {};
+    ifi.ifi_index = ifindex;
+    Append(&msg, &ifi, sizeof(ifi));
+    Attr(&msg, IFLA_IFNAME, name.c_str(), name.size() + 1);
+    if (link >= 0) Attr(&msg, IFLA_LINK, &link, 4);
+    if (netnsid >= -1) Attr(&msg, IFLA_LINK_NETNSID, &netnsid, 4);
+    Finish(&msg, RTM_NEWLINK);
+  }
+  void Other(uint16_t type) {
+    std::string msg(NLMSG_HDRLEN, '\0');
+    msg.append(16, '\0');
+    Finish(&msg, type);
+  }
+  std::string buffer;
+
+ private:
+  static void Append(std::string* msg, const void* data, size_t len) {
+    msg->append(static_cast<const char*>(data), len);
+    msg->append(NLMSG_ALIGN(len) - len, '\0');
+  }
+  static void Attr(std::string* msg, uint16_t type, const void* data, size_t len) {
+    struct rtattr a {};
+    a.rta_len = static_cast<uint16_t>(RTA_LENGTH(len));
+    a.rta_type = type;
+    msg->append(reinterpret_cast<const char*>(&a), sizeof(a));
+    Append(msg, data, len);
+  }
+  void Finish(std::string* msg, uint16_t type) {
+    struct nlmsghdr h {};
+    h.nlmsg_len = static_cast<uint32_t>(msg->size());
+    h.nlmsg_type = type;
+    memcpy(msg->data(), &h, sizeof(h));
+    buffer += *msg;
+  }
+};
+
+TEST(NetLinkParse, ReadsNamePeerIndexAndPeerNamespace) {
+  LinkMessageBuilder b;
+  b.Link(1, "lo");
+  b.Link(5, "vethA", 2, 3);
+  b.Other(RTM_NEWADDR);
+  b.Link(6, "vethB", 2, 4);
+  b.Other(NLMSG_DONE);
+  b.Link(7, "after-done", 2, 3);
+  auto links = ParseLinkMessages(b.buffer);
+  ASSERT_EQ(links.size(), 3u);
+  EXPECT_EQ(links[0].name, "lo");
+  EXPECT_EQ(links[0].link_ifindex, 0u);
+  EXPECT_EQ(links[0].link_netnsid, -1);
+  EXPECT_EQ(links[1].ifindex, 5u);
+  EXPECT_EQ(links[1].name, "vethA");
+  EXPECT_EQ(links[1].link_ifindex, 2u);
+  EXPECT_EQ(links[1].link_netnsid, 3);
+  EXPECT_EQ(links[2].link_netnsid, 4);
+
+  auto peers = PeersInNamespace(links, 3);
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0].name, "vethA");
+  EXPECT_TRUE(PeersInNamespace(links, -1).empty()) << "no id: no peers";
+}
+
+TEST(NetLinkParse, TruncatedMessageEndsTheParseWithoutReadingPastIt) {
+  LinkMessageBuilder b;
+  b.Link(5, "vethA", 2, 3);
+  b.Link(6, "vethB", 2, 4);
+  std::string cut = b.buffer.substr(0, b.buffer.size() - 6);
+  auto links = ParseLinkMessages(cut);
+  ASSERT_EQ(links.size(), 1u);
+  EXPECT_EQ(links[0].name, "vethA");
+  EXPECT_TRUE(ParseLinkMessages("").empty());
+  EXPECT_TRUE(ParseLinkMessages(std::string(3, 'x')).empty());
+}
+
+TEST(NetCgroupPid, FindsAProcessInTheCgroupOrItsDescendants) {
+  FakeDir dir;
+  dir.Write("t/cgroup.procs", "");
+  dir.Write("t/emulator/cgroup.procs", "");
+  dir.Write("t/vcpu0/cgroup.procs", "4242\n4243\n");
+  auto pid = FirstPidInCgroup(dir.root() + "/t");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  ASSERT_TRUE(pid->has_value());
+  EXPECT_EQ(**pid, 4242);
+
+  dir.Write("empty/cgroup.procs", "");
+  auto none = FirstPidInCgroup(dir.root() + "/empty");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_FALSE(FirstPidInCgroup(dir.root() + "/missing").ok());
+}
+
+TEST(NetCgroupPid, DepthLimitStopsTheSearch) {
+  FakeDir dir;
+  dir.Write("t/cgroup.procs", "");
+  dir.Write("t/a/cgroup.procs", "");
+  dir.Write("t/a/b/cgroup.procs", "77\n");
+  auto shallow = FirstPidInCgroup(dir.root() + "/t", 1);
+  ASSERT_TRUE(shallow.ok());
+  EXPECT_FALSE(shallow->has_value());
+  auto deep = FirstPidInCgroup(dir.root() + "/t", 2);
+  ASSERT_TRUE(deep.ok());
+  EXPECT_EQ(deep->value_or(0), 77);
+}
+
+TEST(NetNamespace, OwnNamespaceEqualsItselfAndDiffersFromAFile) {
+  auto self = NetnsOf("/proc/self/ns/net");
+  ASSERT_TRUE(self.ok()) << self.status();
+  auto again = NetnsOf(absl::StrCat("/proc/", getpid(), "/ns/net"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*self, *again);
+  auto file = NetnsOf("/proc/self/status");
+  ASSERT_TRUE(file.ok());
+  EXPECT_FALSE(*self == *file);
+}
+
+}  // namespace
+}  // namespace fairwatch::agent
