@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures the CPU program's cost per scheduler event (bpf_stats run_time_ns /
-# run_cnt) and the pipe ping-pong slowdown with the agent running.
+# Measures every agent BPF program's cost per event (bpf_stats run_time_ns /
+# run_cnt) and the pipe ping-pong slowdown with the agent running (its
+# default probe set: cpu, run-queue, disk, network).
 #
 #   sudo bench/cpu_probe_cost.sh [build-dir] [tenants]
 #
@@ -69,6 +70,6 @@ sleep 5
 bpftool prog show --json | python3 -c '
 import json, sys
 for p in json.load(sys.stdin):
-    if p.get("name", "").startswith("fw_cpu_runtime") and p.get("run_cnt"):
+    if p.get("name", "").startswith("fw_") and p.get("run_cnt"):
         print("%s: %.1f ns/event over %d events" % (p["name"], p["run_time_ns"] / p["run_cnt"], p["run_cnt"]))
 '
