@@ -65,7 +65,9 @@ absl::Status Agent::Init() {
                                          config_.tenant_interfaces().end());
     net_options.netns_discovery = !config_.probes().disable_netns_interface_discovery();
     net_options.cgroup_mounts = mounts;
-    collectors_.push_back(std::make_unique<NetCollector>(net_options));
+    auto net = std::make_unique<NetCollector>(net_options);
+    net_collector_ = net.get();
+    collectors_.push_back(std::move(net));
   }
   for (auto& c : collectors_) {
     absl::Status status = c->Init();
@@ -148,6 +150,21 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     absl::Status status = c->Collect(tenants, &report);
     if (!status.ok()) FW_LOG(Error, c->name(), ": collect failed: ", status.message());
     c->AddSelfCounters(report.mutable_agent());
+  }
+  if (net_collector_ != nullptr &&
+      net_collector_->interfaces_generation() != interfaces_generation_seen_) {
+    interfaces_generation_seen_ = net_collector_->interfaces_generation();
+    v1::TenantInventory change;
+    for (const auto& t : tenants) {
+      const std::string id = t.tenant.id();
+      if (const v1::Tenant* updated =
+              registry_->SetInterfaces(id, net_collector_->InterfacesOf(id))) {
+        *change.add_upserted() = *updated;
+      }
+    }
+    if (change.upserted_size() > 0) {
+      reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
+    }
   }
   absl::StatusOr<HostCpuTimes> host = ReadHostCpuTimes();
   if (host.ok()) {

@@ -42,6 +42,9 @@ class Agent {
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::unique_ptr<Reporter> reporter_;
   std::unique_ptr<MetricsServer> metrics_;
+  // Owned by collectors_; tells which interfaces carry each tenant.
+  class NetCollector* net_collector_ = nullptr;
+  uint64_t interfaces_generation_seen_ = 0;
   absl::Notification shutdown_;
   uint64_t seq_ = 0;
 };

@@ -7,13 +7,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <set>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
@@ -91,6 +96,34 @@ absl::StatusOr<bool> DetachIfOurs(uint32_t ifindex, enum bpf_tc_attach_point poi
   return true;
 }
 
+// Ids of the BPF programs some live process holds an fd to. A filter whose
+// program is held belongs to a running agent (another one, or a test's), not
+// to a crashed one, and must not be removed.
+absl::flat_hash_set<uint32_t> ProgramsHeldByLiveProcesses() {
+  absl::flat_hash_set<uint32_t> held;
+  std::error_code ec;
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = proc.path().filename();
+    if (pid.empty() || !std::isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    std::error_code fd_ec;
+    for (const auto& fd : std::filesystem::directory_iterator(proc.path() / "fd", fd_ec)) {
+      std::error_code link_ec;
+      const auto target = std::filesystem::read_symlink(fd.path(), link_ec);
+      if (link_ec || target.native() != "anon_inode:bpf-prog") continue;
+      std::ifstream info(proc.path() / "fdinfo" / fd.path().filename());
+      std::string line;
+      while (std::getline(info, line)) {
+        uint32_t id = 0;
+        if (absl::StartsWith(line, "prog_id:") &&
+            absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(8)), &id)) {
+          held.insert(id);
+        }
+      }
+    }
+  }
+  return held;
+}
+
 uint64_t Sub(uint64_t now, uint64_t then) { return now > then ? now - then : 0; }
 
 void Add(fw_net_counters* into, const fw_net_counters& c) {
@@ -114,11 +147,15 @@ NetCollector::~NetCollector() { (void)Stop(); }
 absl::StatusOr<int> NetCollector::RemoveStaleTcFilters() {
   ASSIGN_OR_RETURN(std::vector<LinkInfo> links, DumpLinks());
   QuietLibbpf quiet;
+  const absl::flat_hash_set<uint32_t> held = ProgramsHeldByLiveProcesses();
+  auto stale = [&held](uint32_t prog_id) {
+    return IsOurProgram(prog_id) && !held.contains(prog_id);
+  };
   int removed = 0;
   absl::Status first_error = absl::OkStatus();
   for (const auto& link : links) {
     for (auto point : kPoints) {
-      absl::StatusOr<bool> gone = DetachIfOurs(link.ifindex, point, IsOurProgram);
+      absl::StatusOr<bool> gone = DetachIfOurs(link.ifindex, point, stale);
       if (!gone.ok()) {
         if (first_error.ok()) first_error = gone.status();
         continue;

@@ -31,6 +31,8 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
     TenantEntry entry;
     if (it != old_by_id.end()) {
       entry.slot = it->second->slot;
+      // Interfaces come from the network collector, not from discovery.
+      *d.tenant.mutable_interfaces() = it->second->tenant.interfaces();
       if (!google::protobuf::util::MessageDifferencer::Equals(it->second->tenant, d.tenant)) {
         delta.upserted.push_back(d.tenant);
       }
@@ -58,6 +60,19 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
   }
   tenants_ = std::move(next);
   return delta;
+}
+
+const v1::Tenant* TenantRegistry::SetInterfaces(const std::string& id,
+                                                const std::vector<std::string>& names) {
+  auto it = std::lower_bound(
+      tenants_.begin(), tenants_.end(), id,
+      [](const TenantEntry& e, const std::string& key) { return e.tenant.id() < key; });
+  if (it == tenants_.end() || it->tenant.id() != id) return nullptr;
+  const auto& current = it->tenant.interfaces();
+  if (std::equal(current.begin(), current.end(), names.begin(), names.end())) return nullptr;
+  it->tenant.clear_interfaces();
+  for (const auto& name : names) it->tenant.add_interfaces(name);
+  return &it->tenant;
 }
 
 v1::TenantInventory TenantRegistry::FullInventory() const {

@@ -31,6 +31,10 @@ class TenantRegistry {
   // max_slots are left out (and counted in rejected()).
   InventoryDelta Apply(std::vector<DiscoveredTenant> discovered);
 
+  // Sets the host-side interfaces found for a tenant (by the network
+  // collector); returns the updated tenant when they changed, else nullptr.
+  const v1::Tenant* SetInterfaces(const std::string& id, const std::vector<std::string>& names);
+
   // Sorted by tenant id.
   const std::vector<TenantEntry>& tenants() const { return tenants_; }
   v1::TenantInventory FullInventory() const;

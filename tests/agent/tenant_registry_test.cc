@@ -79,3 +79,23 @@ TEST(TenantRegistry, ManyTenantsGetUniqueSlotsWithinCapacity) {
 
 }  // namespace
 }  // namespace fairwatch::agent
+
+namespace fairwatch::agent {
+namespace {
+
+TEST(TenantRegistry, InterfacesSurviveRediscoveryAndChangesAreReported) {
+  TenantRegistry registry(8);
+  registry.Apply({T("a", 1)});
+  const v1::Tenant* updated = registry.SetInterfaces("a", {"veth1"});
+  ASSERT_NE(updated, nullptr);
+  EXPECT_EQ(updated->interfaces_size(), 1);
+  EXPECT_EQ(registry.SetInterfaces("a", {"veth1"}), nullptr) << "no change, no upsert";
+  EXPECT_EQ(registry.SetInterfaces("nobody", {"x"}), nullptr);
+  // Discovery knows nothing of interfaces: they must not flap away.
+  EXPECT_TRUE(registry.Apply({T("a", 1)}).empty());
+  EXPECT_EQ(registry.tenants()[0].tenant.interfaces(0), "veth1");
+  EXPECT_NE(registry.SetInterfaces("a", {}), nullptr);
+}
+
+}  // namespace
+}  // namespace fairwatch::agent
