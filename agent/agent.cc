@@ -171,6 +171,7 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     report.mutable_host()->set_cpu_busy_ns(host->busy_ns);
     report.mutable_host()->set_cpu_total_ns(host->total_ns);
   }
+  report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
   absl::StatusOr<SelfUsage> self = ReadSelfUsage();
   if (self.ok()) {
     report.mutable_agent()->set_cpu_ns(self->cpu_ns);

@@ -106,6 +106,9 @@ std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& re
   w.Sample("fairwatch_agent_tenant_slots", {}, self.tenant_slots_used());
   w.Family("fairwatch_agent_tenant_slots_max", "gauge", "Tenant counter slots available.");
   w.Sample("fairwatch_agent_tenant_slots_max", {}, self.tenant_slots_max());
+  w.Family("fairwatch_agent_tenants_unmeasured", "gauge",
+           "Tenants discovered but not measured: every slot was taken (raise max_tenants).");
+  w.Sample("fairwatch_agent_tenants_unmeasured", {}, self.tenants_unmeasured());
   w.Family("fairwatch_agent_report_seq", "gauge", "Sequence number of the latest report.");
   w.Sample("fairwatch_agent_report_seq", {}, static_cast<double>(report.seq()));
   w.Family("fairwatch_agent_controller_connected", "gauge",

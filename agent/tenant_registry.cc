@@ -23,6 +23,8 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
   for (const auto& e : tenants_) old_by_id[e.tenant.id()] = &e;
 
   InventoryDelta delta;
+  const uint32_t unmeasured_before = unmeasured_;
+  unmeasured_ = 0;
   std::vector<TenantEntry> next;
   next.reserve(discovered.size());
   absl::flat_hash_map<std::string, bool> kept;
@@ -40,8 +42,7 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
     } else {
       if (free_slots_.empty()) {
         ++rejected_;
-        FW_LOG(Warning, "tenant ", d.tenant.id(), " not tracked: all ", max_slots_,
-               " tenant slots are in use (raise max_tenants)");
+        ++unmeasured_;
         continue;
       }
       entry.slot = free_slots_.back();
@@ -59,6 +60,11 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
     }
   }
   tenants_ = std::move(next);
+  // Once per change, not every interval: the gauge in /metrics tells the rest.
+  if (unmeasured_ != unmeasured_before && unmeasured_ > 0) {
+    FW_LOG(Warning, unmeasured_, " tenant(s) not measured: all ", max_slots_,
+           " tenant slots are in use (raise max_tenants)");
+  }
   return delta;
 }
 

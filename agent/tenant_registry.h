@@ -40,6 +40,8 @@ class TenantRegistry {
   v1::TenantInventory FullInventory() const;
   uint32_t max_slots() const { return max_slots_; }
   uint64_t rejected() const { return rejected_; }
+  // Tenants the last Apply could not give a slot to.
+  uint32_t unmeasured() const { return unmeasured_; }
 
  private:
   uint32_t max_slots_;
@@ -49,6 +51,7 @@ class TenantRegistry {
   // flight for the old tenant cannot land in a new tenant's counters.
   std::vector<uint32_t> quarantined_slots_;
   uint64_t rejected_ = 0;
+  uint32_t unmeasured_ = 0;
 };
 
 }  // namespace fairwatch::agent

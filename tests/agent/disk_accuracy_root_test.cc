@@ -526,3 +526,46 @@ TEST_F(DiskCollectorRootBpf, UntrackedCgroupIsNotChargedAndReusedSlotStartsFromZ
 
 }  // namespace
 }  // namespace fairwatch::agent
+
+namespace fairwatch::agent {
+namespace {
+
+// Maps too small for the workload: what cannot be recorded is counted as a
+// loss and reported, and no tenant is charged with a wrong number.
+TEST_F(DiskCollectorRootBpf, FullMapsAreCountedAsLossNeverAsWrongNumbers) {
+  collector_.reset();
+  DiskCollectorOptions options;
+  options.hierarchy = hierarchy_;
+  options.max_tenants = 8;
+  options.max_counter_entries = 1;  // room for one (tenant, disk) pair
+  options.max_inflight = 1;         // one issue timestamp at a time
+  collector_ = std::make_unique<DiskCollector>(options);
+  ASSERT_TRUE(collector_->Init().ok());
+  ASSERT_TRUE(collector_->SyncTenants(registry_->tenants()).ok());
+
+  // "io" takes the only counter entry.
+  ASSERT_EQ(RunInCgroup(tree_->PathIn(mount_, "io"), DdWrite(scratch_.path(), 8)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto before = collector_->ReadEventStats();
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(
+      RunInCgroup(tree_->PathIn(mount_, "quiet"),
+                  FioRandRw(scratch_.path(), {"--ioengine=libaio", "--iodepth=8", "--runtime=1"})),
+      0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto after = collector_->ReadEventStats();
+  ASSERT_TRUE(after.ok());
+
+  const IoTotals quiet = BpfTotals(SlotOf("quiet"));
+  EXPECT_EQ(quiet.read_bytes + quiet.write_bytes + quiet.read_ops + quiet.write_ops, 0u)
+      << "no room for its counters: nothing is charged rather than a wrong figure";
+  const uint64_t lost = after->lost_events - before->lost_events;
+  std::cout << "lost events while the maps were full: " << lost << "\n";
+  EXPECT_GT(lost, 0u) << "the loss is counted";
+  v1::AgentSelfCounters self;
+  collector_->AddSelfCounters(&self);
+  EXPECT_GE(self.lost_events(), lost) << "and reported with the agent's own counters";
+}
+
+}  // namespace
+}  // namespace fairwatch::agent

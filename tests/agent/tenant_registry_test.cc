@@ -51,8 +51,10 @@ TEST(TenantRegistry, FreedSlotIsQuarantinedForOneRound) {
   ASSERT_EQ(delta.removed_ids, std::vector<std::string>{"a"});
   EXPECT_EQ(registry.tenants().size(), 1u) << "c waits: a's slot is still quarantined";
   EXPECT_EQ(registry.rejected(), 1u);
+  EXPECT_EQ(registry.unmeasured(), 1u);
   registry.Apply({T("b", 2), T("c", 3)});
   ASSERT_EQ(registry.tenants().size(), 2u);
+  EXPECT_EQ(registry.unmeasured(), 0u) << "a gauge of the last round";
   EXPECT_EQ(registry.tenants()[1].slot, slot_a);
 }
 

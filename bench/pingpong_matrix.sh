@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Context-switch worst case with the agent's probe sets: `perf bench sched pipe`
+# pinned to one CPU, both ends inside a tenant, with no agent, with the agent
+# measuring CPU only, and with its default probe set (CPU, run-queue, disk,
+# network). Configurations alternate round by round so drift hits all alike;
+# medians are printed.
+#
+#   sudo bench/pingpong_matrix.sh [build-dir] [rounds] [loops]
+#
+# Needs perf (Debian: linux-perf). Cgroups go under fwbench-<pid>, removed on exit.
+set -euo pipefail
+BUILD=${1:-build}
+ROUNDS=${2:-7}
+LOOPS=${3:-100000}
+AGENT=$BUILD/bin/fairwatch-agent
+[[ $(id -u) -eq 0 ]] || { echo "needs root (BPF, cgroups)" >&2; exit 1; }
+[[ -x $AGENT ]] || { echo "missing $AGENT: build first" >&2; exit 1; }
+command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&2; exit 1; }
+
+if grep -q ' - cgroup cgroup .*\bcpu\b' /proc/self/mountinfo && [[ -d /sys/fs/cgroup/cpu ]]; then
+  CG=/sys/fs/cgroup/cpu
+else
+  CG=/sys/fs/cgroup
+fi
+PREFIX=fwbench-$$
+WORK=$(mktemp -d)
+AGENT_PID=
+cleanup() {
+  [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+  rmdir "$CG/$PREFIX/t" "$CG/$PREFIX" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+mkdir -p "$CG/$PREFIX/t"
+
+config() {  # config <name>: an agent config file for that probe set
+  local file=$WORK/$1.textproto
+  {
+    echo "controller_address: \"127.0.0.1:1\""
+    echo "insecure_plaintext: true"
+    echo "metrics_address: \"off\""
+    echo "cgroup_parents { path: \"$PREFIX\" }"
+    [[ $1 == cpu ]] && echo "probes { disable_runq: true disable_disk: true disable_net: true }"
+  } >"$file"
+  echo "$file"
+}
+
+run_one() {  # run_one <none|cpu|default>: prints usecs/op
+  if [[ $1 != none ]]; then
+    "$AGENT" --config "$(config "$1")" --log-level error &
+    AGENT_PID=$!
+    sleep 2
+  fi
+  sh -c "echo \$\$ > $CG/$PREFIX/t/cgroup.procs; exec taskset -c 0 perf bench sched pipe -l $LOOPS" |
+    awk '/usecs\/op/ { print $1 }'
+  if [[ -n $AGENT_PID ]]; then
+    kill "$AGENT_PID"
+    wait "$AGENT_PID" 2>/dev/null || true
+    AGENT_PID=
+  fi
+}
+
+declare -A results
+sets=(none cpu default)
+for r in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2; do
+    set_name=${sets[$(((r + i) % 3))]}
+    results[$set_name]+="$(run_one "$set_name") "
+  done
+  echo "round $r/$ROUNDS done" >&2
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+base=$(echo "${results[none]}" | median)
+for s in "${sets[@]}"; do
+  m=$(echo "${results[$s]}" | median)
+  awk -v s="$s" -v m="$m" -v b="$base" -v all="${results[$s]}" \
+    'BEGIN { printf "%-8s median %.3f usecs/op  (%+.1f %% vs none)  runs: %s\n", s, m, (m - b) / b * 100, all }'
+done
