@@ -68,15 +68,18 @@ remove_cgroups() {
 
 cleanup() {
   trap - EXIT INT TERM
-  echo
-  say "stopping: workloads, agent, controller; removing $CG/$PARENT"
+  # Stop everything before saying so: if stdout is gone (a closed pipe), a
+  # message would end this handler before it cleaned up.
+  trap '' PIPE
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   remove_cgroups
   for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
-  say "logs and database kept in $STATE"
+  { echo; say "stopped workloads, agent and controller; removed $CG/$PARENT"
+    say "logs and database kept in $STATE"; } 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'exit 141' PIPE
 
 # A previous demo killed hard may have left its cgroups: they are ours by name.
 remove_cgroups
