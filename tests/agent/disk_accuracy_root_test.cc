@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -565,6 +566,74 @@ TEST_F(DiskCollectorRootBpf, FullMapsAreCountedAsLossNeverAsWrongNumbers) {
   v1::AgentSelfCounters self;
   collector_->AddSelfCounters(&self);
   EXPECT_GE(self.lost_events(), lost) << "and reported with the agent's own counters";
+}
+
+// A loop device of the test's own: attached, written by a tenant, detached
+// while the collector keeps measuring.
+class TestLoopDevice {
+ public:
+  explicit TestLoopDevice(const std::string& backing) {
+    const std::string out = backing + ".losetup";
+    if (system(absl::StrCat("losetup --find --show --direct-io=on ", backing, " > ", out,
+                            " 2>/dev/null")
+                   .c_str()) == 0) {
+      path_ = std::string(absl::StripAsciiWhitespace(ReadWhole(out)));
+    }
+    unlink(out.c_str());
+  }
+  ~TestLoopDevice() { Detach(); }
+  void Detach() {
+    if (!path_.empty()) {
+      (void)system(absl::StrCat("losetup -d ", path_, " 2>/dev/null").c_str());
+      path_.clear();
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST_F(DiskCollectorRootBpf, DeviceRemovedWhileMeasuredKeepsItsCountsAndCollectGoesOn) {
+  if (!HaveProgram("losetup")) GTEST_SKIP() << "needs losetup (util-linux)";
+  ASSERT_EQ(RunInCgroup(tree_->PathIn(mount_, "quiet"), DdWrite(scratch_.path(), 16)), 0);
+  TestLoopDevice loop(scratch_.path());
+  if (loop.path().empty()) GTEST_SKIP() << "no loop device could be attached here";
+  struct stat st {};
+  ASSERT_EQ(stat(loop.path().c_str(), &st), 0);
+  const uint32_t loop_major = major(st.st_rdev), loop_minor = minor(st.st_rdev);
+  const uint32_t slot = SlotOf("io");
+  ASSERT_EQ(
+      RunInCgroup(tree_->PathIn(mount_, "io"), {"dd", "if=/dev/zero", "of=" + loop.path(), "bs=64k",
+                                                "count=64", "oflag=direct", "status=none"}),
+      0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto loop_counters = [&]() -> uint64_t {
+    auto disks = collector_->ReadSlot(slot);
+    EXPECT_TRUE(disks.ok()) << disks.status();
+    for (const auto& d : *disks) {
+      if (d.device().major() == loop_major && d.device().minor() == loop_minor) {
+        return d.write_bytes();
+      }
+    }
+    return 0;
+  };
+  const uint64_t written = loop_counters();
+  EXPECT_LE(written, 64u * 65536) << "the tenant's writes to " << loop.path();
+  EXPECT_GE(written, 62u * 65536) << "the tenant's writes to " << loop.path();
+  loop.Detach();
+
+  // The device is gone: collecting goes on, its counts stay as they were.
+  v1::UsageReport report;
+  for (const auto& t : registry_->tenants()) report.add_tenants()->set_tenant_id(t.tenant.id());
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(collector_->Collect(registry_->tenants(), &report).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(loop_counters(), written);
+  ASSERT_EQ(RunInCgroup(tree_->PathIn(mount_, "io"), DdWrite(scratch_.path(), 4)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GE(BpfTotals(slot).write_bytes, 4u << 20) << "the other disk is still measured";
 }
 
 }  // namespace
