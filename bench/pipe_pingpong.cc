@@ -18,7 +18,12 @@ double NowS() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long rounds = argc > 1 ? std::atol(argv[1]) : 200000;
+  char* end = nullptr;
+  const long rounds = argc > 1 ? std::strtol(argv[1], &end, 10) : 200000;
+  if (argc > 1 && (end == argv[1] || *end != '\0')) {
+    std::fprintf(stderr, "usage: %s [round-trips > 0]\n", argv[0]);
+    return 2;
+  }
   if (rounds <= 0) {
     std::fprintf(stderr, "usage: %s [round-trips > 0]\n", argv[0]);
     return 2;

@@ -130,7 +130,7 @@ std::string RenderBar(double fraction, int width_chars) {
 }
 
 std::string FormatHostState(bool connected, int64_t last_report_unix_ns, absl::Time now) {
-  const std::string state = connected ? "up" : "down";
+  std::string state = connected ? "up" : "down";
   if (last_report_unix_ns <= 0) return state;
   const std::string age = FormatCoarseDuration(now - absl::FromUnixNanos(last_report_unix_ns));
   return connected ? absl::StrCat(state, " ", age, " ago") : absl::StrCat(state, " ", age);

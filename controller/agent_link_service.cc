@@ -268,7 +268,7 @@ class AgentLinkService::AgentStream final
     return grpc::Status::OK;
   }
 
-  grpc::Status HandleReport(std::shared_ptr<const v1::UsageReport> shared_report) {
+  grpc::Status HandleReport(const std::shared_ptr<const v1::UsageReport>& shared_report) {
     const v1::UsageReport& report = *shared_report;
     absl::StatusOr<ReportOutcome> outcome = service_->fleet_->IngestReport(host_id_, shared_report);
     if (!outcome.ok()) return ToGrpcStatus(outcome.status());

@@ -30,7 +30,7 @@ int Fail(int code, absl::string_view message) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int RunController(int argc, char** argv) {
   using namespace fairwatch;  // NOLINT(build/namespaces): main only
 
   CLI::App app{
@@ -138,4 +138,13 @@ int main(int argc, char** argv) {
   store->reset();
   FW_LOG(Info, "stopped");
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return RunController(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "fairwatch-controller: fatal: " << e.what() << "\n";
+    return 1;
+  }
 }

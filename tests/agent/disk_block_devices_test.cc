@@ -109,7 +109,7 @@ std::vector<BlockDevice> TwoDisks() {
 }
 
 google::protobuf::RepeatedPtrField<v1::DiskCapacityOverride> Overrides(
-    std::vector<std::tuple<std::string, double, double>> list) {
+    const std::vector<std::tuple<std::string, double, double>>& list) {
   google::protobuf::RepeatedPtrField<v1::DiskCapacityOverride> out;
   for (const auto& [device, bw, ops] : list) {
     v1::DiskCapacityOverride* o = out.Add();

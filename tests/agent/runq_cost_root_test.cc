@@ -76,7 +76,7 @@ double PingPong(const std::string& procs_file, int rounds) {
   int status = 0;
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 0;
-  return std::atof(text.c_str());
+  return std::strtod(text.c_str(), nullptr);
 }
 
 double Median(std::vector<double> v) {

@@ -14,7 +14,7 @@ using ::testing::HasSubstr;
 class ControllerConfigTest : public ::testing::Test {
  protected:
   std::string Write(const std::string& text) {
-    const std::string path = dir_.Join("controller.conf");
+    std::string path = dir_.Join("controller.conf");
     std::ofstream(path) << text;
     return path;
   }
