@@ -14,8 +14,9 @@
 namespace {
 
 constexpr char kDescription[] =
-    "fairwatch-agent: discovers the tenants on this host (cgroup parents), measures their CPU\n"
-    "with eBPF and streams cumulative counters to fairwatch-controller.\n\n"
+    "fairwatch-agent: discovers the tenants on this host (cgroup parents), measures their CPU,\n"
+    "run-queue wait, disk and network with eBPF plus PSI and CPU throttling from cgroup files,\n"
+    "streams cumulative counters to fairwatch-controller and serves Prometheus /metrics.\n\n"
     "Examples:\n"
     "  fairwatch-agent --config /etc/fairwatch/agent.textproto\n"
     "  fairwatch-agent --controller 127.0.0.1:7400 --insecure-plaintext --cgroup-parent "
