@@ -21,6 +21,7 @@ namespace fairwatch::agent {
 Agent::Agent(v1::AgentConfig config) : config_(std::move(config)) {}
 
 Agent::~Agent() {
+  if (libvirt_) libvirt_->Stop();
   if (metrics_) metrics_->Stop();
   if (reporter_) reporter_->Stop();
   for (auto& c : collectors_) (void)c->Stop();
@@ -38,6 +39,14 @@ absl::Status Agent::Init() {
   discovery_ = std::make_unique<CgroupParentDiscovery>(mounts, cpu_hierarchy, std::move(parents));
   RETURN_IF_ERROR(discovery_->Init());
   registry_ = std::make_unique<TenantRegistry>(config_.max_tenants());
+  if (config_.has_libvirt()) {
+    LibvirtSourceOptions libvirt_options;
+    libvirt_options.config = config_.libvirt();
+    libvirt_options.cpu_hierarchy = cpu_hierarchy;
+    libvirt_options.mounts = mounts;
+    libvirt_options.on_change = [this] { RequestRefresh(); };
+    libvirt_ = std::make_unique<LibvirtSource>(std::move(libvirt_options));
+  }
 
   CpuCollectorOptions cpu_options;
   cpu_options.use_v1_cpu = cpu_hierarchy == "cpu";
@@ -116,29 +125,54 @@ absl::Status Agent::Init() {
         ack.set_status_message("this agent version does not enforce limits");
         return ack;
       });
+  if (libvirt_) {
+    RETURN_IF_ERROR(libvirt_->Start());
+    // The first listing (or a failed connection attempt) before the first
+    // report, so running VMs are in it; an absent libvirtd only delays them.
+    if (!libvirt_->WaitForListing(absl::Seconds(5))) {
+      FW_LOG(Warning, "libvirt ", config_.libvirt().uri(),
+             ": no domain listing yet; VMs are added when it answers");
+    }
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
+void Agent::RefreshInventory() {
   absl::StatusOr<std::vector<DiscoveredTenant>> discovered = discovery_->Scan();
   if (!discovered.ok()) {
     // Keep measuring the tenants already known rather than dropping them all.
     FW_LOG(Warning, "tenant discovery failed: ", discovered.status().message());
-  } else {
-    InventoryDelta delta = registry_->Apply(std::move(*discovered));
-    if (!delta.empty()) {
-      for (auto& c : collectors_) {
-        absl::Status status = c->SyncTenants(registry_->tenants());
-        if (!status.ok()) FW_LOG(Error, c->name(), ": ", status.message());
-      }
-      for (const auto& t : delta.upserted) FW_LOG(Info, "tenant ", t.id(), " discovered");
-      for (const auto& id : delta.removed_ids) FW_LOG(Info, "tenant ", id, " gone");
-      v1::TenantInventory change;
-      for (auto& t : delta.upserted) *change.add_upserted() = std::move(t);
-      for (auto& id : delta.removed_ids) change.add_removed_ids(std::move(id));
-      reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
+    return;
+  }
+  std::vector<std::vector<DiscoveredTenant>> sources;
+  if (libvirt_) sources.push_back(libvirt_->Tenants());
+  sources.push_back(std::move(*discovered));
+  std::vector<std::string> dropped;
+  std::vector<DiscoveredTenant> merged = MergeTenantSources(std::move(sources), &dropped);
+  for (const auto& id : dropped) {
+    if (merge_dropped_logged_.insert(id).second) {
+      FW_LOG(Info, "cgroup tenant ", id, " is a libvirt VM's cgroup: counted once, as the VM");
     }
   }
+  InventoryDelta delta = registry_->Apply(std::move(merged));
+  if (delta.empty()) return;
+  for (auto& c : collectors_) {
+    absl::Status status = c->SyncTenants(registry_->tenants());
+    if (!status.ok()) FW_LOG(Error, c->name(), ": ", status.message());
+  }
+  for (const auto& t : delta.upserted) {
+    FW_LOG(Info, "tenant ", t.id(), t.name() != t.id() ? absl::StrCat(" (", t.name(), ")") : "",
+           " discovered");
+  }
+  for (const auto& id : delta.removed_ids) FW_LOG(Info, "tenant ", id, " gone");
+  v1::TenantInventory change;
+  for (auto& t : delta.upserted) *change.add_upserted() = std::move(t);
+  for (auto& id : delta.removed_ids) change.add_removed_ids(std::move(id));
+  reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
+}
+
+absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
+  RefreshInventory();
 
   v1::UsageReport report;
   report.set_seq(++seq_);
@@ -189,20 +223,40 @@ void Agent::Run() {
   reporter_->Start();
   const absl::Duration interval = absl::Milliseconds(config_.interval_ms());
   absl::Time next = absl::Now();
-  while (!shutdown_.HasBeenNotified()) {
-    absl::StatusOr<v1::UsageReport> report = SampleOnce();
-    if (!report.ok()) FW_LOG(Error, "sampling failed: ", report.status().message());
-    next += interval;
+  while (true) {
     absl::Time now = absl::Now();
-    // After a stall (suspend, debugger) skip the missed ticks instead of bursting.
-    if (next < now) next = now + interval;
-    shutdown_.WaitForNotificationWithTimeout(next - now);
+    if (now >= next) {
+      absl::StatusOr<v1::UsageReport> report = SampleOnce();
+      if (!report.ok()) FW_LOG(Error, "sampling failed: ", report.status().message());
+      next += interval;
+      now = absl::Now();
+      // After a stall (suspend, debugger) skip the missed ticks instead of bursting.
+      if (next < now) next = now + interval;
+    }
+    bool refresh = false;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
+        return stopping_ || refresh_requested_;
+      };
+      wake_mu_.AwaitWithDeadline(absl::Condition(&woken), next);
+      if (stopping_) break;
+      std::swap(refresh, refresh_requested_);
+    }
+    // A tenant that appeared is announced now; its counters follow at the tick.
+    if (refresh) RefreshInventory();
   }
   reporter_->Stop();
 }
 
+void Agent::RequestRefresh() {
+  absl::MutexLock lock(&wake_mu_);
+  refresh_requested_ = true;
+}
+
 void Agent::Shutdown() {
-  if (!shutdown_.HasBeenNotified()) shutdown_.Notify();
+  absl::MutexLock lock(&wake_mu_);
+  stopping_ = true;
 }
 
 }  // namespace fairwatch::agent

@@ -2,12 +2,16 @@
 #pragma once
 
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/notification.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/cgroup_discovery.h"
 #include "agent/collector.h"
+#include "agent/libvirt_source.h"
 #include "agent/metrics.h"
 #include "agent/reporter.h"
 #include "agent/tenant_registry.h"
@@ -31,13 +35,21 @@ class Agent {
   // One interval's work; Run calls it. Returns the report it published.
   absl::StatusOr<v1::UsageReport> SampleOnce();
 
+  // Asks Run to re-read the tenant sources now rather than at the next
+  // interval (a libvirt lifecycle event). Any thread.
+  void RequestRefresh();
+
   // The /metrics port actually bound (0 when metrics are off).
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
 
  private:
   v1::AgentConfig config_;
   v1::Hello hello_;
+  // Discovery, registry update, collector sync and inventory to the reporter.
+  void RefreshInventory();
+
   std::unique_ptr<CgroupParentDiscovery> discovery_;
+  std::unique_ptr<LibvirtSource> libvirt_;
   std::unique_ptr<TenantRegistry> registry_;
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::unique_ptr<Reporter> reporter_;
@@ -45,7 +57,10 @@ class Agent {
   // Owned by collectors_; tells which interfaces carry each tenant.
   class NetCollector* net_collector_ = nullptr;
   uint64_t interfaces_generation_seen_ = 0;
-  absl::Notification shutdown_;
+  absl::Mutex wake_mu_;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool refresh_requested_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::set<std::string> merge_dropped_logged_;
   uint64_t seq_ = 0;
 };
 

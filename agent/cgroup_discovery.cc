@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <memory>
+#include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -123,6 +125,32 @@ absl::StatusOr<std::vector<DiscoveredTenant>> CgroupParentDiscovery::Scan() {
                           }),
               found.end());
   return found;
+}
+
+std::vector<DiscoveredTenant> MergeTenantSources(std::vector<std::vector<DiscoveredTenant>> lists,
+                                                 std::vector<std::string>* dropped) {
+  std::vector<DiscoveredTenant> merged;
+  absl::flat_hash_set<std::string> ids;
+  absl::flat_hash_set<std::pair<std::string, uint64_t>> cgroups;
+  for (auto& list : lists) {
+    for (auto& t : list) {
+      bool taken = ids.contains(t.tenant.id());
+      for (const auto& ref : t.tenant.cgroups()) {
+        taken = taken || cgroups.contains(std::make_pair(ref.hierarchy(), ref.id()));
+      }
+      if (taken) {
+        if (dropped != nullptr) dropped->push_back(t.tenant.id());
+        continue;
+      }
+      ids.insert(t.tenant.id());
+      for (const auto& ref : t.tenant.cgroups()) cgroups.emplace(ref.hierarchy(), ref.id());
+      merged.push_back(std::move(t));
+    }
+  }
+  std::sort(merged.begin(), merged.end(), [](const DiscoveredTenant& a, const DiscoveredTenant& b) {
+    return a.tenant.id() < b.tenant.id();
+  });
+  return merged;
 }
 
 }  // namespace fairwatch::agent

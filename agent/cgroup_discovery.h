@@ -17,7 +17,17 @@ namespace fairwatch::agent {
 struct DiscoveredTenant {
   v1::Tenant tenant;
   uint64_t cpu_cgroup_id = 0;  // id in the hierarchy CPU is attributed in
+  // Host-side interfaces the source knows carry this tenant's traffic (a
+  // VM's taps); the network collector counts them beside what it finds.
+  std::vector<std::string> declared_interfaces;
 };
+
+// One list from every source, sorted by id. A tenant of an earlier list wins
+// over a later one with the same id or the same cgroup (in one hierarchy): a
+// VM found by libvirt is not counted again as a child of a cgroup parent.
+// `dropped` (optional) receives the ids of the losers.
+std::vector<DiscoveredTenant> MergeTenantSources(std::vector<std::vector<DiscoveredTenant>> lists,
+                                                 std::vector<std::string>* dropped = nullptr);
 
 // Checks that `path` is relative, without "." or ".." components; returns it
 // without leading or trailing slashes.

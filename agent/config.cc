@@ -17,6 +17,13 @@ void ApplyDefaults(v1::AgentConfig* config) {
   if (config->max_tenants() == 0) config->set_max_tenants(kDefaultMaxTenants);
   if (config->report_buffer() == 0) config->set_report_buffer(kDefaultReportBuffer);
   if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
+  if (config->has_libvirt()) {
+    v1::LibvirtSource* libvirt = config->mutable_libvirt();
+    if (libvirt->uri().empty()) libvirt->set_uri(kDefaultLibvirtUri);
+    if (libvirt->qemu_run_dir().empty()) libvirt->set_qemu_run_dir(kDefaultQemuRunDir);
+    if (libvirt->resync_interval_ms() == 0)
+      libvirt->set_resync_interval_ms(kDefaultLibvirtResyncMs);
+  }
   if (config->reconnect_max_backoff_ms() == 0) {
     config->set_reconnect_max_backoff_ms(kDefaultMaxBackoffMs);
   }
@@ -36,9 +43,32 @@ absl::Status Validate(const v1::AgentConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tenants must be at most 65536; got ", config.max_tenants()));
   }
-  if (config.cgroup_parents().empty()) {
+  if (config.cgroup_parents().empty() && !config.has_libvirt()) {
     return absl::InvalidArgumentError(
-        "no tenant source configured: add at least one cgroup_parents { path: \"...\" }");
+        "no tenant source configured: add libvirt {} or at least one cgroup_parents { path: "
+        "\"...\" } (flags: --libvirt, --cgroup-parent)");
+  }
+  if (config.has_libvirt()) {
+    const v1::LibvirtSource& libvirt = config.libvirt();
+    if (libvirt.weight() < 0) {
+      return absl::InvalidArgumentError("libvirt: weight must not be negative");
+    }
+    if (libvirt.resync_interval_ms() != 0 &&
+        (libvirt.resync_interval_ms() < 1000 || libvirt.resync_interval_ms() > 3600000)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("libvirt: resync_interval_ms must be within 1000..3600000; got ",
+                       libvirt.resync_interval_ms()));
+    }
+    for (const auto& d : libvirt.domains()) {
+      if (d.domain().empty()) {
+        return absl::InvalidArgumentError(
+            "libvirt.domains: each override needs a domain (UUID or name)");
+      }
+      if (d.weight() < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("libvirt.domains '", d.domain(), "': weight must not be negative"));
+      }
+    }
   }
   for (const auto& parent : config.cgroup_parents()) {
     absl::StatusOr<std::string> path = NormalizeRelativeCgroupPath(parent.path());

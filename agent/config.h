@@ -15,6 +15,9 @@ inline constexpr uint32_t kDefaultMaxBackoffMs = 5000;
 inline constexpr char kDefaultControllerAddress[] = "127.0.0.1:7400";
 inline constexpr char kDefaultCgroupRoot[] = "/sys/fs/cgroup";
 inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9477";
+inline constexpr char kDefaultLibvirtUri[] = "qemu:///system";
+inline constexpr char kDefaultQemuRunDir[] = "/run/libvirt/qemu";
+inline constexpr uint32_t kDefaultLibvirtResyncMs = 30000;
 
 // Fills in defaults for unset fields.
 void ApplyDefaults(v1::AgentConfig* config);

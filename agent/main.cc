@@ -14,13 +14,15 @@
 namespace {
 
 constexpr char kDescription[] =
-    "fairwatch-agent: discovers the tenants on this host (cgroup parents), measures their CPU,\n"
-    "run-queue wait, disk and network with eBPF plus PSI and CPU throttling from cgroup files,\n"
+    "fairwatch-agent: discovers the tenants on this host (libvirt domains, cgroup parents),\n"
+    "measures their CPU, run-queue wait, disk and network with eBPF plus PSI and CPU\n"
+    "throttling from cgroup files,\n"
     "streams cumulative counters to fairwatch-controller and serves Prometheus /metrics.\n\n"
     "Examples:\n"
     "  fairwatch-agent --config /etc/fairwatch/agent.textproto\n"
     "  fairwatch-agent --controller 127.0.0.1:7400 --insecure-plaintext --cgroup-parent "
     "machine.slice\n"
+    "  fairwatch-agent --controller 127.0.0.1:7400 --insecure-plaintext --libvirt\n"
     "  fairwatch-agent --config agent.textproto --check-config\n";
 
 }  // namespace
@@ -32,6 +34,8 @@ int RunAgent(int argc, char** argv) {
   std::string controller;
   bool insecure = false;
   std::vector<std::string> cgroup_parents;
+  bool libvirt = false;
+  std::string libvirt_uri;
   std::string host_id;
   uint32_t interval_ms = 0;
   std::string cpu_hierarchy;
@@ -48,6 +52,11 @@ int RunAgent(int argc, char** argv) {
   app.add_option(
       "--cgroup-parent", cgroup_parents,
       "Cgroup directory (relative to the hierarchy root) whose children are tenants; repeatable");
+  app.add_flag("--libvirt", libvirt,
+               "Every running libvirt domain is a tenant, keyed by UUID (URI qemu:///system)");
+  app.add_option(
+      "--libvirt-uri", libvirt_uri,
+      "Like --libvirt, with another connection URI (e.g. qemu+ssh://..., test:///default)");
   app.add_option("--host-id", host_id, "Host identity sent to the controller (default: hostname)");
   app.add_option("--interval-ms", interval_ms, "Sampling interval (default 1000)")
       ->check(CLI::Range(100, 60000));
@@ -80,6 +89,10 @@ int RunAgent(int argc, char** argv) {
   if (!controller.empty()) config.set_controller_address(controller);
   if (insecure) config.set_insecure_plaintext(true);
   for (const auto& p : cgroup_parents) config.add_cgroup_parents()->set_path(p);
+  if (libvirt || !libvirt_uri.empty()) {
+    fairwatch::v1::LibvirtSource* source = config.mutable_libvirt();
+    if (!libvirt_uri.empty()) source->set_uri(libvirt_uri);
+  }
   if (!host_id.empty()) config.set_host_id(host_id);
   if (interval_ms) config.set_interval_ms(interval_ms);
   if (!cpu_hierarchy.empty()) config.set_cpu_hierarchy(cpu_hierarchy);
@@ -93,8 +106,9 @@ int RunAgent(int argc, char** argv) {
     std::cout << "config OK: controller " << config.controller_address()
               << (config.insecure_plaintext() ? " (plaintext)" : " (TLS)") << ", host "
               << config.host_id() << ", interval " << config.interval_ms() << " ms, "
-              << config.cgroup_parents_size() << " cgroup parent(s), cpu hierarchy "
-              << config.cpu_hierarchy() << "\n";
+              << config.cgroup_parents_size() << " cgroup parent(s), libvirt "
+              << (config.has_libvirt() ? config.libvirt().uri() : std::string("off"))
+              << ", cpu hierarchy " << config.cpu_hierarchy() << "\n";
     return 0;
   }
   if (geteuid() != 0) {

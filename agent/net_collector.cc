@@ -412,12 +412,15 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
       }
       w.interfaces[ifindex] = name;
     };
-    if (auto cfg = configured_.find(w.tenant_id); cfg != configured_.end()) {
-      for (const auto& name : cfg->second) {
+    // Named by config or by the tenant's source (a VM's taps); they may appear later.
+    auto add_named = [&](const std::vector<std::string>& names) {
+      for (const auto& name : names) {
         auto idx = ifindex_by_name.find(name);
-        if (idx != ifindex_by_name.end()) add(idx->second, name);  // may appear later
+        if (idx != ifindex_by_name.end()) add(idx->second, name);
       }
-    }
+    };
+    if (auto cfg = configured_.find(w.tenant_id); cfg != configured_.end()) add_named(cfg->second);
+    add_named(t.declared_interfaces);
     TenantNetns netns;
     absl::StatusOr<TenantNetns> resolved =
         ResolveTenantNetns(t.tenant, options_.cgroup_mounts, links);

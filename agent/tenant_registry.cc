@@ -50,6 +50,7 @@ InventoryDelta TenantRegistry::Apply(std::vector<DiscoveredTenant> discovered) {
       delta.upserted.push_back(d.tenant);
     }
     entry.cpu_cgroup_id = d.cpu_cgroup_id;
+    entry.declared_interfaces = std::move(d.declared_interfaces);
     entry.tenant = std::move(d.tenant);
     next.push_back(std::move(entry));
   }

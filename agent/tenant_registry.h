@@ -15,6 +15,7 @@ struct TenantEntry {
   v1::Tenant tenant;
   uint32_t slot = 0;
   uint64_t cpu_cgroup_id = 0;
+  std::vector<std::string> declared_interfaces;  // DiscoveredTenant's
 };
 
 struct InventoryDelta {

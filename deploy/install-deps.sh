@@ -17,10 +17,15 @@ PACKAGES=(
   # RPC, config, storage, flags
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev libcli11-dev libcpp-httplib-dev
+  # libvirt tenants
+  libvirt-dev libxml2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # workloads and tools used by tests and the demo
   stress-ng fio iperf3 iproute2 procps util-linux openssl python3
+  # real VMs for the libvirt tests (tests/vm/fw-test-vms.sh): TCG guests
+  libvirt-daemon libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+  qemu-system-x86 qemu-utils busybox-static cpio xz-utils
 )
 
 missing=()

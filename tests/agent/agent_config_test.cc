@@ -26,6 +26,31 @@ TEST(AgentConfig, ValidConfigGetsDefaults) {
   EXPECT_EQ(config.cpu_hierarchy(), "auto");
 }
 
+TEST(AgentConfig, LibvirtAloneIsASourceAndGetsDefaults) {
+  v1::AgentConfig config;
+  ASSERT_TRUE(
+      ParseTextConfig("insecure_plaintext: true\nlibvirt {}\n", "agent.textproto", &config).ok());
+  ApplyDefaults(&config);
+  ASSERT_TRUE(Validate(config).ok()) << Validate(config);
+  EXPECT_EQ(config.libvirt().uri(), "qemu:///system");
+  EXPECT_EQ(config.libvirt().qemu_run_dir(), "/run/libvirt/qemu");
+  EXPECT_EQ(config.libvirt().resync_interval_ms(), 30000u);
+}
+
+TEST(AgentConfig, NoSourceAndBadLibvirtSettingsAreRejected) {
+  absl::Status none = ParseAndValidate("insecure_plaintext: true\n");
+  EXPECT_NE(none.message().find("no tenant source"), absl::string_view::npos) << none;
+  EXPECT_NE(none.message().find("libvirt"), absl::string_view::npos) << none;
+  EXPECT_FALSE(ParseAndValidate("insecure_plaintext: true\nlibvirt { weight: -1 }\n").ok());
+  EXPECT_FALSE(
+      ParseAndValidate("insecure_plaintext: true\nlibvirt { resync_interval_ms: 10 }\n").ok());
+  EXPECT_FALSE(
+      ParseAndValidate("insecure_plaintext: true\nlibvirt { domains { weight: 2 } }\n").ok());
+  EXPECT_TRUE(ParseAndValidate(
+                  "insecure_plaintext: true\nlibvirt { domains { domain: \"web-1\" weight: 2 } }\n")
+                  .ok());
+}
+
 TEST(AgentConfig, UnknownKeyNamesItsLine) {
   absl::Status status =
       ParseAndValidate("insecure_plaintext: true\n\ncgroup_parentz { path: \"x\" }\n");

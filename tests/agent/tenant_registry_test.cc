@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "absl/strings/str_cat.h"
+
 namespace fairwatch::agent {
 namespace {
 
@@ -69,7 +71,7 @@ TEST(TenantRegistry, FullInventoryListsEveryTenant) {
 TEST(TenantRegistry, ManyTenantsGetUniqueSlotsWithinCapacity) {
   TenantRegistry registry(500);
   std::vector<DiscoveredTenant> all;
-  for (int i = 0; i < 500; ++i) all.push_back(T("t" + std::to_string(i), i + 1));
+  for (int i = 0; i < 500; ++i) all.push_back(T(absl::StrCat("t", i), i + 1));
   registry.Apply(all);
   std::set<uint32_t> slots;
   for (const auto& e : registry.tenants()) {
