@@ -65,7 +65,9 @@ std::string TopTable(const v1::TopResponse& response) {
     default:
       columns.push_back({"CPU", Align::kRight});
   }
-  columns.insert(columns.end(), {{"% HOST", Align::kRight}, {""}, {"WINDOW", Align::kRight}});
+  // The id last: a VM's UUID is long, and names are what people scan for.
+  columns.insert(columns.end(),
+                 {{"% HOST", Align::kRight}, {""}, {"WINDOW", Align::kRight}, {"ID"}});
 
   std::vector<std::vector<std::string>> rows;
   for (const v1::TopRow& row : response.rows()) {
@@ -96,6 +98,7 @@ std::string TopTable(const v1::TopResponse& response) {
     cells.push_back(known ? FormatPercent(share) : "-");
     cells.push_back(RenderBar(share, kBarWidthChars));
     cells.push_back(FormatSeconds(row.window_s()));
+    cells.push_back(row.tenant_id());
     rows.push_back(std::move(cells));
   }
   return RenderTable(columns, rows);

@@ -184,8 +184,8 @@ TEST_F(CliAgainstFakeController, TopOncePrintsOneTableAndPassesTheRequest) {
       Run({"top", "--once", "--host", "hv-1", "--limit", "7", "--window", "3"});
   ASSERT_EQ(result.exit_code, kExitOk) << result.err;
   EXPECT_EQ(result.out,
-            "HOST  TENANT   CPU  % HOST                WINDOW\n"
-            "hv-1  vm-a    2.00   25.0%  [###       ]      5s\n");
+            "HOST  TENANT   CPU  % HOST                WINDOW  ID\n"
+            "hv-1  vm-a    2.00   25.0%  [###       ]      5s  machine/vm-a\n");
   const v1::TopRequest request = service_.last_top_request();
   EXPECT_EQ(request.host_id(), "hv-1");
   EXPECT_EQ(request.resource(), v1::RESOURCE_CPU);

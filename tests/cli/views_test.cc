@@ -66,9 +66,9 @@ TEST(TopTable, FallsBackToTenantIdWithoutName) {
   unnamed->set_window_s(4.98);
 
   EXPECT_EQ(TopTable(response),
-            "HOST  TENANT          CPU  % HOST                WINDOW\n"
-            "hv-1  vm-a           3.46   50.0%  [#####     ]      5s\n"
-            "hv-1  machine/batch  0.25    6.0%  [#         ]      5s\n");
+            "HOST  TENANT          CPU  % HOST                WINDOW  ID\n"
+            "hv-1  vm-a           3.46   50.0%  [#####     ]      5s  6f1c\n"
+            "hv-1  machine/batch  0.25    6.0%  [#         ]      5s  machine/batch\n");
 }
 
 TEST(TopTable, DiskColumnsShowRatesAndUnknownShareAsDash) {
