@@ -1,5 +1,7 @@
 #include "agent/agent.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -145,30 +147,69 @@ void Agent::RefreshInventory() {
     return;
   }
   std::vector<std::vector<DiscoveredTenant>> sources;
-  if (libvirt_) sources.push_back(libvirt_->Tenants());
+  // Logged once per cgroup while it lasts (the set holds the current ones only).
+  std::set<std::string> dropped_now;
+  auto note_dropped = [&](const std::string& id, absl::string_view why) {
+    if (!merge_dropped_logged_.contains(id)) FW_LOG(Info, "cgroup ", id, why);
+    dropped_now.insert(id);
+  };
+  if (libvirt_) {
+    // A VM's cgroup can show up under a cgroup parent before libvirt's event
+    // has been handled: libvirt's own directories are never cgroup tenants
+    // while libvirt is a source, so a VM is not briefly counted twice.
+    std::erase_if(*discovered, [&](const DiscoveredTenant& t) {
+      if (!IsLibvirtMachineCgroup(t.tenant.name())) return false;
+      note_dropped(t.tenant.id(), " is libvirt's: its VM is a libvirt tenant");
+      return true;
+    });
+    sources.push_back(libvirt_->Tenants());
+  }
   sources.push_back(std::move(*discovered));
   std::vector<std::string> dropped;
   std::vector<DiscoveredTenant> merged = MergeTenantSources(std::move(sources), &dropped);
-  for (const auto& id : dropped) {
-    if (merge_dropped_logged_.insert(id).second) {
-      FW_LOG(Info, "cgroup tenant ", id, " is a libvirt VM's cgroup: counted once, as the VM");
+  for (const auto& id : dropped)
+    note_dropped(id, " is a libvirt VM's cgroup: counted once, as the VM");
+  merge_dropped_logged_ = std::move(dropped_now);
+  InventoryDelta delta = registry_->Apply(std::move(merged));
+  v1::TenantInventory change;
+  if (!delta.empty()) {
+    for (auto& c : collectors_) {
+      absl::Status status = c->SyncTenants(registry_->tenants());
+      if (!status.ok()) FW_LOG(Error, c->name(), ": ", status.message());
+    }
+    for (const auto& t : delta.upserted) {
+      FW_LOG(Info, "tenant ", t.id(), t.name() != t.id() ? absl::StrCat(" (", t.name(), ")") : "",
+             " discovered");
+    }
+    for (const auto& id : delta.removed_ids) FW_LOG(Info, "tenant ", id, " gone");
+    for (auto& t : delta.upserted) *change.add_upserted() = std::move(t);
+    for (auto& id : delta.removed_ids) change.add_removed_ids(std::move(id));
+  }
+  // A new tenant goes out with the interfaces just attached for it.
+  UpdateInterfaces(&change);
+  if (change.upserted_size() > 0 || change.removed_ids_size() > 0) {
+    reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
+  }
+}
+
+void Agent::UpdateInterfaces(v1::TenantInventory* change) {
+  if (net_collector_ == nullptr ||
+      net_collector_->interfaces_generation() == interfaces_generation_seen_) {
+    return;
+  }
+  interfaces_generation_seen_ = net_collector_->interfaces_generation();
+  for (const auto& t : registry_->tenants()) {
+    const std::string id = t.tenant.id();
+    const v1::Tenant* updated = registry_->SetInterfaces(id, net_collector_->InterfacesOf(id));
+    if (updated == nullptr) continue;
+    auto same = std::find_if(change->mutable_upserted()->begin(), change->mutable_upserted()->end(),
+                             [&](const v1::Tenant& u) { return u.id() == id; });
+    if (same != change->mutable_upserted()->end()) {
+      *same = *updated;
+    } else {
+      *change->add_upserted() = *updated;
     }
   }
-  InventoryDelta delta = registry_->Apply(std::move(merged));
-  if (delta.empty()) return;
-  for (auto& c : collectors_) {
-    absl::Status status = c->SyncTenants(registry_->tenants());
-    if (!status.ok()) FW_LOG(Error, c->name(), ": ", status.message());
-  }
-  for (const auto& t : delta.upserted) {
-    FW_LOG(Info, "tenant ", t.id(), t.name() != t.id() ? absl::StrCat(" (", t.name(), ")") : "",
-           " discovered");
-  }
-  for (const auto& id : delta.removed_ids) FW_LOG(Info, "tenant ", id, " gone");
-  v1::TenantInventory change;
-  for (auto& t : delta.upserted) *change.add_upserted() = std::move(t);
-  for (auto& id : delta.removed_ids) change.add_removed_ids(std::move(id));
-  reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
 }
 
 absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
@@ -185,20 +226,11 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     if (!status.ok()) FW_LOG(Error, c->name(), ": collect failed: ", status.message());
     c->AddSelfCounters(report.mutable_agent());
   }
-  if (net_collector_ != nullptr &&
-      net_collector_->interfaces_generation() != interfaces_generation_seen_) {
-    interfaces_generation_seen_ = net_collector_->interfaces_generation();
-    v1::TenantInventory change;
-    for (const auto& t : tenants) {
-      const std::string id = t.tenant.id();
-      if (const v1::Tenant* updated =
-              registry_->SetInterfaces(id, net_collector_->InterfacesOf(id))) {
-        *change.add_upserted() = *updated;
-      }
-    }
-    if (change.upserted_size() > 0) {
-      reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
-    }
+  // Interfaces may have come or gone in Collect's periodic re-resolve.
+  v1::TenantInventory change;
+  UpdateInterfaces(&change);
+  if (change.upserted_size() > 0) {
+    reporter_->UpdateInventory(registry_->FullInventory(), std::move(change));
   }
   absl::StatusOr<HostCpuTimes> host = ReadHostCpuTimes();
   if (host.ok()) {

@@ -47,6 +47,9 @@ class Agent {
   v1::Hello hello_;
   // Discovery, registry update, collector sync and inventory to the reporter.
   void RefreshInventory();
+  // Copies the network collector's interfaces into the registry when they
+  // changed; adds (or updates) the changed tenants in `change`.
+  void UpdateInterfaces(v1::TenantInventory* change);
 
   std::unique_ptr<CgroupParentDiscovery> discovery_;
   std::unique_ptr<LibvirtSource> libvirt_;

@@ -175,6 +175,12 @@ absl::StatusOr<std::string> VmCgroupPath(absl::string_view process_path,
   return std::string(path);
 }
 
+bool IsLibvirtMachineCgroup(absl::string_view name) {
+  if (absl::EndsWith(name, ".libvirt-qemu") || absl::EndsWith(name, ".libvirt-lxc")) return true;
+  return absl::EndsWith(name, ".scope") &&
+         (absl::StartsWith(name, "machine-qemu") || absl::StartsWith(name, "machine-lxc"));
+}
+
 double WeightFromCpuShares(uint64_t shares, const std::string& cpu_hierarchy) {
   const double base = cpu_hierarchy == "unified" ? 100.0 : 1024.0;
   if (shares == 0) return 1.0;

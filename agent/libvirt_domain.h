@@ -51,6 +51,11 @@ std::map<std::string, std::string> ParseProcCgroup(absl::string_view text);
 absl::StatusOr<std::string> VmCgroupPath(absl::string_view process_path,
                                          absl::string_view partition);
 
+// Whether a cgroup directory name is one libvirt makes for a domain:
+// "qemu-3-web.libvirt-qemu" (no systemd), "machine-qemu\x2d3\x2dweb.scope"
+// (systemd), and the LXC driver's equivalents.
+bool IsLibvirtMachineCgroup(absl::string_view name);
+
 // Tenant weight from libvirt CPU shares: relative to the controller's default
 // (1024 for v1 cpu.shares, 100 for v2 cpu.weight), so the default is 1.
 double WeightFromCpuShares(uint64_t shares, const std::string& cpu_hierarchy);

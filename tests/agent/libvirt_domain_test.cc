@@ -131,6 +131,15 @@ TEST(VmCgroupPath, WithoutPartitionDropsLibvirtThreadDirectory) {
   EXPECT_FALSE(VmCgroupPath("/emulator", "").ok());
 }
 
+TEST(IsLibvirtMachineCgroup, LibvirtsOwnDirectoryNames) {
+  EXPECT_TRUE(IsLibvirtMachineCgroup("qemu-3-web.libvirt-qemu"));
+  EXPECT_TRUE(IsLibvirtMachineCgroup("machine-qemu\\x2d3\\x2dweb.scope"));
+  EXPECT_TRUE(IsLibvirtMachineCgroup("lxc-7-box.libvirt-lxc"));
+  EXPECT_FALSE(IsLibvirtMachineCgroup("web"));
+  EXPECT_FALSE(IsLibvirtMachineCgroup("docker-abc.scope"));
+  EXPECT_FALSE(IsLibvirtMachineCgroup("qemu-3-web"));
+}
+
 TEST(WeightFromCpuShares, RelativeToTheControllerDefault) {
   EXPECT_DOUBLE_EQ(WeightFromCpuShares(1024, "cpu"), 1.0);
   EXPECT_DOUBLE_EQ(WeightFromCpuShares(2048, "cpu"), 2.0);
