@@ -28,7 +28,14 @@ sweep_stale_test_cgroups() {
     find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
 }
-trap sweep_stale_test_cgroups EXIT
+# Guests of a VM test that was killed (timeout) are removed the same way; the
+# script touches only domains it created and daemons it started.
+sweep_stale_test_vms() {
+  if [[ -d /run/fw-test-vms && $(id -u) -eq 0 ]]; then
+    bash tests/vm/fw-test-vms.sh teardown || true
+  fi
+}
+trap 'sweep_stale_test_vms; sweep_stale_test_cgroups' EXIT
 
 run_suite() {
   local build=$1
