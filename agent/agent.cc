@@ -131,7 +131,7 @@ absl::Status Agent::Init() {
     RETURN_IF_ERROR(libvirt_->Start());
     // The first listing (or a failed connection attempt) before the first
     // report, so running VMs are in it; an absent libvirtd only delays them.
-    if (!libvirt_->WaitForListing(absl::Seconds(5))) {
+    if (!libvirt_->WaitForAttempt(absl::Seconds(5)) || libvirt_->stats().listings == 0) {
       FW_LOG(Warning, "libvirt ", config_.libvirt().uri(),
              ": no domain listing yet; VMs are added when it answers");
     }
@@ -238,6 +238,16 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     report.mutable_host()->set_cpu_total_ns(host->total_ns);
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
+  if (libvirt_) {
+    const LibvirtSourceStats lv = libvirt_->stats();
+    v1::LibvirtSourceCounters* out = report.mutable_agent()->mutable_libvirt();
+    out->set_connected(lv.connected);
+    out->set_connects(lv.connects);
+    out->set_connection_lost(lv.connection_lost);
+    out->set_events(lv.events);
+    out->set_listings(lv.listings);
+    out->set_unresolved_domains(static_cast<uint32_t>(lv.unresolved));
+  }
   absl::StatusOr<SelfUsage> self = ReadSelfUsage();
   if (self.ok()) {
     report.mutable_agent()->set_cpu_ns(self->cpu_ns);

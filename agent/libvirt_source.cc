@@ -47,12 +47,19 @@ class LibvirtSource::EventLoop {
       return absl::InternalError(LastLibvirtError("starting the libvirt event loop"));
     }
     absl::MutexLock lock(&mu_);
-    if (users_++ > 0) return absl::OkStatus();
+    if (users_ > 0) {
+      ++users_;
+      return absl::OkStatus();
+    }
     quit_ = false;
     // A disabled timer: armed only to wake the loop up when it must quit.
     wake_timer_ = virEventAddTimeout(
         -1, [](int timer, void* /*opaque*/) { virEventUpdateTimeout(timer, -1); }, nullptr,
         nullptr);
+    if (wake_timer_ < 0) {
+      return absl::InternalError(LastLibvirtError("adding the libvirt event loop's wake timer"));
+    }
+    users_ = 1;
     thread_ = std::thread([] {
       while (!quit_.load()) {
         if (virEventRunDefaultImpl() < 0) {
@@ -137,12 +144,14 @@ LibvirtSourceStats LibvirtSource::stats() const {
   return stats_;
 }
 
-bool LibvirtSource::WaitForListing(absl::Duration timeout) {
+bool LibvirtSource::WaitForAttempt(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  const uint64_t before = stats_.listings;
-  auto listed = [this, before]()
-                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stats_.listings > before; };
-  return mu_.AwaitWithTimeout(absl::Condition(&listed), timeout);
+  const uint64_t listings = stats_.listings;
+  const uint64_t failures = stats_.connect_failures;
+  auto attempted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stats_.listings > listings || stats_.connect_failures > failures;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&attempted), timeout);
 }
 
 void LibvirtSource::DropConnectionForTesting() { MarkDirty(/*connection_lost=*/true); }
@@ -347,6 +356,10 @@ void LibvirtSource::Worker() {
     if (conn_ == nullptr) {
       absl::Status status = Connect();
       if (!status.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          ++stats_.connect_failures;
+        }
         if (!outage_logged_) {
           FW_LOG(Warning, "libvirt ", uri, ": ", status.message(), "; retrying every ",
                  absl::FormatDuration(options_.max_backoff), " at most");

@@ -55,6 +55,7 @@ struct LibvirtSourceStats {
   bool connected = false;
   uint64_t connects = 0;  // successful connections, the first included
   uint64_t connection_lost = 0;
+  uint64_t connect_failures = 0;
   uint64_t events = 0;      // lifecycle and device events received
   uint64_t listings = 0;    // successful full listings
   uint64_t unresolved = 0;  // running domains not mapped to a cgroup (last listing)
@@ -77,8 +78,9 @@ class LibvirtSource {
   std::vector<DiscoveredTenant> Tenants() const;
   LibvirtSourceStats stats() const;
 
-  // Blocks until a listing has completed since the call, or the deadline.
-  bool WaitForListing(absl::Duration timeout);
+  // Blocks until a listing or a failed connection attempt has completed since
+  // the call; false at the deadline.
+  bool WaitForAttempt(absl::Duration timeout);
   // Drops the connection as if libvirtd had closed it (tests of reconnection).
   void DropConnectionForTesting();
 

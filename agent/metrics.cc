@@ -109,6 +109,21 @@ std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& re
   w.Family("fairwatch_agent_tenants_unmeasured", "gauge",
            "Tenants discovered but not measured: every slot was taken (raise max_tenants).");
   w.Sample("fairwatch_agent_tenants_unmeasured", {}, self.tenants_unmeasured());
+  if (self.has_libvirt()) {
+    const v1::LibvirtSourceCounters& lv = self.libvirt();
+    w.Family("fairwatch_agent_libvirt_connected", "gauge", "1 while connected to libvirt.");
+    w.Sample("fairwatch_agent_libvirt_connected", {}, lv.connected() ? 1 : 0);
+    w.Family("fairwatch_agent_libvirt_connection_lost_total", "counter",
+             "Times the libvirt connection was lost (libvirtd restart or crash).");
+    w.Sample("fairwatch_agent_libvirt_connection_lost_total", {},
+             static_cast<double>(lv.connection_lost()));
+    w.Family("fairwatch_agent_libvirt_events_total", "counter",
+             "Domain lifecycle and device events received.");
+    w.Sample("fairwatch_agent_libvirt_events_total", {}, static_cast<double>(lv.events()));
+    w.Family("fairwatch_agent_libvirt_unresolved_domains", "gauge",
+             "Running domains not yet mapped to a cgroup (not measured).");
+    w.Sample("fairwatch_agent_libvirt_unresolved_domains", {}, lv.unresolved_domains());
+  }
   w.Family("fairwatch_agent_report_seq", "gauge", "Sequence number of the latest report.");
   w.Sample("fairwatch_agent_report_seq", {}, static_cast<double>(report.seq()));
   w.Family("fairwatch_agent_controller_connected", "gauge",

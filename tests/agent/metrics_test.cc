@@ -52,6 +52,21 @@ TEST(AgentMetrics, LargeCountersKeepEveryDigitAndLabelsAreEscaped) {
   EXPECT_TRUE(absl::StrContains(text, "interface=\"cgroup\"")) << text;
 }
 
+TEST(AgentMetrics, LibvirtSourceSeriesOnlyWhenLibvirtIsASource) {
+  v1::UsageReport report = Report();
+  EXPECT_FALSE(absl::StrContains(RenderAgentMetrics(v1::Hello(), report, {}, {}), "libvirt"));
+  v1::LibvirtSourceCounters* lv = report.mutable_agent()->mutable_libvirt();
+  lv->set_connected(true);
+  lv->set_connection_lost(2);
+  lv->set_events(41);
+  lv->set_unresolved_domains(1);
+  const std::string text = RenderAgentMetrics(v1::Hello(), report, {}, {});
+  EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_libvirt_connected 1\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_libvirt_connection_lost_total 2\n"));
+  EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_libvirt_events_total 41\n"));
+  EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_libvirt_unresolved_domains 1\n"));
+}
+
 TEST(AgentMetrics, EscapeHandlesBackslashQuoteNewline) {
   EXPECT_EQ(EscapeLabelValue("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
 }

@@ -456,6 +456,9 @@ TEST_F(LibvirtVmEndToEndRoot, VmsAreFollowedThroughTheirLifecycleAndMeasuredLike
       EXPECT_FALSE(absl::StrContains(after, "tenant " + vm.uuid)) << "tenant churn:\n" << after;
     }
     std::cout << "after the restart: " << polls << " listings, every VM once\n";
+    const std::string metrics = Scrape();
+    EXPECT_TRUE(absl::StrContains(metrics, "\nfairwatch_agent_libvirt_connected 1\n")) << metrics;
+    EXPECT_TRUE(absl::StrContains(metrics, "\nfairwatch_agent_libvirt_connection_lost_total 1\n"));
   }
 
   // --- Removal within 2 s of `virsh destroy`; then one guest started again
