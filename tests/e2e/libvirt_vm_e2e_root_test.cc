@@ -160,11 +160,8 @@ class LibvirtVmEndToEndRoot : public ::testing::Test {
     ASSERT_TRUE(agent_->Start());
   }
 
-  CommandResult Cli(std::vector<std::string> args) {
-    std::vector<std::string> argv{
-        FW_CLI_BIN, "--insecure-plaintext", "--controller", address_, "--output", "json"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, 15);
+  CommandResult Cli(const std::vector<std::string>& args) {
+    return RunCliJson(FW_CLI_BIN, address_, args);
   }
 
   // Tenants of this host, by id; false when the CLI failed.

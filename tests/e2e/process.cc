@@ -162,4 +162,12 @@ int PickFreePort() {
   return port;
 }
 
+CommandResult RunCliJson(const std::string& cli_bin, const std::string& address,
+                         const std::vector<std::string>& args, int timeout_s) {
+  std::vector<std::string> argv{
+      cli_bin, "--insecure-plaintext", "--controller", address, "--output", "json"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, timeout_s);
+}
+
 }  // namespace fairwatch::testing

@@ -41,6 +41,11 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
+// Runs the operator CLI `cli_bin` against a plaintext controller at
+// `address` with --output json, then `args`.
+CommandResult RunCliJson(const std::string& cli_bin, const std::string& address,
+                         const std::vector<std::string>& args, int timeout_s = 15);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int PickFreePort();
 

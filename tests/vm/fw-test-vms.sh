@@ -359,7 +359,6 @@ remove_machine_cgroups() {
 
 # ensure_daemons: start virtlogd and libvirtd if needed; undo on failure.
 ensure_daemons() {
-    local i
     if libvirt_up; then
         log "libvirtd already answering on $URI"
         return 0
@@ -377,6 +376,12 @@ ensure_daemons() {
         push_undo stop_daemon libvirtd
         start_daemon libvirtd -d
     fi
+    wait_libvirt_up
+}
+
+# wait_libvirt_up: until libvirtd answers on $URI (60 s at most).
+wait_libvirt_up() {
+    local i
     for ((i = 0; i < 600; i++)); do
         libvirt_up && { log "libvirtd answers after $((i / 10)).$((i % 10)) s"; return 0; }
         sleep 0.1
@@ -1128,7 +1133,7 @@ cmd_restart_libvirtd() {
     (($# == 0)) || usage_error "usage: restart-libvirtd"
     require_root
     take_lock
-    local rec=$STATE_DIR/daemons/libvirtd pid="" start="" i
+    local rec=$STATE_DIR/daemons/libvirtd pid="" start=""
     [[ -f $rec ]] && read -r pid start <"$rec"
     if [[ -z $pid || $(proc_comm "$pid") != libvirtd || $(proc_starttime "$pid") != "$start" ]]; then
         log "libvirtd was not started by $PROG: not restarting it"
@@ -1136,11 +1141,7 @@ cmd_restart_libvirtd() {
     fi
     stop_daemon libvirtd
     start_daemon libvirtd -d
-    for ((i = 0; i < 600; i++)); do
-        libvirt_up && { log "libvirtd restarted; answers after $((i / 10)).$((i % 10)) s"; return 0; }
-        sleep 0.1
-    done
-    die "libvirtd does not answer on $URI after 60 s"
+    wait_libvirt_up
 }
 
 # ---------------------------------------------------------------- main
