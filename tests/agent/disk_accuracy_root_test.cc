@@ -298,8 +298,12 @@ class DiskCollectorRootBpf : public ::testing::Test {
     EXPECT_LE(w.bpf.read_bytes, w.kernel.read_bytes) << label;
     EXPECT_LE(w.bpf.write_bytes, w.kernel.write_bytes) << label;
     if (w.bpf.read_ops <= w.kernel.read_ops && w.bpf.write_ops <= w.kernel.write_ops) {
-      // Other I/O on the same disk can only add to what was not seen.
-      EXPECT_GE(w.unobserved,
+      // Other I/O on the same disk can only add to what was not seen, except
+      // that the tracepoint fires before the kernel accounts a completion in
+      // /sys/block/*/stat: up to a queue's worth of requests can be seen but
+      // not yet counted there (CI once showed 274 unobserved for 276 missed).
+      constexpr uint64_t kInFlightSlack = 16;
+      EXPECT_GE(w.unobserved + kInFlightSlack,
                 (w.kernel.read_ops - w.bpf.read_ops) + (w.kernel.write_ops - w.bpf.write_ops))
           << label << ": every missed tenant request shows as unobserved";
     }
