@@ -6,6 +6,7 @@
 #include "absl/strings/strip.h"
 #include "common/config_file.h"
 #include "common/status.h"
+#include "controller/policy.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -46,10 +47,12 @@ void ApplyControllerDefaults(v1::ControllerConfig* config) {
   if (config->history_reports() == 0) config->set_history_reports(kDefaultHistoryReports);
   if (config->max_message_bytes() == 0) config->set_max_message_bytes(kDefaultMaxMessageBytes);
   if (config->host_stale_ms() == 0) config->set_host_stale_ms(kDefaultHostStaleMs);
+  ApplyPolicyDefaults(config->mutable_fairness());
 }
 
 absl::Status ValidateControllerConfig(const v1::ControllerConfig& config) {
   RETURN_IF_ERROR(ValidateListenAddress(config.listen_address()));
+  RETURN_IF_ERROR(ValidatePolicy(config.fairness()));
   if (config.database_path().empty()) {
     return absl::InvalidArgumentError("database_path is empty");
   }

@@ -450,9 +450,7 @@ absl::StatusOr<std::vector<v1::TenantInfo>> FleetState::ListTenants(
   return tenants;
 }
 
-namespace {
-
-double Capacity(const v1::HostCapacity& capacity, v1::Resource resource) {
+double ResourceCapacity(const v1::HostCapacity& capacity, v1::Resource resource) {
   double total = 0;
   switch (resource) {
     case v1::RESOURCE_CPU:
@@ -474,7 +472,7 @@ double Capacity(const v1::HostCapacity& capacity, v1::Resource resource) {
   }
 }
 
-double ResourceValue(const TenantRates& r, v1::Resource resource) {
+double ResourceUsage(const TenantRates& r, v1::Resource resource) {
   switch (resource) {
     case v1::RESOURCE_CPU:
       return r.cpu_cores;
@@ -490,6 +488,8 @@ double ResourceValue(const TenantRates& r, v1::Resource resource) {
       return 0;
   }
 }
+
+namespace {
 
 void FillRow(const FleetState::Host& host, const std::string& tenant_id, const TenantRates& rates,
              v1::Resource resource, v1::TopRow* row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
@@ -514,8 +514,8 @@ void FillRow(const FleetState::Host& host, const std::string& tenant_id, const T
   row->set_net_rx_packets_per_s(rates.net_rx_packets_per_s);
   row->set_net_tx_packets_per_s(rates.net_tx_packets_per_s);
   row->set_net_drops_per_s(rates.net_drops_per_s);
-  const double value = ResourceValue(rates, resource);
-  const double capacity = Capacity(host.hello.capacity(), resource);
+  const double value = ResourceUsage(rates, resource);
+  const double capacity = ResourceCapacity(host.hello.capacity(), resource);
   row->set_value(value);
   row->set_host_fraction(capacity > 0 ? value / capacity : 0);
 }
@@ -735,6 +735,59 @@ absl::StatusOr<CpuRate> FleetState::TenantCpu(absl::string_view host_id,
         absl::StrCat("tenant ", tenant_id, " is not known on host ", host_id));
   }
   return ComputeCpu(*host, it->second, *window);
+}
+
+absl::StatusOr<HostInterval> FleetState::LastInterval(absl::string_view host_id) const {
+  std::shared_ptr<Host> host = FindHost(host_id);
+  if (!host) return absl::NotFoundError(absl::StrCat("host '", host_id, "' is not known"));
+  absl::MutexLock lock(&host->mu);
+  if (host->recent.size() < 2) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("host '", host_id, "' has fewer than two reports in this epoch"));
+  }
+  const v1::UsageReport& newest = *host->recent.back();
+  const v1::UsageReport& older = *host->recent[host->recent.size() - 2];
+  HostInterval interval;
+  interval.host_id = host->hello.host_id();
+  interval.seq = newest.seq();
+  interval.capacity = host->hello.capacity();
+  if (newest.monotonic_ns() > older.monotonic_ns()) {
+    interval.seconds = static_cast<double>(newest.monotonic_ns() - older.monotonic_ns()) / 1e9;
+  }
+  // Both reports are consecutive in one epoch: index of `older` -> newest.
+  absl::flat_hash_map<absl::string_view, const v1::TenantCounters*> before;
+  for (const auto& t : older.tenants()) before[t.tenant_id()] = &t;
+  for (const auto& counters : newest.tenants()) {
+    TenantInterval t;
+    t.id = counters.tenant_id();
+    auto entry = host->inventory.find(t.id);
+    if (entry != host->inventory.end()) {
+      t.name = entry->second.tenant.name();
+      t.weight = entry->second.tenant.weight() > 0 ? entry->second.tenant.weight() : 1.0;
+    }
+    auto series = host->series.find(t.id);
+    if (series != host->series.end()) t.rates = ComputeRates(*host, series->second, 1);
+    auto from = before.find(counters.tenant_id());
+    if (from != before.end() && interval.seconds > 0) {
+      v1::TenantDetail scratch;
+      FillHarm(counters, *from->second, interval.seconds, &scratch);
+      t.harm = std::move(*scratch.mutable_harm());
+      t.has_harm = true;
+    }
+    interval.tenants.push_back(std::move(t));
+  }
+  std::sort(interval.tenants.begin(), interval.tenants.end(),
+            [](const TenantInterval& a, const TenantInterval& b) { return a.id < b.id; });
+  return interval;
+}
+
+std::vector<std::string> FleetState::HostIds() const {
+  absl::ReaderMutexLock lock(&hosts_mu_);
+  std::vector<std::string> ids;
+  ids.reserve(hosts_.size());
+  for (const auto& [id, host] : hosts_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 size_t FleetState::host_count() const {

@@ -55,6 +55,30 @@ struct TenantRates {
   uint64_t cpu_usage_ns = 0;  // cumulative, newest report
 };
 
+// Usage of a resource in its unit (cores, B/s, ops/s), and the host's
+// capacity for it (0: unknown).
+double ResourceUsage(const TenantRates& rates, v1::Resource resource);
+double ResourceCapacity(const v1::HostCapacity& capacity, v1::Resource resource);
+
+// One tenant over a host's last interval (the two newest reports).
+struct TenantInterval {
+  std::string id;
+  std::string name;
+  double weight = 1;
+  TenantRates rates;
+  v1::HarmSignals harm;
+  bool has_harm = false;  // false when the older report did not carry it
+};
+
+// A host's last interval, as the fairness engine reads it.
+struct HostInterval {
+  std::string host_id;
+  uint64_t seq = 0;  // the newest report's; the engine judges each interval once
+  double seconds = 0;
+  v1::HostCapacity capacity;
+  std::vector<TenantInterval> tenants;  // those in the newest report, by id
+};
+
 struct HelloResult {
   // Highest seq held for this host in the Hello's epoch; 0 if none.
   uint64_t last_report_seq = 0;
@@ -117,6 +141,12 @@ class FleetState {
                                              uint32_t window_intervals) const;
   absl::StatusOr<CpuRate> TenantCpu(absl::string_view host_id, absl::string_view tenant_id,
                                     uint32_t window_intervals) const;
+
+  // The last interval of a host (NotFound: unknown host; FailedPrecondition:
+  // fewer than two reports in this epoch).
+  absl::StatusOr<HostInterval> LastInterval(absl::string_view host_id) const;
+  // Ids of every known host.
+  std::vector<std::string> HostIds() const;
 
   size_t host_count() const;
 

@@ -1,0 +1,66 @@
+// The fairness engine over the fleet: every new interval of a host is judged
+// once per resource (controller/fairness.h), with each tenant's harm baseline
+// and each (host, resource)'s N-of-M history kept here. Its findings are what
+// cases are opened and updated from.
+//
+// Not thread-safe: one caller (the controller's evaluation loop) owns it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "controller/fairness.h"
+#include "controller/fleet_state.h"
+
+namespace fairwatch::controller {
+
+inline constexpr v1::Resource kJudgedResources[] = {v1::RESOURCE_CPU, v1::RESOURCE_DISK_BANDWIDTH,
+                                                    v1::RESOURCE_DISK_IOPS, v1::RESOURCE_NET_RX,
+                                                    v1::RESOURCE_NET_TX};
+
+struct HarmedNeighbour {
+  std::string id;
+  std::vector<std::string> evidence;
+};
+
+// An offender on one resource of one host, with the evidence a case keeps.
+struct Finding {
+  std::string host_id;
+  uint64_t seq = 0;  // the report that closed the interval
+  v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+  Offender offender;
+  double capacity = 0;
+  double total_usage = 0;
+  bool contended = false;
+  std::vector<HarmedNeighbour> harmed;
+};
+
+// Limits of ours in force: tenant id -> resource -> value (resource units).
+using LimitsInForce = absl::flat_hash_map<std::string, std::map<v1::Resource, double>>;
+
+class FairnessEngine {
+ public:
+  explicit FairnessEngine(FairnessParams params) : params_(params) {}
+
+  // Judges `interval` if it is newer than the last one judged for its host;
+  // returns the offenders it shows (empty for an interval already judged).
+  std::vector<Finding> Evaluate(const HostInterval& interval, const LimitsInForce& limits = {});
+  // Drops what is kept for a host that is gone.
+  void ForgetHost(const std::string& host_id) { hosts_.erase(host_id); }
+  const FairnessParams& params() const { return params_; }
+
+ private:
+  struct HostState {
+    uint64_t last_seq = 0;
+    absl::flat_hash_map<std::string, HarmBaseline> baselines;
+    std::map<v1::Resource, OffenderTracker> trackers;
+  };
+
+  FairnessParams params_;
+  absl::flat_hash_map<std::string, HostState> hosts_;
+};
+
+}  // namespace fairwatch::controller

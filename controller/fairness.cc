@@ -1,0 +1,207 @@
+#include "controller/fairness.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace fairwatch::controller {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+std::string Ms(double ns) { return absl::StrFormat("%.1f ms", ns / 1e6); }
+std::string Pct(double fraction) { return absl::StrFormat("%.0f%%", 100 * fraction); }
+
+// Whether `value` is above both the floor and ratio x baseline; adds evidence.
+bool Above(double value, double baseline, double floor, const HarmParams& params,
+           const std::string& what, std::string (*format)(double), HarmVerdict* verdict) {
+  const double threshold = std::max(floor, params.ratio * baseline);
+  if (!(value > threshold)) return false;
+  verdict->harmed = true;
+  verdict->evidence.push_back(
+      absl::StrCat(what, " ", format(value), " (baseline ", format(baseline), ")"));
+  return true;
+}
+
+std::string Rate(double per_s) { return absl::StrFormat("%.1f/s", per_s); }
+
+double Ewma(double old_value, double sample, double alpha) {
+  return old_value + alpha * (sample - old_value);
+}
+
+}  // namespace
+
+HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
+                                const HarmParams& params) const {
+  HarmVerdict verdict;
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      // Waiting because its own quota ran out is its choice, not a neighbour's doing.
+      if (s.throttled_ns_per_s() / 1e9 > params.self_throttled_fraction) return verdict;
+      Above(s.runq_wait_p99_ns(), runq_p99_ns_, params.runq_p99_floor_ns, params,
+            "run-queue wait p99", Ms, &verdict);
+      if (s.cpu_psi_present()) {
+        Above(s.cpu_psi_some_fraction(), cpu_psi_, params.psi_floor, params, "CPU pressure", Pct,
+              &verdict);
+      }
+      break;
+    case v1::RESOURCE_DISK_BANDWIDTH:
+    case v1::RESOURCE_DISK_IOPS:
+      Above(s.io_latency_p99_ns(), io_p99_ns_, params.io_latency_p99_floor_ns, params,
+            "I/O latency p99", Ms, &verdict);
+      if (s.io_psi_present()) {
+        Above(s.io_psi_some_fraction(), io_psi_, params.psi_floor, params, "I/O pressure", Pct,
+              &verdict);
+      }
+      break;
+    case v1::RESOURCE_NET_RX:
+    case v1::RESOURCE_NET_TX:
+      Above(s.net_drops_per_s(), drops_, params.drops_floor_per_s, params, "drops", Rate, &verdict);
+      break;
+    default:
+      break;
+  }
+  return verdict;
+}
+
+void HarmBaseline::Learn(const v1::HarmSignals& s, const HarmParams& params) {
+  if (!seeded_) {
+    runq_p99_ns_ = s.runq_wait_p99_ns();
+    cpu_psi_ = s.cpu_psi_some_fraction();
+    io_p99_ns_ = s.io_latency_p99_ns();
+    io_psi_ = s.io_psi_some_fraction();
+    drops_ = s.net_drops_per_s();
+    seeded_ = true;
+    return;
+  }
+  const double a = params.baseline_alpha;
+  runq_p99_ns_ = Ewma(runq_p99_ns_, s.runq_wait_p99_ns(), a);
+  cpu_psi_ = Ewma(cpu_psi_, s.cpu_psi_some_fraction(), a);
+  io_p99_ns_ = Ewma(io_p99_ns_, s.io_latency_p99_ns(), a);
+  io_psi_ = Ewma(io_psi_, s.io_psi_some_fraction(), a);
+  drops_ = Ewma(drops_, s.net_drops_per_s(), a);
+}
+
+std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& demands,
+                                   const std::vector<double>& weights) {
+  const size_t n = demands.size();
+  std::vector<double> share(n, 0.0);
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  // Satisfied first: the smallest demand per unit of weight.
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return demands[a] / weights[a] < demands[b] / weights[b]; });
+  double remaining = std::max(0.0, capacity);
+  double weight_left = 0;
+  for (double w : weights) weight_left += w;
+  size_t k = 0;
+  for (; k < n; ++k) {
+    const size_t i = order[k];
+    const double level = remaining / weight_left;  // per unit of weight
+    if (demands[i] / weights[i] > level) break;
+    share[i] = demands[i];
+    remaining -= demands[i];
+    weight_left -= weights[i];
+  }
+  // Everyone from k on wants more than an equal split of what is left.
+  for (; k < n; ++k) {
+    const size_t i = order[k];
+    share[i] = weight_left > 0 ? remaining * weights[i] / weight_left : 0;
+  }
+  return share;
+}
+
+IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
+                                const std::vector<TenantSample>& tenants) {
+  IntervalJudgement j;
+  j.capacity = capacity;
+  const double idle_below = params.idle_fraction * capacity;
+  double active_weight = 0;
+  std::vector<double> demands, weights;
+  for (const TenantSample& t : tenants) {
+    TenantShare s;
+    s.id = t.id;
+    s.weight = t.weight > 0 ? t.weight : 1.0;
+    s.usage = t.usage;
+    s.harmed = t.harmed;
+    s.active = t.usage >= idle_below || t.harmed;
+    s.demand = t.usage + std::max(0.0, t.wanted);
+    // Held down by a limit of ours: it wants at least the limit.
+    if (t.limit > 0) s.demand = std::max(s.demand, t.limit);
+    if (t.harmed && t.elastic_when_harmed) s.demand = kInf;
+    j.total_usage += t.usage;
+    if (t.harmed) ++j.harmed;
+    if (s.active) active_weight += s.weight;
+    demands.push_back(s.demand);
+    weights.push_back(s.weight);
+    j.tenants.push_back(std::move(s));
+  }
+  j.contended = capacity > 0 && j.total_usage >= params.contention * capacity;
+  const std::vector<double> fair = WeightedMaxMin(capacity, demands, weights);
+  for (size_t i = 0; i < j.tenants.size(); ++i) {
+    TenantShare& s = j.tenants[i];
+    s.fair = fair[i];
+    // Entitlement is split among the active; an idle tenant's would-be share
+    // is what it gets the moment it wakes up.
+    const double pool = s.active ? active_weight : active_weight + s.weight;
+    s.entitled = pool > 0 ? capacity * s.weight / pool : capacity;
+    s.over = s.active && s.usage > s.fair * (1 + params.tolerance) && s.usage > s.entitled;
+    const bool neighbour_harmed = j.harmed > (s.harmed ? 1u : 0u);
+    s.flagged = s.over && (j.contended || neighbour_harmed);
+  }
+  return j;
+}
+
+std::vector<Offender> OffenderTracker::Record(const IntervalJudgement& judgement) {
+  const uint32_t window = std::clamp<uint32_t>(params_.window, 1, 32);
+  const uint32_t mask = window == 32 ? ~0u : (1u << window) - 1;
+  absl::flat_hash_map<std::string, const TenantShare*> seen;
+  for (const TenantShare& s : judgement.tenants) seen[s.id] = &s;
+  for (auto it = history_.begin(); it != history_.end();) {
+    if (seen.contains(it->first)) {
+      ++it;
+      continue;
+    }
+    // Absent this interval: the interval counts as not flagged.
+    it->second.bits = (it->second.bits << 1) & mask;
+    if (++it->second.absent >= window) {
+      history_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  std::vector<Offender> offenders;
+  double total_excess = 0;
+  for (const TenantShare& s : judgement.tenants) {
+    History& h = history_[s.id];
+    h.bits = ((h.bits << 1) | (s.flagged ? 1u : 0u)) & mask;
+    h.absent = 0;
+    const auto flagged = static_cast<uint32_t>(std::popcount(h.bits));
+    if (!s.flagged || flagged < params_.required) continue;
+    Offender o;
+    o.id = s.id;
+    o.flagged_intervals = flagged;
+    o.excess = std::max(0.0, s.usage - s.fair);
+    o.share = s;
+    total_excess += o.excess;
+    offenders.push_back(std::move(o));
+  }
+  for (Offender& o : offenders) {
+    o.blame = total_excess > 0 ? o.excess / total_excess : 1.0 / offenders.size();
+  }
+  std::sort(offenders.begin(), offenders.end(),
+            [](const Offender& a, const Offender& b) { return a.blame > b.blame; });
+  return offenders;
+}
+
+uint32_t OffenderTracker::FlaggedIntervals(const std::string& id) const {
+  auto it = history_.find(id);
+  return it == history_.end() ? 0 : static_cast<uint32_t>(std::popcount(it->second.bits));
+}
+
+}  // namespace fairwatch::controller

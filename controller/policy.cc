@@ -1,0 +1,79 @@
+#include "controller/policy.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace fairwatch::controller {
+namespace {
+
+absl::Status InRange(const char* field, double value, double low, double high) {
+  if (value >= low && value <= high) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("fairness.", field, " is ", value, "; must be within [", low, ", ", high, "]"));
+}
+
+}  // namespace
+
+void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
+  auto set = [](double current, double fallback) { return current == 0 ? fallback : current; };
+  const FairnessParams d;
+  policy->set_tolerance(set(policy->tolerance(), d.tolerance));
+  policy->set_contention(set(policy->contention(), d.contention));
+  if (policy->window_intervals() == 0) policy->set_window_intervals(d.window);
+  if (policy->required_intervals() == 0) policy->set_required_intervals(d.required);
+  policy->set_idle_fraction(set(policy->idle_fraction(), d.idle_fraction));
+
+  v1::HarmPolicy* h = policy->mutable_harm();
+  const HarmParams hd;
+  h->set_ratio(set(h->ratio(), hd.ratio));
+  h->set_runq_p99_floor_ms(set(h->runq_p99_floor_ms(), hd.runq_p99_floor_ns / 1e6));
+  h->set_psi_floor(set(h->psi_floor(), hd.psi_floor));
+  h->set_io_latency_p99_floor_ms(
+      set(h->io_latency_p99_floor_ms(), hd.io_latency_p99_floor_ns / 1e6));
+  h->set_drops_floor_per_s(set(h->drops_floor_per_s(), hd.drops_floor_per_s));
+  h->set_self_throttled_fraction(set(h->self_throttled_fraction(), hd.self_throttled_fraction));
+  h->set_baseline_alpha(set(h->baseline_alpha(), hd.baseline_alpha));
+}
+
+absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
+  RETURN_IF_ERROR(InRange("tolerance", p.tolerance(), 0, 10));
+  RETURN_IF_ERROR(InRange("contention", p.contention(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("window_intervals", p.window_intervals(), 1, 32));
+  if (p.required_intervals() < 1 || p.required_intervals() > p.window_intervals()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fairness.required_intervals is ", p.required_intervals(),
+                     "; must be within [1, ", "window_intervals = ", p.window_intervals(), "]"));
+  }
+  RETURN_IF_ERROR(InRange("idle_fraction", p.idle_fraction(), 0, 0.5));
+  const v1::HarmPolicy& h = p.harm();
+  RETURN_IF_ERROR(InRange("harm.ratio", h.ratio(), 1, 1000));
+  RETURN_IF_ERROR(InRange("harm.runq_p99_floor_ms", h.runq_p99_floor_ms(), 0, 60000));
+  RETURN_IF_ERROR(InRange("harm.psi_floor", h.psi_floor(), 0, 1));
+  RETURN_IF_ERROR(InRange("harm.io_latency_p99_floor_ms", h.io_latency_p99_floor_ms(), 0, 60000));
+  RETURN_IF_ERROR(InRange("harm.drops_floor_per_s", h.drops_floor_per_s(), 0, 1e9));
+  RETURN_IF_ERROR(InRange("harm.self_throttled_fraction", h.self_throttled_fraction(), 0, 1));
+  RETURN_IF_ERROR(InRange("harm.baseline_alpha", h.baseline_alpha(), 1e-6, 1));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy policy) {
+  ApplyPolicyDefaults(&policy);
+  RETURN_IF_ERROR(ValidatePolicy(policy));
+  FairnessParams params;
+  params.tolerance = policy.tolerance();
+  params.contention = policy.contention();
+  params.window = policy.window_intervals();
+  params.required = policy.required_intervals();
+  params.idle_fraction = policy.idle_fraction();
+  const v1::HarmPolicy& h = policy.harm();
+  params.harm.ratio = h.ratio();
+  params.harm.runq_p99_floor_ns = h.runq_p99_floor_ms() * 1e6;
+  params.harm.psi_floor = h.psi_floor();
+  params.harm.io_latency_p99_floor_ns = h.io_latency_p99_floor_ms() * 1e6;
+  params.harm.drops_floor_per_s = h.drops_floor_per_s();
+  params.harm.self_throttled_fraction = h.self_throttled_fraction();
+  params.harm.baseline_alpha = h.baseline_alpha();
+  return params;
+}
+
+}  // namespace fairwatch::controller

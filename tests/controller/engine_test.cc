@@ -1,0 +1,159 @@
+// The fairness engine fed by a real FleetState: reports in, offenders out.
+#include "controller/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "tests/controller/test_util.h"
+
+namespace fairwatch::controller {
+namespace {
+
+using ::fairwatch::controller::testing::MakeHello;
+using ::fairwatch::controller::testing::MakeInventory;
+using ::fairwatch::controller::testing::MakeTenant;
+
+constexpr uint64_t kSecond = 1'000'000'000;
+const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
+
+// What a tenant does in one second.
+struct Second {
+  double cores = 0;
+  double runq_wait_cores = 0;  // summed wait of its threads, s per s
+  int wait_bucket = 0;         // log2 bucket of its waits (19: ~0.5 ms, 23: ~8 ms)
+  double throttled_fraction = 0;
+};
+
+// Accumulates cumulative counters per tenant and turns them into reports.
+class Host {
+ public:
+  explicit Host(FleetState* fleet, std::string id, uint32_t cpus) : fleet_(fleet), id_(id) {
+    EXPECT_TRUE(fleet_->OnHello(MakeHello(id, 1, cpus), 1, kT0).ok());
+  }
+  void Inventory(std::initializer_list<v1::Tenant> tenants) {
+    EXPECT_TRUE(fleet_->ApplyInventory(id_, MakeInventory(true, tenants), kT0).ok());
+  }
+  void Tick(const std::map<std::string, Second>& seconds) {
+    ++seq_;
+    v1::UsageReport report;
+    report.set_seq(seq_);
+    report.set_monotonic_ns(seq_ * kSecond);
+    for (const auto& [id, s] : seconds) {
+      Totals& t = totals_[id];
+      t.cpu_ns += static_cast<uint64_t>(s.cores * 1e9);
+      t.wait_ns += static_cast<uint64_t>(s.runq_wait_cores * 1e9);
+      t.throttled_ns += static_cast<uint64_t>(s.throttled_fraction * 1e9);
+      if (t.hist.size() < 40) t.hist.resize(40);
+      t.hist[s.wait_bucket] += 1000;  // 1000 waits a second
+      v1::TenantCounters* c = report.add_tenants();
+      c->set_tenant_id(id);
+      c->mutable_cpu()->set_usage_ns(t.cpu_ns);
+      c->mutable_cpu()->set_runq_wait_ns(t.wait_ns);
+      c->mutable_cpu()->set_runq_waits(seq_ * 1000);
+      c->mutable_cpu()->set_throttled_ns(t.throttled_ns);
+      for (uint64_t b : t.hist) c->mutable_cpu()->mutable_runq_wait_hist()->add_buckets(b);
+    }
+    absl::StatusOr<ReportOutcome> outcome = fleet_->IngestReport(id_, report);
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+  }
+
+ private:
+  struct Totals {
+    uint64_t cpu_ns = 0, wait_ns = 0, throttled_ns = 0;
+    std::vector<uint64_t> hist;
+  };
+  FleetState* fleet_;
+  std::string id_;
+  uint64_t seq_ = 0;
+  std::map<std::string, Totals> totals_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() : fleet_(FleetOptions{}), engine_(FairnessParams{}), host_(&fleet_, "hv", 2) {
+    host_.Inventory({MakeTenant("hog", "hog"), MakeTenant("victim", "victim")});
+  }
+  std::vector<Finding> Step(const std::map<std::string, Second>& seconds) {
+    host_.Tick(seconds);
+    absl::StatusOr<HostInterval> interval = fleet_.LastInterval("hv");
+    if (!interval.ok()) return {};
+    return engine_.Evaluate(*interval);
+  }
+  FleetState fleet_;
+  FairnessEngine engine_;
+  Host host_;
+};
+
+TEST_F(EngineTest, AHogIsFoundAfterNofMIntervalsWithItsVictimAsEvidence) {
+  // Quiet: the victim's run-queue p99 baseline is ~0.5 ms; the hog is idle.
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(Step({{"hog", {0.05, 0, 19}}, {"victim", {0.4, 0.01, 19}}}).empty());
+  }
+  // The hog wakes up with 4 busy threads on 2 cores; the victim now waits ~8 ms.
+  const std::map<std::string, Second> contended = {{"hog", {1.6, 2.4, 23}},
+                                                   {"victim", {0.4, 0.6, 23}}};
+  EXPECT_TRUE(Step(contended).empty()) << "1 of 5";
+  EXPECT_TRUE(Step(contended).empty()) << "2 of 5";
+  std::vector<Finding> findings = Step(contended);
+  ASSERT_EQ(findings.size(), 1u) << "3 of 5: an offender";
+  const Finding& f = findings[0];
+  EXPECT_EQ(f.host_id, "hv");
+  EXPECT_EQ(f.resource, v1::RESOURCE_CPU);
+  EXPECT_EQ(f.offender.id, "hog");
+  EXPECT_EQ(f.offender.flagged_intervals, 3u);
+  EXPECT_NEAR(f.offender.share.usage, 1.6, 0.01);
+  EXPECT_NEAR(f.offender.share.fair, 1.0, 0.01) << "the victim wants 1.0 core (0.4 + 0.6 waiting)";
+  EXPECT_NEAR(f.offender.share.entitled, 1.0, 0.01);
+  EXPECT_TRUE(f.contended);
+  ASSERT_EQ(f.harmed.size(), 1u);
+  EXPECT_EQ(f.harmed[0].id, "victim");
+  ASSERT_FALSE(f.harmed[0].evidence.empty());
+  EXPECT_NE(f.harmed[0].evidence[0].find("run-queue wait p99"), std::string::npos);
+
+  // The same interval judged again adds nothing.
+  absl::StatusOr<HostInterval> again = fleet_.LastInterval("hv");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(engine_.Evaluate(*again).empty());
+}
+
+TEST_F(EngineTest, ABusyTenantNextToAnIdleOneIsNeverAnOffender) {
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(Step({{"hog", {1.9, 0.5, 20}}, {"victim", {0.0, 0, 10}}}).empty()) << i;
+  }
+}
+
+TEST_F(EngineTest, AVictimThrottledByItsOwnQuotaIsNotHarmed) {
+  for (int i = 0; i < 10; ++i) Step({{"hog", {0.05, 0, 19}}, {"victim", {0.2, 0.01, 19}}});
+  // Not contended (1.2 of 2 cores); the victim waits because its own quota ran out.
+  for (int i = 0; i < 6; ++i) {
+    std::vector<Finding> findings =
+        Step({{"hog", {1.0, 0.2, 20}}, {"victim", {0.2, 0.8, 24, 0.5}}});
+    EXPECT_TRUE(findings.empty()) << "interval " << i;
+  }
+}
+
+TEST(FleetLastInterval, RatesAndHarmOverTheTwoNewestReports) {
+  FleetState fleet{FleetOptions{}};
+  Host host(&fleet, "hv", 4);
+  host.Inventory({MakeTenant("a", "alpha")});
+  EXPECT_EQ(fleet.LastInterval("hv").status().code(), absl::StatusCode::kFailedPrecondition);
+  host.Tick({{"a", {0.5, 0.1, 20}}});
+  host.Tick({{"a", {1.5, 0.3, 22}}});
+  absl::StatusOr<HostInterval> interval = fleet.LastInterval("hv");
+  ASSERT_TRUE(interval.ok()) << interval.status();
+  EXPECT_EQ(interval->seq, 2u);
+  EXPECT_DOUBLE_EQ(interval->seconds, 1.0);
+  EXPECT_EQ(interval->capacity.cpus(), 4u);
+  ASSERT_EQ(interval->tenants.size(), 1u);
+  const TenantInterval& t = interval->tenants[0];
+  EXPECT_EQ(t.name, "alpha");
+  EXPECT_NEAR(t.rates.cpu_cores, 1.5, 1e-9) << "the last interval only";
+  EXPECT_TRUE(t.has_harm);
+  EXPECT_NEAR(t.harm.runq_wait_ns_per_s(), 0.3e9, 1);
+  EXPECT_GE(t.harm.runq_wait_p99_ns(), 4e6) << "bucket 22: [4.2, 8.4) ms";
+  EXPECT_EQ(fleet.LastInterval("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace fairwatch::controller

@@ -1,0 +1,265 @@
+// Table-driven tests of the fairness arithmetic (docs/policy.md).
+#include "controller/fairness.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+namespace fairwatch::controller {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+TEST(WeightedMaxMin, SatisfiesSmallDemandsAndSplitsTheRestByWeight) {
+  struct Case {
+    const char* name;
+    double capacity;
+    std::vector<double> demands, weights, want;
+  };
+  const Case cases[] = {
+      {"all fit: each gets its demand", 4, {1, 0.5, 2}, {1, 1, 1}, {1, 0.5, 2}},
+      {"equal split of a shortage", 2, {3, 3}, {1, 1}, {1, 1}},
+      {"small demand satisfied, rest to the big one", 2, {0.4, 3}, {1, 1}, {0.4, 1.6}},
+      {"weights 3:1", 2, {5, 5}, {3, 1}, {1.5, 0.5}},
+      {"weight 3 but small demand", 2, {0.3, 5}, {3, 1}, {0.3, 1.7}},
+      {"elastic demands, the finite one above the level",
+       3,
+       {kInf, 1, kInf},
+       {1, 1, 2},
+       {0.75, 0.75, 1.5}},
+      {"elastic demands, the finite one satisfied",
+       4,
+       {kInf, 0.5, kInf},
+       {1, 1, 2},
+       {3.5 / 3, 0.5, 7.0 / 3}},
+      {"nothing to share", 0, {1, 1}, {1, 1}, {0, 0}},
+  };
+  for (const Case& c : cases) {
+    const std::vector<double> got = WeightedMaxMin(c.capacity, c.demands, c.weights);
+    ASSERT_EQ(got.size(), c.want.size()) << c.name;
+    double sum = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_NEAR(got[i], c.want[i], 1e-9) << c.name << " tenant " << i;
+      EXPECT_LE(got[i], c.demands[i] + 1e-12) << c.name << ": never above demand";
+      sum += got[i];
+    }
+    EXPECT_LE(sum, c.capacity + 1e-9) << c.name;
+  }
+}
+
+TenantSample T(const std::string& id, double usage, double wanted = 0, double weight = 1,
+               bool harmed = false) {
+  TenantSample t;
+  t.id = id;
+  t.usage = usage;
+  t.wanted = wanted;
+  t.weight = weight;
+  t.harmed = harmed;
+  t.elastic_when_harmed = false;  // CPU: demand is measured (run-queue wait)
+  return t;
+}
+
+const TenantShare& Find(const IntervalJudgement& j, const std::string& id) {
+  for (const auto& t : j.tenants) {
+    if (t.id == id) return t;
+  }
+  static const TenantShare kNone;
+  ADD_FAILURE() << "no tenant " << id;
+  return kNone;
+}
+
+// One interval on a 2-core host; which tenants end up flagged.
+TEST(JudgeInterval, TheOffenderRule) {
+  struct Case {
+    const char* name;
+    double capacity;
+    std::vector<TenantSample> tenants;
+    std::vector<std::string> flagged;
+  };
+  const Case cases[] = {
+      {"an idle tenant lends its share", 2, {T("busy", 1.85), T("idle", 0.001)}, {}},
+      {"a lone tenant on an idle host is not an offender", 2, {T("alone", 1.95, 3.0)}, {}},
+      {"weight 3 may use 3x", 2, {T("gold", 1.5, 1.0, 3), T("std", 0.5, 0.5, 1, true)}, {}},
+      {"equal weights, the one over its share while the other suffers",
+       2,
+       {T("hog", 1.5, 1.0), T("victim", 0.5, 0.5, 1, true)},
+       {"hog"}},
+      {"above its share of an uncontended host, nobody harmed: not an offender",
+       2,
+       {T("big", 1.3), T("small", 0.2)},
+       {}},
+      {"contended host, nobody harmed, but one takes far more than its fair share",
+       2,
+       {T("hog", 1.6, 2.0), T("meek", 0.4, 0.6)},
+       {"hog"}},
+      {"harmed neighbour on an uncontended host still makes an over-user flagged",
+       4,
+       {T("hog", 2.5, 1.0), T("victim", 0.5, 1.5, 1, true), T("other", 0.1)},
+       {"hog"}},
+      {"two offenders",
+       3,
+       {T("a", 1.35, 1.0), T("b", 1.2, 1.0), T("v", 0.45, 0.6, 1, true)},
+       {"a", "b"}},
+  };
+  FairnessParams params;
+  for (const Case& c : cases) {
+    IntervalJudgement j = JudgeInterval(params, c.capacity, c.tenants);
+    std::vector<std::string> flagged;
+    for (const auto& t : j.tenants) {
+      if (t.flagged) flagged.push_back(t.id);
+    }
+    EXPECT_EQ(flagged, c.flagged) << c.name;
+  }
+}
+
+TEST(JudgeInterval, SharesOfAnIdleAndABusyTenant) {
+  IntervalJudgement j =
+      JudgeInterval(FairnessParams{}, 2, {T("busy", 1.8, 1.0), T("idle", 0.0001)});
+  EXPECT_FALSE(Find(j, "idle").active);
+  EXPECT_DOUBLE_EQ(Find(j, "busy").entitled, 2.0) << "the idle tenant lends its entitlement";
+  EXPECT_NEAR(Find(j, "idle").entitled, 1.0, 1e-12) << "what it gets the moment it wakes";
+  EXPECT_NEAR(Find(j, "busy").fair, 2.0 - 0.0001, 1e-9);
+  EXPECT_TRUE(j.contended);
+}
+
+TEST(JudgeInterval, ALimitOfOursCountsAsDemandAtLeastTheLimit) {
+  TenantSample limited = T("limited", 0.6);
+  limited.limit = 0.8;
+  IntervalJudgement j = JudgeInterval(FairnessParams{}, 2, {limited, T("other", 1.4)});
+  EXPECT_DOUBLE_EQ(Find(j, "limited").demand, 0.8);
+}
+
+TEST(JudgeInterval, HarmedTenantWithoutMeasuredDemandIsElastic) {
+  TenantSample victim = T("victim", 20e6, 0, 1, true);
+  victim.elastic_when_harmed = true;  // disk: no measure of unmet demand
+  IntervalJudgement j = JudgeInterval(FairnessParams{}, 100e6, {T("hog", 80e6), victim});
+  EXPECT_TRUE(std::isinf(Find(j, "victim").demand));
+  EXPECT_NEAR(Find(j, "hog").fair, 50e6, 1) << "the victim would take its half";
+  EXPECT_TRUE(Find(j, "hog").flagged);
+}
+
+TEST(OffenderTracker, NofMIntervals) {
+  FairnessParams params;  // 3 of 5
+  struct Case {
+    const char* name;
+    std::vector<bool> flags;  // per interval, oldest first
+    std::vector<bool> offender_after;
+  };
+  const Case cases[] = {
+      {"a burst of two intervals is not enough",
+       {true, true, false, false, false},
+       {false, false, false, false, false}},
+      {"three in a row", {true, true, true, true}, {false, false, true, true}},
+      {"three of five with gaps",
+       {true, false, true, false, true},
+       {false, false, false, false, true}},
+      {"only counts the last five",
+       {true, true, false, false, false, true, false, true},
+       {false, false, false, false, false, false, false, false}},
+      {"flagged intervals make it; an unflagged interval ends it for now",
+       {true, true, true, false, true},
+       {false, false, true, false, true}},
+  };
+  for (const Case& c : cases) {
+    OffenderTracker tracker(params);
+    for (size_t i = 0; i < c.flags.size(); ++i) {
+      IntervalJudgement j;
+      TenantShare s;
+      s.id = "hog";
+      s.usage = 1.5;
+      s.fair = 1.0;
+      s.flagged = c.flags[i];
+      j.tenants.push_back(s);
+      const bool offender = !tracker.Record(j).empty();
+      EXPECT_EQ(offender, c.offender_after[i]) << c.name << " interval " << i;
+    }
+  }
+}
+
+TEST(OffenderTracker, SeveralOffendersShareTheBlameInProportion) {
+  FairnessParams params;
+  params.required = 1;
+  OffenderTracker tracker(params);
+  IntervalJudgement j =
+      JudgeInterval(params, 3, {T("a", 1.35, 1.0), T("b", 1.2, 1.0), T("v", 0.45, 0.6, 1, true)});
+  std::vector<Offender> offenders = tracker.Record(j);
+  ASSERT_EQ(offenders.size(), 2u);
+  std::map<std::string, double> blame;
+  for (const auto& o : offenders) blame[o.id] = o.blame;
+  // Fair shares: v wants 1.05 > 1, so everyone gets 1; excess a 0.35, b 0.2.
+  EXPECT_NEAR(blame["a"], 0.35 / 0.55, 1e-9);
+  EXPECT_NEAR(blame["b"], 0.20 / 0.55, 1e-9);
+  EXPECT_EQ(offenders.front().id, "a") << "largest blame first";
+}
+
+TEST(OffenderTracker, ATenantThatLeavesIsForgotten) {
+  FairnessParams params;
+  params.required = 2;
+  OffenderTracker tracker(params);
+  IntervalJudgement flagged;
+  TenantShare s;
+  s.id = "hog";
+  s.flagged = true;
+  flagged.tenants.push_back(s);
+  tracker.Record(flagged);
+  EXPECT_EQ(tracker.FlaggedIntervals("hog"), 1u);
+  for (int i = 0; i < 5; ++i) tracker.Record(IntervalJudgement{});
+  EXPECT_EQ(tracker.FlaggedIntervals("hog"), 0u);
+  EXPECT_TRUE(tracker.Record(flagged).empty()) << "history restarts from nothing";
+}
+
+v1::HarmSignals Cpu(double runq_p99_ms, double throttled_fraction = 0) {
+  v1::HarmSignals s;
+  s.set_runq_wait_p99_ns(runq_p99_ms * 1e6);
+  s.set_throttled_ns_per_s(throttled_fraction * 1e9);
+  return s;
+}
+
+TEST(HarmBaseline, JudgedAgainstTheTenantsOwnBaseline) {
+  HarmParams params;
+  HarmBaseline quiet_tenant;
+  for (int i = 0; i < 20; ++i) quiet_tenant.Learn(Cpu(0.3), params);
+  EXPECT_FALSE(quiet_tenant.Judge(v1::RESOURCE_CPU, Cpu(0.9), params).harmed)
+      << "3x its baseline but under the 1 ms floor";
+  HarmVerdict v = quiet_tenant.Judge(v1::RESOURCE_CPU, Cpu(8), params);
+  EXPECT_TRUE(v.harmed);
+  ASSERT_EQ(v.evidence.size(), 1u);
+  EXPECT_NE(v.evidence[0].find("run-queue wait p99 8.0 ms"), std::string::npos) << v.evidence[0];
+
+  HarmBaseline busy_tenant;  // normally waits 4 ms at p99
+  for (int i = 0; i < 20; ++i) busy_tenant.Learn(Cpu(4), params);
+  EXPECT_FALSE(busy_tenant.Judge(v1::RESOURCE_CPU, Cpu(6), params).harmed);
+  EXPECT_TRUE(busy_tenant.Judge(v1::RESOURCE_CPU, Cpu(9), params).harmed);
+}
+
+TEST(HarmBaseline, AVictimSlowedByItsOwnQuotaIsNotHarmed) {
+  HarmParams params;
+  HarmBaseline b;
+  b.Learn(Cpu(0.3), params);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_CPU, Cpu(12), params).harmed);
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_CPU, Cpu(12, 0.4), params).harmed)
+      << "throttled by its own quota 40% of the time";
+}
+
+TEST(HarmBaseline, EachResourceLooksAtItsOwnSignals) {
+  HarmParams params;
+  HarmBaseline b;
+  v1::HarmSignals quiet;
+  quiet.set_io_latency_p99_ns(1e6);
+  b.Learn(quiet, params);
+  v1::HarmSignals bad = Cpu(20);
+  bad.set_io_latency_p99_ns(30e6);
+  bad.set_net_drops_per_s(50);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_CPU, bad, params).harmed);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_DISK_BANDWIDTH, bad, params).harmed);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_NET_TX, bad, params).harmed);
+  v1::HarmSignals only_cpu = Cpu(20);
+  only_cpu.set_io_latency_p99_ns(1e6);
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_DISK_IOPS, only_cpu, params).harmed);
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_NET_RX, only_cpu, params).harmed);
+}
+
+}  // namespace
+}  // namespace fairwatch::controller
