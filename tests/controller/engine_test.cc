@@ -28,8 +28,9 @@ struct Second {
 // Accumulates cumulative counters per tenant and turns them into reports.
 class Host {
  public:
-  explicit Host(FleetState* fleet, std::string id, uint32_t cpus) : fleet_(fleet), id_(id) {
-    EXPECT_TRUE(fleet_->OnHello(MakeHello(id, 1, cpus), 1, kT0).ok());
+  explicit Host(FleetState* fleet, std::string id, uint32_t cpus)
+      : fleet_(fleet), id_(std::move(id)) {
+    EXPECT_TRUE(fleet_->OnHello(MakeHello(id_, 1, cpus), 1, kT0).ok());
   }
   void Inventory(std::initializer_list<v1::Tenant> tenants) {
     EXPECT_TRUE(fleet_->ApplyInventory(id_, MakeInventory(true, tenants), kT0).ok());
