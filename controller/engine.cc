@@ -4,12 +4,14 @@
 
 namespace fairwatch::controller {
 
-std::vector<Finding> FairnessEngine::Evaluate(const HostInterval& interval,
-                                              const LimitsInForce& limits) {
-  std::vector<Finding> findings;
+Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsInForce& limits) {
+  Evaluation evaluation;
   HostState& host = hosts_[interval.host_id];
-  if (interval.seq <= host.last_seq || interval.seconds <= 0) return findings;
+  if (interval.seq <= host.last_seq || interval.seconds <= 0) return evaluation;
   host.last_seq = interval.seq;
+  evaluation.host_id = interval.host_id;
+  evaluation.seq = interval.seq;
+  std::vector<Finding>& findings = evaluation.findings;
 
   // Harm first, against each tenant's baseline as it was before this interval.
   struct Judged {
@@ -76,6 +78,7 @@ std::vector<Finding> FairnessEngine::Evaluate(const HostInterval& interval,
       f.offender = std::move(o);
       findings.push_back(std::move(f));
     }
+    evaluation.verdicts.push_back({resource, judgement});
   }
 
   // Quiet intervals teach the baselines; tenants that left are forgotten.
@@ -89,7 +92,7 @@ std::vector<Finding> FairnessEngine::Evaluate(const HostInterval& interval,
     kept.emplace(t.id, baseline);
   }
   host.baselines = std::move(kept);
-  return findings;
+  return evaluation;
 }
 
 }  // namespace fairwatch::controller

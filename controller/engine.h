@@ -38,6 +38,20 @@ struct Finding {
   std::vector<HarmedNeighbour> harmed;
 };
 
+// One resource of one host in one interval: every tenant's shares and flags.
+struct ResourceVerdict {
+  v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+  IntervalJudgement judgement;
+};
+
+// What one interval of one host showed.
+struct Evaluation {
+  std::string host_id;
+  uint64_t seq = 0;
+  std::vector<Finding> findings;
+  std::vector<ResourceVerdict> verdicts;  // one per judged resource
+};
+
 // Limits of ours in force: tenant id -> resource -> value (resource units).
 using LimitsInForce = absl::flat_hash_map<std::string, std::map<v1::Resource, double>>;
 
@@ -46,8 +60,9 @@ class FairnessEngine {
   explicit FairnessEngine(FairnessParams params) : params_(params) {}
 
   // Judges `interval` if it is newer than the last one judged for its host;
-  // returns the offenders it shows (empty for an interval already judged).
-  std::vector<Finding> Evaluate(const HostInterval& interval, const LimitsInForce& limits = {});
+  // returns the offenders it shows and every resource's shares (nothing for
+  // an interval already judged: then `seq` is 0).
+  Evaluation Evaluate(const HostInterval& interval, const LimitsInForce& limits = {});
   // Drops what is kept for a host that is gone.
   void ForgetHost(const std::string& host_id) { hosts_.erase(host_id); }
   const FairnessParams& params() const { return params_; }

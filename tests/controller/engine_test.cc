@@ -79,7 +79,7 @@ class EngineTest : public ::testing::Test {
     host_.Tick(seconds);
     absl::StatusOr<HostInterval> interval = fleet_.LastInterval("hv");
     if (!interval.ok()) return {};
-    return engine_.Evaluate(*interval);
+    return engine_.Evaluate(*interval).findings;
   }
   FleetState fleet_;
   FairnessEngine engine_;
@@ -115,7 +115,9 @@ TEST_F(EngineTest, AHogIsFoundAfterNofMIntervalsWithItsVictimAsEvidence) {
   // The same interval judged again adds nothing.
   absl::StatusOr<HostInterval> again = fleet_.LastInterval("hv");
   ASSERT_TRUE(again.ok());
-  EXPECT_TRUE(engine_.Evaluate(*again).empty());
+  Evaluation repeat = engine_.Evaluate(*again);
+  EXPECT_EQ(repeat.seq, 0u);
+  EXPECT_TRUE(repeat.findings.empty());
 }
 
 TEST_F(EngineTest, ABusyTenantNextToAnIdleOneIsNeverAnOffender) {

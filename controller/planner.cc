@@ -1,0 +1,215 @@
+#include "controller/planner.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace fairwatch::controller {
+namespace {
+
+std::string Amount(double value, v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return absl::StrFormat("%.2f cores", value);
+    case v1::RESOURCE_DISK_IOPS:
+      return absl::StrFormat("%.0f ops/s", value);
+    default:
+      return absl::StrFormat("%.3g B/s", value);
+  }
+}
+
+const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource,
+                             const std::string& tenant_id, uint32_t* others_harmed) {
+  for (const ResourceVerdict& v : evaluation.verdicts) {
+    if (v.resource != resource) continue;
+    for (const TenantShare& s : v.judgement.tenants) {
+      if (s.id != tenant_id) continue;
+      *others_harmed = v.judgement.harmed - (s.harmed ? 1 : 0);
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::string_view ActionKindName(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::kLimit:
+      return "limit";
+    case ActionKind::kStepDown:
+      return "step-down";
+    case ActionKind::kStepUp:
+      return "step-up";
+    case ActionKind::kRenew:
+      return "renew";
+    case ActionKind::kRelease:
+      return "release";
+    case ActionKind::kSkip:
+      return "skip";
+  }
+  return "unknown";
+}
+
+bool Planner::DryRun(v1::Resource resource) const {
+  return params_.dry_run ||
+         std::find(params_.dry_run_resources.begin(), params_.dry_run_resources.end(), resource) !=
+             params_.dry_run_resources.end();
+}
+
+double Planner::LimitOf(const std::string& host_id, const std::string& tenant_id,
+                        v1::Resource resource) const {
+  auto it = cases_.find(Key(host_id, tenant_id, resource));
+  return it == cases_.end() ? 0 : it->second.limit;
+}
+
+LimitsInForce Planner::LimitsOn(const std::string& host_id) const {
+  LimitsInForce limits;
+  for (const auto& [key, c] : cases_) {
+    if (std::get<0>(key) == host_id) limits[std::get<1>(key)][std::get<2>(key)] = c.limit;
+  }
+  return limits;
+}
+
+std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evaluation,
+                                         size_t host_tenants, const ExemptFn& exempt) {
+  std::vector<PlannedAction> actions;
+  if (evaluation.seq == 0) return actions;  // an interval already planned for
+  const std::string& host = evaluation.host_id;
+  auto action = [&](const Key& key, ActionKind kind, double limit, absl::Time lease, bool dry_run,
+                    std::string reason) {
+    PlannedAction a;
+    a.host_id = host;
+    a.tenant_id = std::get<1>(key);
+    a.resource = std::get<2>(key);
+    a.kind = kind;
+    a.limit = limit;
+    a.lease_expires = lease;
+    a.dry_run = dry_run;
+    a.reason = std::move(reason);
+    actions.push_back(std::move(a));
+  };
+
+  // Cases in progress on this host.
+  size_t limited = 0;
+  for (auto it = cases_.begin(); it != cases_.end();) {
+    const Key& key = it->first;
+    Case& c = it->second;
+    if (std::get<0>(key) != host) {
+      ++it;
+      continue;
+    }
+    const v1::Resource resource = std::get<2>(key);
+    uint32_t others_harmed = 0;
+    const TenantShare* share = FindShare(evaluation, resource, std::get<1>(key), &others_harmed);
+    if (share == nullptr) {
+      action(key, ActionKind::kRelease, 0, now, c.dry_run, "the tenant is gone from the host");
+      it = cases_.erase(it);
+      continue;
+    }
+    bool acted = false;
+    const bool step_due = now - c.last_step >= params_.step_interval;
+    if (others_harmed > 0) {
+      c.quiet_since = absl::InfinitePast();
+      const double lower = std::max(c.floor, c.limit * params_.step_down);
+      if (step_due && lower < c.limit) {
+        c.limit = lower;
+        c.last_step = now;
+        c.lease_expires = now + params_.lease;
+        action(key, ActionKind::kStepDown, c.limit, c.lease_expires, c.dry_run,
+               absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
+                            Amount(c.limit, resource),
+                            c.limit <= c.floor ? " (its floor: half its entitlement)" : ""));
+        acted = true;
+      }
+    } else {
+      if (c.quiet_since == absl::InfinitePast()) c.quiet_since = now;
+      if (step_due && now - c.quiet_since >= params_.quiet_period) {
+        const double higher = c.limit * params_.step_up;
+        if (higher >= c.opening_usage) {
+          action(key, ActionKind::kRelease, 0, now, c.dry_run,
+                 absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
+                              "; limit back above its usage when the case opened (",
+                              Amount(c.opening_usage, resource), ")"));
+          cooldown_until_[key] = now + params_.cooldown;
+          it = cases_.erase(it);
+          continue;
+        }
+        c.limit = higher;
+        c.last_step = now;
+        c.lease_expires = now + params_.lease;
+        action(key, ActionKind::kStepUp, c.limit, c.lease_expires, c.dry_run,
+               absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
+                            "; limit raised to ", Amount(c.limit, resource)));
+        acted = true;
+      }
+    }
+    if (!acted && c.lease_expires - now <= params_.lease / 2) {
+      c.lease_expires = now + params_.lease;
+      action(key, ActionKind::kRenew, c.limit, c.lease_expires, c.dry_run, "case still open");
+    }
+    ++limited;
+    ++it;
+  }
+  for (auto it = cooldown_until_.begin(); it != cooldown_until_.end();) {
+    it = it->second <= now ? cooldown_until_.erase(it) : std::next(it);
+  }
+
+  // New offenders.
+  const size_t cap =
+      std::max<size_t>(1, static_cast<size_t>(std::floor(params_.max_limited_fraction *
+                                                         static_cast<double>(host_tenants))));
+  for (const Finding& f : evaluation.findings) {
+    const Key key(host, f.offender.id, f.resource);
+    if (cases_.contains(key)) continue;
+    const bool dry_run = DryRun(f.resource);
+    if (exempt && exempt(host, f.offender.id)) {
+      action(key, ActionKind::kSkip, 0, now, dry_run, "exempt");
+      continue;
+    }
+    if (auto cool = cooldown_until_.find(key); cool != cooldown_until_.end()) {
+      action(key, ActionKind::kSkip, 0, now, dry_run,
+             absl::StrCat("cooling down for another ", absl::FormatDuration(cool->second - now),
+                          " after its last release"));
+      continue;
+    }
+    if (limited >= cap) {
+      action(key, ActionKind::kSkip, 0, now, dry_run,
+             absl::StrCat("cap reached: ", limited, " of ", host_tenants,
+                          " tenants on the host already limited"));
+      continue;
+    }
+    const TenantShare& s = f.offender.share;
+    Case c;
+    c.floor = params_.floor_fraction * s.entitled;
+    c.limit = std::max(c.floor, s.fair * (1 + params_.headroom));
+    if (c.limit >= s.usage) {
+      action(key, ActionKind::kSkip, 0, now, dry_run,
+             "a limit at its fair share plus headroom would not bind");
+      continue;
+    }
+    c.opening_usage = s.usage;
+    c.last_step = now;
+    c.lease_expires = now + params_.lease;
+    c.dry_run = dry_run;
+    std::vector<std::string> harmed;
+    for (const HarmedNeighbour& h : f.harmed) {
+      harmed.push_back(absl::StrCat(h.id, " (", absl::StrJoin(h.evidence, ", "), ")"));
+    }
+    action(
+        key, ActionKind::kLimit, c.limit, c.lease_expires, dry_run,
+        absl::StrCat("using ", Amount(s.usage, f.resource), " of ", Amount(f.capacity, f.resource),
+                     ", above its fair share ", Amount(s.fair, f.resource), " and its entitlement ",
+                     Amount(s.entitled, f.resource), " in ", f.offender.flagged_intervals,
+                     " recent intervals", f.contended ? "; host contended" : "",
+                     harmed.empty() ? "" : "; harmed: ", absl::StrJoin(harmed, "; ")));
+    cases_.emplace(key, c);
+    ++limited;
+  }
+  return actions;
+}
+
+}  // namespace fairwatch::controller

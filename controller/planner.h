@@ -1,0 +1,99 @@
+// The planner: what to do about offenders, graduated, bounded and reversible
+// (docs/policy.md, "Actions"). It turns each interval's evaluation of a host
+// into limit actions for the agent: a first limit near the fair share plus
+// headroom, steps down while neighbours still suffer (never below a floor),
+// steps up after a quiet period, then release. Every limit carries a lease
+// that is renewed while the case lives.
+//
+// Pure: the caller passes the time, so the state machine runs on a simulated
+// clock in tests. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "controller/engine.h"
+
+namespace fairwatch::controller {
+
+struct PlannerParams {
+  double headroom = 0.10;                           // first limit = fair share x (1 + headroom)
+  double step_down = 0.80;                          // limit x this while harm persists
+  double step_up = 1.25;                            // limit x this once quiet
+  double floor_fraction = 0.5;                      // never below this share of the entitlement
+  absl::Duration step_interval = absl::Seconds(5);  // between two steps
+  absl::Duration quiet_period = absl::Seconds(10);  // no harm this long before stepping up
+  absl::Duration lease = absl::Seconds(30);         // the agent reverts an unrenewed limit
+  absl::Duration cooldown = absl::Seconds(60);      // after a release, before a new limit
+  // At most this share of a host's tenants limited at once (at least one).
+  double max_limited_fraction = 0.25;
+  bool dry_run = false;                         // decide and record, send nothing
+  std::vector<v1::Resource> dry_run_resources;  // dry run for these only
+};
+
+enum class ActionKind {
+  kLimit,     // first limit of a case
+  kStepDown,  // harm persists
+  kStepUp,    // quiet
+  kRenew,     // same limit, new lease
+  kRelease,   // limit removed, case closed
+  kSkip,      // an offender left alone (exempt, cooling down, cap reached): recorded, not sent
+};
+
+absl::string_view ActionKindName(ActionKind kind);
+
+struct PlannedAction {
+  std::string host_id;
+  std::string tenant_id;
+  v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+  ActionKind kind = ActionKind::kSkip;
+  double limit = 0;  // resource units; 0 for release and skip
+  absl::Time lease_expires = absl::InfinitePast();
+  bool dry_run = false;
+  std::string reason;  // why, in words a customer could read
+};
+
+class Planner {
+ public:
+  explicit Planner(PlannerParams params) : params_(std::move(params)) {}
+
+  // Whether a tenant is exempt (by its id or its account); default: none.
+  using ExemptFn = std::function<bool(const std::string& host_id, const std::string& tenant_id)>;
+
+  // Plans for one host at `now` from its latest evaluation. `host_tenants`:
+  // how many tenants the host has (for the cap on limited tenants).
+  std::vector<PlannedAction> Plan(absl::Time now, const Evaluation& evaluation, size_t host_tenants,
+                                  const ExemptFn& exempt = nullptr);
+
+  // The limit in force for (host, tenant, resource); 0 when none.
+  double LimitOf(const std::string& host_id, const std::string& tenant_id,
+                 v1::Resource resource) const;
+  // Every limit in force on a host, for the engine (demand is at least the limit).
+  LimitsInForce LimitsOn(const std::string& host_id) const;
+  size_t active_cases() const { return cases_.size(); }
+
+ private:
+  using Key = std::tuple<std::string, std::string, v1::Resource>;  // host, tenant, resource
+  struct Case {
+    double limit = 0;
+    double floor = 0;
+    double opening_usage = 0;  // released once the limit is back up to this
+    absl::Time last_step;
+    absl::Time quiet_since = absl::InfinitePast();  // InfinitePast: harm now
+    absl::Time lease_expires;
+    bool dry_run = false;
+  };
+
+  bool DryRun(v1::Resource resource) const;
+
+  PlannerParams params_;
+  std::map<Key, Case> cases_;
+  std::map<Key, absl::Time> cooldown_until_;
+};
+
+}  // namespace fairwatch::controller

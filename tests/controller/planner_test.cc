@@ -1,0 +1,180 @@
+// The planner's state machine on a simulated clock.
+#include "controller/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace fairwatch::controller {
+namespace {
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
+
+absl::Time At(int seconds) { return kT0 + absl::Seconds(seconds); }
+
+// One interval of host "hv": `hog` with the given shares, `victim` harmed or
+// not; the hog is an offender when `offender` is set.
+Evaluation Interval(uint64_t seq, bool offender, bool victim_harmed, double usage = 1.6,
+                    v1::Resource resource = v1::RESOURCE_CPU, const std::string& hog = "hog") {
+  Evaluation e;
+  e.host_id = "hv";
+  e.seq = seq;
+  ResourceVerdict v;
+  v.resource = resource;
+  TenantShare h;
+  h.id = hog;
+  h.usage = usage;
+  h.fair = 1.0;
+  h.entitled = 1.0;
+  h.active = true;
+  TenantShare victim;
+  victim.id = "victim";
+  victim.usage = 0.4;
+  victim.fair = 1.0;
+  victim.entitled = 1.0;
+  victim.harmed = victim_harmed;
+  v.judgement.capacity = 2;
+  v.judgement.harmed = victim_harmed ? 1 : 0;
+  v.judgement.tenants = {h, victim};
+  e.verdicts.push_back(v);
+  if (offender) {
+    Finding f;
+    f.host_id = "hv";
+    f.seq = seq;
+    f.resource = resource;
+    f.capacity = 2;
+    f.contended = true;
+    f.offender.id = hog;
+    f.offender.share = h;
+    f.offender.flagged_intervals = 3;
+    if (victim_harmed) f.harmed.push_back({"victim", {"run-queue wait p99 8.4 ms"}});
+    e.findings.push_back(f);
+  }
+  return e;
+}
+
+struct Step {
+  int t;
+  ActionKind kind;
+  double limit;
+};
+
+TEST(Planner, LimitStepDownToTheFloorRenewQuietStepUpReleaseCoolDown) {
+  Planner planner{PlannerParams{}};
+  std::vector<Step> got;
+  uint64_t seq = 0;
+  for (int t = 0; t <= 150; ++t) {
+    // Harm until t=40; the hog is flagged again from t=80 on.
+    const bool harm = t < 40;
+    const bool offender = t == 0 || t >= 80;
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(++seq, offender, harm), 2)) {
+      EXPECT_EQ(a.tenant_id, "hog");
+      EXPECT_FALSE(a.dry_run);
+      EXPECT_FALSE(a.reason.empty());
+      got.push_back({t, a.kind, a.limit});
+    }
+  }
+  const std::vector<Step> want = {
+      {0, ActionKind::kLimit, 1.1},      // fair share 1.0 + 10 % headroom
+      {5, ActionKind::kStepDown, 0.88},  // harm persists: x0.8 every 5 s
+      {10, ActionKind::kStepDown, 0.704},     {15, ActionKind::kStepDown, 0.5632},
+      {20, ActionKind::kStepDown, 0.5},  // floor: half its entitlement
+      {35, ActionKind::kRenew, 0.5},     // lease (30 s) half gone
+      {50, ActionKind::kStepUp, 0.625},  // quiet since 40, for 10 s
+      {55, ActionKind::kStepUp, 0.78125},     {60, ActionKind::kStepUp, 0.9765625},
+      {65, ActionKind::kStepUp, 1.220703125}, {70, ActionKind::kStepUp, 1.52587890625},
+      {75, ActionKind::kRelease, 0},  // x1.25 would pass its usage when the case opened (1.6)
+  };
+  ASSERT_GE(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].t, want[i].t) << "step " << i;
+    EXPECT_EQ(got[i].kind, want[i].kind) << "step " << i << " at t=" << got[i].t;
+    EXPECT_NEAR(got[i].limit, want[i].limit, 1e-9) << "step " << i;
+  }
+  // Flagged again at 80: cooling down (60 s after the release at 75) until 135.
+  ASSERT_GT(got.size(), want.size());
+  EXPECT_EQ(got[want.size()].t, 80);
+  EXPECT_EQ(got[want.size()].kind, ActionKind::kSkip);
+  const auto relimit = std::find_if(got.begin(), got.end(), [](const Step& s) {
+    return s.t > 75 && s.kind == ActionKind::kLimit;
+  });
+  ASSERT_NE(relimit, got.end());
+  EXPECT_EQ(relimit->t, 135);
+}
+
+TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
+  Planner planner{PlannerParams{}};
+  std::vector<PlannedAction> first = planner.Plan(At(0), Interval(1, true, true), 2);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].lease_expires, At(30));
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.1);
+  EXPECT_DOUBLE_EQ(planner.LimitsOn("hv").at("hog").at(v1::RESOURCE_CPU), 1.1);
+  // Harm persists but the floor is reached after a few steps; the lease never lapses.
+  absl::Time lease = first[0].lease_expires;
+  for (int t = 1; t <= 200; ++t) {
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(1 + t, false, true), 2)) {
+      EXPECT_LE(At(t), lease) << "acted after the lease expired at t=" << t;
+      lease = a.lease_expires;
+    }
+    EXPECT_GT(lease, At(t)) << "lease lapsed at t=" << t;
+  }
+}
+
+TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
+  Planner planner{PlannerParams{}};  // 25 % of 4 tenants: one
+  Evaluation e = Interval(1, true, true);
+  Evaluation other = Interval(1, true, true, 1.6, v1::RESOURCE_CPU, "hog2");
+  e.findings.push_back(other.findings[0]);
+  e.verdicts[0].judgement.tenants.push_back(other.verdicts[0].judgement.tenants[0]);
+  std::vector<PlannedAction> actions = planner.Plan(At(0), e, 4);
+  ASSERT_EQ(actions.size(), 2u);
+  EXPECT_EQ(actions[0].kind, ActionKind::kLimit);
+  EXPECT_EQ(actions[1].kind, ActionKind::kSkip);
+  EXPECT_NE(actions[1].reason.find("cap reached: 1 of 4"), std::string::npos) << actions[1].reason;
+  EXPECT_EQ(planner.active_cases(), 1u);
+}
+
+TEST(Planner, ExemptTenantsAreRecordedButNeverLimited) {
+  Planner planner{PlannerParams{}};
+  auto exempt = [](const std::string&, const std::string& tenant) { return tenant == "hog"; };
+  std::vector<PlannedAction> actions = planner.Plan(At(0), Interval(1, true, true), 2, exempt);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].kind, ActionKind::kSkip);
+  EXPECT_EQ(actions[0].reason, "exempt");
+  EXPECT_EQ(planner.active_cases(), 0u);
+}
+
+TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
+  PlannerParams params;
+  params.dry_run_resources = {v1::RESOURCE_CPU};
+  Planner planner(params);
+  std::vector<PlannedAction> cpu = planner.Plan(At(0), Interval(1, true, true), 2);
+  ASSERT_EQ(cpu.size(), 1u);
+  EXPECT_EQ(cpu[0].kind, ActionKind::kLimit);
+  EXPECT_TRUE(cpu[0].dry_run);
+  // Next interval: the CPU case goes on (nothing due yet) and a disk offender appears.
+  Evaluation next = Interval(2, false, true);
+  Evaluation disk = Interval(2, true, true, 160e6, v1::RESOURCE_DISK_BANDWIDTH, "hog2");
+  next.verdicts.push_back(disk.verdicts[0]);
+  next.findings.push_back(disk.findings[0]);
+  std::vector<PlannedAction> actions = planner.Plan(At(1), next, 8);  // cap: 2 of 8
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].resource, v1::RESOURCE_DISK_BANDWIDTH);
+  EXPECT_EQ(actions[0].kind, ActionKind::kLimit);
+  EXPECT_FALSE(actions[0].dry_run);
+}
+
+TEST(Planner, ACaseOfATenantThatLeftIsReleased) {
+  Planner planner{PlannerParams{}};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true), 2).size(), 1u);
+  Evaluation gone = Interval(2, false, true);
+  gone.verdicts[0].judgement.tenants.erase(gone.verdicts[0].judgement.tenants.begin());
+  std::vector<PlannedAction> actions = planner.Plan(At(1), gone, 1);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].kind, ActionKind::kRelease);
+  EXPECT_EQ(planner.active_cases(), 0u);
+  EXPECT_TRUE(planner.Plan(At(2), Evaluation{}, 1).empty()) << "an already-judged interval";
+}
+
+}  // namespace
+}  // namespace fairwatch::controller
