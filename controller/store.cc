@@ -39,6 +39,38 @@ CREATE TABLE tenants (
   PRIMARY KEY (host_id, tenant_id)
 );
 )sql"},
+    {2, R"sql(
+CREATE TABLE cases (
+  case_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  host_id TEXT NOT NULL,
+  tenant_id TEXT NOT NULL,
+  tenant_name TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  state TEXT NOT NULL,
+  opened_unix_ns INTEGER NOT NULL,
+  closed_unix_ns INTEGER NOT NULL DEFAULT 0,
+  opened_by TEXT NOT NULL,
+  close_reason TEXT NOT NULL DEFAULT '',
+  dry_run INTEGER NOT NULL,
+  opening BLOB NOT NULL
+);
+CREATE INDEX cases_by_state ON cases(state, host_id, tenant_id);
+CREATE TABLE case_actions (
+  action_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  case_id INTEGER NOT NULL REFERENCES cases(case_id),
+  kind TEXT NOT NULL,
+  limit_value REAL NOT NULL,
+  at_unix_ns INTEGER NOT NULL,
+  lease_expires_unix_ns INTEGER NOT NULL,
+  dry_run INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  decided_by TEXT NOT NULL,
+  ack TEXT NOT NULL,
+  ack_message TEXT NOT NULL DEFAULT '',
+  ack_unix_ns INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX case_actions_by_case ON case_actions(case_id, action_id);
+)sql"},
 };
 
 absl::StatusCode SqliteCode(int rc) {
@@ -99,6 +131,12 @@ SqliteStore::~SqliteStore() {
   list_hosts_.reset();
   list_tenants_.reset();
   list_host_tenants_.reset();
+  insert_case_.reset();
+  insert_action_.reset();
+  case_state_.reset();
+  record_ack_.reset();
+  close_case_.reset();
+  list_actions_.reset();
   sqlite3_close_v2(db_);
 }
 
@@ -261,6 +299,24 @@ FROM hosts ORDER BY host_id)sql"));
   ASSIGN_OR_RETURN(
       list_host_tenants_,
       Prepare(absl::StrCat(kTenantColumns, " WHERE host_id = ?1 ORDER BY tenant_id").c_str()));
+  ASSIGN_OR_RETURN(insert_case_, Prepare(R"sql(
+INSERT INTO cases(host_id, tenant_id, tenant_name, resource, state, opened_unix_ns, opened_by,
+                  dry_run, opening)
+VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8))sql"));
+  ASSIGN_OR_RETURN(insert_action_, Prepare(R"sql(
+INSERT INTO case_actions(case_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run,
+                         reason, decided_by, ack, ack_message, ack_unix_ns)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql"));
+  ASSIGN_OR_RETURN(case_state_, Prepare("SELECT state FROM cases WHERE case_id = ?1"));
+  ASSIGN_OR_RETURN(record_ack_, Prepare(R"sql(
+UPDATE case_actions SET ack = ?2, ack_message = ?3, ack_unix_ns = ?4 WHERE action_id = ?1)sql"));
+  ASSIGN_OR_RETURN(close_case_, Prepare(R"sql(
+UPDATE cases SET state = 'closed', close_reason = ?2, closed_unix_ns = ?3
+WHERE case_id = ?1 AND state = 'open')sql"));
+  ASSIGN_OR_RETURN(list_actions_, Prepare(R"sql(
+SELECT action_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run, reason,
+       decided_by, ack, ack_message, ack_unix_ns
+FROM case_actions WHERE case_id = ?1 ORDER BY action_id)sql"));
   return absl::OkStatus();
 }
 
@@ -352,6 +408,197 @@ absl::StatusOr<std::vector<StoredTenant>> SqliteStore::ListTenants(absl::string_
   sqlite3_clear_bindings(statement);
   if (rc != SQLITE_DONE) return Error(rc, absl::StrCat("listing tenants of host ", host_id));
   return tenants;
+}
+
+absl::Status SqliteStore::InTransaction(absl::string_view what,
+                                        const std::function<absl::Status()>& body) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
+  absl::Status status = body();
+  if (!status.ok()) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return status;
+  }
+  return Exec("COMMIT", what);
+}
+
+absl::StatusOr<uint64_t> SqliteStore::InsertAction(uint64_t case_id, v1::CaseAction* action) {
+  sqlite3_stmt* st = insert_action_.get();
+  const std::string kind = v1::ActionKind_Name(action->kind());
+  const std::string ack = v1::AckState_Name(action->ack());
+  sqlite3_bind_int64(st, 1, static_cast<int64_t>(case_id));
+  BindText(st, 2, kind);
+  sqlite3_bind_double(st, 3, action->limit());
+  sqlite3_bind_int64(st, 4, action->at_unix_ns());
+  sqlite3_bind_int64(st, 5, action->lease_expires_unix_ns());
+  sqlite3_bind_int(st, 6, action->dry_run() ? 1 : 0);
+  BindText(st, 7, action->reason());
+  BindText(st, 8, action->decided_by());
+  BindText(st, 9, ack);
+  BindText(st, 10, action->ack_message());
+  sqlite3_bind_int64(st, 11, action->ack_unix_ns());
+  RETURN_IF_ERROR(Run(st, absl::StrCat("recording an action of case ", case_id)));
+  action->set_action_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
+  return action->action_id();
+}
+
+absl::StatusOr<v1::Case> SqliteStore::OpenCase(v1::Case c) {
+  if (c.host_id().empty() || c.tenant_id().empty()) {
+    return absl::InvalidArgumentError("a case needs a host and a tenant");
+  }
+  absl::MutexLock lock(&mu_);
+  const std::string what =
+      absl::StrCat("opening a case for tenant ", c.tenant_id(), " on host ", c.host_id());
+  RETURN_IF_ERROR(InTransaction(what, [&]() -> absl::Status {
+    sqlite3_stmt* st = insert_case_.get();
+    const std::string resource = v1::Resource_Name(c.resource());
+    const std::string opening = c.opening().SerializeAsString();
+    BindText(st, 1, c.host_id());
+    BindText(st, 2, c.tenant_id());
+    BindText(st, 3, c.tenant_name());
+    BindText(st, 4, resource);
+    sqlite3_bind_int64(st, 5, c.opened_unix_ns());
+    BindText(st, 6, c.opened_by());
+    sqlite3_bind_int(st, 7, c.dry_run() ? 1 : 0);
+    sqlite3_bind_blob(st, 8, opening.data(), static_cast<int>(opening.size()), SQLITE_STATIC);
+    RETURN_IF_ERROR(Run(st, what));
+    c.set_case_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
+    for (v1::CaseAction& action : *c.mutable_actions()) {
+      RETURN_IF_ERROR(InsertAction(c.case_id(), &action).status());
+    }
+    return absl::OkStatus();
+  }));
+  c.set_state(v1::CASE_STATE_OPEN);
+  return c;
+}
+
+absl::StatusOr<v1::CaseAction> SqliteStore::AddAction(uint64_t case_id, v1::CaseAction action) {
+  absl::MutexLock lock(&mu_);
+  const std::string what = absl::StrCat("adding an action to case ", case_id);
+  RETURN_IF_ERROR(InTransaction(what, [&]() -> absl::Status {
+    sqlite3_stmt* st = case_state_.get();
+    sqlite3_bind_int64(st, 1, static_cast<int64_t>(case_id));
+    const int rc = sqlite3_step(st);
+    const std::string state = rc == SQLITE_ROW ? ColumnText(st, 0) : "";
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error(rc, what);
+    if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("no case ", case_id));
+    if (state != "open") {
+      return absl::FailedPreconditionError(absl::StrCat("case ", case_id, " is closed"));
+    }
+    return InsertAction(case_id, &action).status();
+  }));
+  return action;
+}
+
+absl::Status SqliteStore::RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
+                                    absl::Time at) {
+  absl::MutexLock lock(&mu_);
+  sqlite3_stmt* st = record_ack_.get();
+  const std::string state = v1::AckState_Name(ack);
+  sqlite3_bind_int64(st, 1, static_cast<int64_t>(action_id));
+  BindText(st, 2, state);
+  BindText(st, 3, message);
+  sqlite3_bind_int64(st, 4, absl::ToUnixNanos(at));
+  RETURN_IF_ERROR(Run(st, absl::StrCat("recording the acknowledgement of action ", action_id)));
+  if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no action ", action_id));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) {
+  absl::MutexLock lock(&mu_);
+  sqlite3_stmt* st = close_case_.get();
+  sqlite3_bind_int64(st, 1, static_cast<int64_t>(case_id));
+  BindText(st, 2, reason);
+  sqlite3_bind_int64(st, 3, absl::ToUnixNanos(at));
+  RETURN_IF_ERROR(Run(st, absl::StrCat("closing case ", case_id)));
+  if (sqlite3_changes(db_) == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("case ", case_id, " is not open (unknown or already closed)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::LoadActions(v1::Case* c) {
+  sqlite3_stmt* st = list_actions_.get();
+  sqlite3_bind_int64(st, 1, static_cast<int64_t>(c->case_id()));
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    v1::CaseAction* a = c->add_actions();
+    a->set_action_id(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
+    v1::ActionKind kind = v1::ACTION_KIND_UNSPECIFIED;
+    v1::ActionKind_Parse(ColumnText(st, 1), &kind);
+    a->set_kind(kind);
+    a->set_limit(sqlite3_column_double(st, 2));
+    a->set_at_unix_ns(sqlite3_column_int64(st, 3));
+    a->set_lease_expires_unix_ns(sqlite3_column_int64(st, 4));
+    a->set_dry_run(sqlite3_column_int(st, 5) != 0);
+    a->set_reason(ColumnText(st, 6));
+    a->set_decided_by(ColumnText(st, 7));
+    v1::AckState ack = v1::ACK_STATE_UNSPECIFIED;
+    v1::AckState_Parse(ColumnText(st, 8), &ack);
+    a->set_ack(ack);
+    a->set_ack_message(ColumnText(st, 9));
+    a->set_ack_unix_ns(sqlite3_column_int64(st, 10));
+  }
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_DONE)
+    return Error(rc, absl::StrCat("reading the actions of case ", c->case_id()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Case>> SqliteStore::ListCases(const CaseFilter& filter) {
+  absl::MutexLock lock(&mu_);
+  std::string sql =
+      "SELECT case_id, host_id, tenant_id, tenant_name, resource, state, opened_unix_ns, "
+      "closed_unix_ns, opened_by, close_reason, dry_run, opening FROM cases WHERE 1";
+  if (filter.open_only) sql += " AND state = 'open'";
+  if (!filter.host_id.empty()) sql += " AND host_id = ?1";
+  if (!filter.tenant_id.empty()) sql += " AND tenant_id = ?2";
+  if (filter.case_id != 0) sql += " AND case_id = ?4";
+  sql += " ORDER BY case_id DESC LIMIT ?3";
+  ASSIGN_OR_RETURN(Statement query, Prepare(sql.c_str()));
+  sqlite3_stmt* st = query.get();
+  if (!filter.host_id.empty()) BindText(st, 1, filter.host_id);
+  if (!filter.tenant_id.empty()) BindText(st, 2, filter.tenant_id);
+  sqlite3_bind_int64(st, 3, filter.limit > 0 ? filter.limit : -1);
+  if (filter.case_id != 0) sqlite3_bind_int64(st, 4, static_cast<int64_t>(filter.case_id));
+  std::vector<v1::Case> cases;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    v1::Case& c = cases.emplace_back();
+    c.set_case_id(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
+    c.set_host_id(ColumnText(st, 1));
+    c.set_tenant_id(ColumnText(st, 2));
+    c.set_tenant_name(ColumnText(st, 3));
+    v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+    v1::Resource_Parse(ColumnText(st, 4), &resource);
+    c.set_resource(resource);
+    c.set_state(ColumnText(st, 5) == "open" ? v1::CASE_STATE_OPEN : v1::CASE_STATE_CLOSED);
+    c.set_opened_unix_ns(sqlite3_column_int64(st, 6));
+    c.set_closed_unix_ns(sqlite3_column_int64(st, 7));
+    c.set_opened_by(ColumnText(st, 8));
+    c.set_close_reason(ColumnText(st, 9));
+    c.set_dry_run(sqlite3_column_int(st, 10) != 0);
+    const void* blob = sqlite3_column_blob(st, 11);
+    const int size = sqlite3_column_bytes(st, 11);
+    if (blob != nullptr && !c.mutable_opening()->ParseFromArray(blob, size)) {
+      return absl::DataLossError(absl::StrCat("case ", c.case_id(), " in database ", path_,
+                                              ": its opening evidence does not parse"));
+    }
+  }
+  if (rc != SQLITE_DONE) return Error(rc, "listing cases");
+  for (v1::Case& c : cases) RETURN_IF_ERROR(LoadActions(&c));
+  return cases;
+}
+
+absl::StatusOr<v1::Case> SqliteStore::GetCase(uint64_t case_id) {
+  CaseFilter filter;
+  filter.case_id = case_id;
+  ASSIGN_OR_RETURN(std::vector<v1::Case> found, ListCases(filter));
+  if (found.empty()) return absl::NotFoundError(absl::StrCat("no case ", case_id));
+  return std::move(found.front());
 }
 
 }  // namespace fairwatch::controller

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fairwatch/v1/agent.pb.h"
+#include "fairwatch/v1/cases.pb.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -39,6 +41,14 @@ struct StoredTenant {
   int64_t removed_unix_ns = 0;  // 0 while present
 };
 
+struct CaseFilter {
+  bool open_only = false;
+  std::string host_id;    // empty: every host
+  std::string tenant_id;  // empty: every tenant
+  uint64_t case_id = 0;   // 0: every case
+  uint32_t limit = 100;   // newest first; 0: no limit
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -51,6 +61,22 @@ class Store {
   virtual absl::StatusOr<std::vector<StoredHost>> ListHosts() = 0;
   // Empty host_id: all hosts. Includes removed tenants.
   virtual absl::StatusOr<std::vector<StoredTenant>> ListTenants(absl::string_view host_id) = 0;
+
+  // Cases. Every call is one transaction: when it returns OK the record is on
+  // disk and survives the controller being killed.
+  //
+  // Stores `c` as open with its actions (ids assigned); returns it as stored.
+  virtual absl::StatusOr<v1::Case> OpenCase(v1::Case c) = 0;
+  // Appends an action to an open case; returns it with its id.
+  virtual absl::StatusOr<v1::CaseAction> AddAction(uint64_t case_id, v1::CaseAction action) = 0;
+  // What the agent said about an action.
+  virtual absl::Status RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
+                                 absl::Time at) = 0;
+  virtual absl::Status CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) = 0;
+  // NotFound for an unknown id.
+  virtual absl::StatusOr<v1::Case> GetCase(uint64_t case_id) = 0;
+  // Newest first, with their actions.
+  virtual absl::StatusOr<std::vector<v1::Case>> ListCases(const CaseFilter& filter) = 0;
 };
 
 class SqliteStore final : public Store {
@@ -68,6 +94,13 @@ class SqliteStore final : public Store {
                                absl::Time now) override;
   absl::StatusOr<std::vector<StoredHost>> ListHosts() override;
   absl::StatusOr<std::vector<StoredTenant>> ListTenants(absl::string_view host_id) override;
+  absl::StatusOr<v1::Case> OpenCase(v1::Case c) override;
+  absl::StatusOr<v1::CaseAction> AddAction(uint64_t case_id, v1::CaseAction action) override;
+  absl::Status RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
+                         absl::Time at) override;
+  absl::Status CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) override;
+  absl::StatusOr<v1::Case> GetCase(uint64_t case_id) override;
+  absl::StatusOr<std::vector<v1::Case>> ListCases(const CaseFilter& filter) override;
 
   absl::StatusOr<int> SchemaVersion();
   static int LatestSchemaVersion();
@@ -91,6 +124,12 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Error(int rc, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int> SchemaVersionLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `body` in one IMMEDIATE transaction; rolls back when it fails.
+  absl::Status InTransaction(absl::string_view what, const std::function<absl::Status()>& body)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> InsertAction(uint64_t case_id, v1::CaseAction* action)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadActions(v1::Case* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
   absl::Mutex mu_;
@@ -102,6 +141,12 @@ class SqliteStore final : public Store {
   Statement list_hosts_ ABSL_GUARDED_BY(mu_);
   Statement list_tenants_ ABSL_GUARDED_BY(mu_);
   Statement list_host_tenants_ ABSL_GUARDED_BY(mu_);
+  Statement insert_case_ ABSL_GUARDED_BY(mu_);
+  Statement insert_action_ ABSL_GUARDED_BY(mu_);
+  Statement case_state_ ABSL_GUARDED_BY(mu_);
+  Statement record_ack_ ABSL_GUARDED_BY(mu_);
+  Statement close_case_ ABSL_GUARDED_BY(mu_);
+  Statement list_actions_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fairwatch::controller
