@@ -208,10 +208,10 @@ class AgentLinkService::AgentStream final
             std::make_shared<const v1::UsageReport>(std::move(*incoming_.mutable_report())));
       case v1::AgentMessage::kLimitAck: {
         const v1::LimitAck& ack = incoming_.limit_ack();
-        // Kept in the log only until the planner consumes acks.
         FW_LOG(Info, "host ", host_id_, " acked limit command ", ack.command_id(), ": code ",
                ack.status_code(), ack.status_message().empty() ? "" : " ", ack.status_message(),
                " (in effect: ", ack.in_effect().ShortDebugString(), ")");
+        if (service_->options_.on_limit_ack) service_->options_.on_limit_ack(host_id_, ack);
         return grpc::Status::OK;
       }
       case v1::AgentMessage::MSG_NOT_SET:

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -26,6 +27,8 @@ struct AgentLinkOptions {
   // Messages queued towards one agent before its stream is ended as stuck.
   size_t max_queued_messages = 4096;
   std::string controller_version = FAIRWATCH_VERSION;
+  // Called (on a gRPC thread) with each LimitAck an agent sends.
+  std::function<void(const std::string& host_id, const v1::LimitAck& ack)> on_limit_ack;
 };
 
 class AgentLinkService final

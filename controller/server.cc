@@ -12,12 +12,40 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
+#include "controller/policy.h"
 #include "grpcpp/server_builder.h"
 
 namespace fairwatch::controller {
 
+namespace {
+
+AgentLinkOptions LinkOptions(ControllerServer* server) {
+  AgentLinkOptions options;
+  options.on_limit_ack = [server](const std::string& host_id, const v1::LimitAck& ack) {
+    if (server->judge() != nullptr) server->judge()->OnAck(host_id, ack, absl::Now());
+  };
+  return options;
+}
+
+}  // namespace
+
 ControllerServer::ControllerServer(const v1::ControllerConfig& config, Store* store)
-    : fleet_(FleetOptions::FromConfig(config)), agent_link_(&fleet_, store), operator_(&fleet_) {}
+    : fleet_(FleetOptions::FromConfig(config)),
+      agent_link_(&fleet_, store, LinkOptions(this)),
+      operator_(&fleet_) {
+  if (store == nullptr) return;
+  JudgeOptions options;
+  // Validated with the config; a failure here means defaults.
+  absl::StatusOr<FairnessParams> fairness = FairnessParamsFromPolicy(config.fairness());
+  if (fairness.ok()) options.fairness = *fairness;
+  options.planner.dry_run = config.fairness().dry_run();
+  judge_ = std::make_unique<Judge>(
+      &fleet_, store,
+      [this](const std::string& host_id, const v1::ControllerMessage& message) {
+        return agent_link_.SendToHost(host_id, message);
+      },
+      options);
+}
 
 absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
     const v1::ControllerConfig& config, std::shared_ptr<grpc::ServerCredentials> credentials,
@@ -46,6 +74,7 @@ absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(
   const absl::Duration period = std::clamp(absl::Milliseconds(config.host_stale_ms()) / 10,
                                            absl::Milliseconds(100), absl::Seconds(10));
   server->housekeeping_ = std::thread([raw = server.get(), period] { raw->Housekeeping(period); });
+  if (server->judge_) server->judge_->Start();
   return server;
 }
 
@@ -54,6 +83,7 @@ ControllerServer::~ControllerServer() { Shutdown(absl::ZeroDuration()); }
 void ControllerServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
+  if (judge_) judge_->Stop();
   agent_link_.FinishAll(grpc::Status(grpc::StatusCode::UNAVAILABLE, "controller shutting down"));
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "controller/agent_link_service.h"
 #include "controller/fleet_state.h"
+#include "controller/judge.h"
 #include "controller/operator_service.h"
 #include "controller/store.h"
 #include "fairwatch/v1/config.pb.h"
@@ -37,6 +38,8 @@ class ControllerServer {
   int port() const { return port_; }
   FleetState& fleet() { return fleet_; }
   AgentLinkService& agent_link() { return agent_link_; }
+  // Null without a store: nothing is judged without somewhere to keep cases.
+  Judge* judge() { return judge_.get(); }
 
  private:
   ControllerServer(const v1::ControllerConfig& config, Store* store);
@@ -45,6 +48,7 @@ class ControllerServer {
   FleetState fleet_;
   AgentLinkService agent_link_;
   OperatorService operator_;
+  std::unique_ptr<Judge> judge_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Notification stop_;

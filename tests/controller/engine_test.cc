@@ -5,70 +5,15 @@
 
 #include <map>
 
+#include "tests/controller/report_builder.h"
 #include "tests/controller/test_util.h"
 
 namespace fairwatch::controller {
 namespace {
 
-using ::fairwatch::controller::testing::MakeHello;
-using ::fairwatch::controller::testing::MakeInventory;
+using ::fairwatch::controller::testing::Host;
 using ::fairwatch::controller::testing::MakeTenant;
-
-constexpr uint64_t kSecond = 1'000'000'000;
-const absl::Time kT0 = absl::FromUnixSeconds(1'700'000'000);
-
-// What a tenant does in one second.
-struct Second {
-  double cores = 0;
-  double runq_wait_cores = 0;  // summed wait of its threads, s per s
-  int wait_bucket = 0;         // log2 bucket of its waits (19: ~0.5 ms, 23: ~8 ms)
-  double throttled_fraction = 0;
-};
-
-// Accumulates cumulative counters per tenant and turns them into reports.
-class Host {
- public:
-  explicit Host(FleetState* fleet, std::string id, uint32_t cpus)
-      : fleet_(fleet), id_(std::move(id)) {
-    EXPECT_TRUE(fleet_->OnHello(MakeHello(id_, 1, cpus), 1, kT0).ok());
-  }
-  void Inventory(std::initializer_list<v1::Tenant> tenants) {
-    EXPECT_TRUE(fleet_->ApplyInventory(id_, MakeInventory(true, tenants), kT0).ok());
-  }
-  void Tick(const std::map<std::string, Second>& seconds) {
-    ++seq_;
-    v1::UsageReport report;
-    report.set_seq(seq_);
-    report.set_monotonic_ns(seq_ * kSecond);
-    for (const auto& [id, s] : seconds) {
-      Totals& t = totals_[id];
-      t.cpu_ns += static_cast<uint64_t>(s.cores * 1e9);
-      t.wait_ns += static_cast<uint64_t>(s.runq_wait_cores * 1e9);
-      t.throttled_ns += static_cast<uint64_t>(s.throttled_fraction * 1e9);
-      if (t.hist.size() < 40) t.hist.resize(40);
-      t.hist[s.wait_bucket] += 1000;  // 1000 waits a second
-      v1::TenantCounters* c = report.add_tenants();
-      c->set_tenant_id(id);
-      c->mutable_cpu()->set_usage_ns(t.cpu_ns);
-      c->mutable_cpu()->set_runq_wait_ns(t.wait_ns);
-      c->mutable_cpu()->set_runq_waits(seq_ * 1000);
-      c->mutable_cpu()->set_throttled_ns(t.throttled_ns);
-      for (uint64_t b : t.hist) c->mutable_cpu()->mutable_runq_wait_hist()->add_buckets(b);
-    }
-    absl::StatusOr<ReportOutcome> outcome = fleet_->IngestReport(id_, report);
-    ASSERT_TRUE(outcome.ok()) << outcome.status();
-  }
-
- private:
-  struct Totals {
-    uint64_t cpu_ns = 0, wait_ns = 0, throttled_ns = 0;
-    std::vector<uint64_t> hist;
-  };
-  FleetState* fleet_;
-  std::string id_;
-  uint64_t seq_ = 0;
-  std::map<std::string, Totals> totals_;
-};
+using ::fairwatch::controller::testing::Second;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -87,9 +32,9 @@ class EngineTest : public ::testing::Test {
 };
 
 TEST_F(EngineTest, AHogIsFoundAfterNofMIntervalsWithItsVictimAsEvidence) {
-  // Quiet: the victim's run-queue p99 baseline is ~0.5 ms; the hog is idle.
+  // Quiet: the victim waits under 0.52 ms (below the 1 ms floor); the hog is idle.
   for (int i = 0; i < 10; ++i) {
-    EXPECT_TRUE(Step({{"hog", {0.05, 0, 19}}, {"victim", {0.4, 0.01, 19}}}).empty());
+    EXPECT_TRUE(Step({{"hog", {0.05, 0, 18}}, {"victim", {0.4, 0.01, 18}}}).empty());
   }
   // The hog wakes up with 4 busy threads on 2 cores; the victim now waits ~8 ms.
   const std::map<std::string, Second> contended = {{"hog", {1.6, 2.4, 23}},
@@ -111,6 +56,8 @@ TEST_F(EngineTest, AHogIsFoundAfterNofMIntervalsWithItsVictimAsEvidence) {
   EXPECT_EQ(f.harmed[0].id, "victim");
   ASSERT_FALSE(f.harmed[0].evidence.empty());
   EXPECT_NE(f.harmed[0].evidence[0].find("run-queue wait p99"), std::string::npos);
+  EXPECT_EQ(f.harmed[0].evidence[0].find("baseline 0.0 ms"), std::string::npos)
+      << "the quiet intervals taught a baseline: " << f.harmed[0].evidence[0];
 
   // The same interval judged again adds nothing.
   absl::StatusOr<HostInterval> again = fleet_.LastInterval("hv");
@@ -127,7 +74,7 @@ TEST_F(EngineTest, ABusyTenantNextToAnIdleOneIsNeverAnOffender) {
 }
 
 TEST_F(EngineTest, AVictimThrottledByItsOwnQuotaIsNotHarmed) {
-  for (int i = 0; i < 10; ++i) Step({{"hog", {0.05, 0, 19}}, {"victim", {0.2, 0.01, 19}}});
+  for (int i = 0; i < 10; ++i) Step({{"hog", {0.05, 0, 18}}, {"victim", {0.2, 0.01, 18}}});
   // Not contended (1.2 of 2 cores); the victim waits because its own quota ran out.
   for (int i = 0; i < 6; ++i) {
     std::vector<Finding> findings =

@@ -1,0 +1,137 @@
+// The decision loop end to end in one process: reports into a real fleet
+// state, the engine and planner, cases in a real SQLite store, commands out
+// through a recording send function, acknowledgements back.
+#include "controller/judge.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/controller/report_builder.h"
+#include "tests/controller/test_util.h"
+
+namespace fairwatch::controller {
+namespace {
+
+using ::fairwatch::controller::testing::Host;
+using ::fairwatch::controller::testing::kT0;
+using ::fairwatch::controller::testing::MakeTenant;
+using ::fairwatch::controller::testing::TempDir;
+
+class JudgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(dir_.Join("c.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    host_ = std::make_unique<Host>(&fleet_, "hv", 2);
+    host_->Inventory({MakeTenant("hog", "hog-vm"), MakeTenant("victim", "victim-vm")});
+    judge_ = std::make_unique<Judge>(
+        &fleet_, store_.get(),
+        [this](const std::string& host, const v1::ControllerMessage& m) -> absl::Status {
+          if (!connected_) return absl::NotFoundError("host hv has no live stream");
+          EXPECT_EQ(host, "hv");
+          sent_.push_back(m.limit());
+          return absl::OkStatus();
+        },
+        JudgeOptions{});
+  }
+
+  // One second of the host; the judge runs right after the report.
+  void Tick(bool contended) {
+    if (contended) {
+      host_->Tick({{"hog", {1.6, 2.4, 23}}, {"victim", {0.4, 0.6, 23}}});
+    } else {
+      host_->Tick({{"hog", {0.05, 0, 18}}, {"victim", {0.4, 0.01, 18}}});
+    }
+    judge_->RunOnce(kT0 + absl::Seconds(static_cast<int64_t>(host_->seq())));
+  }
+
+  std::vector<v1::Case> Cases() {
+    CaseFilter all;
+    all.limit = 0;
+    absl::StatusOr<std::vector<v1::Case>> cases = store_->ListCases(all);
+    EXPECT_TRUE(cases.ok()) << cases.status();
+    return cases.ok() ? *cases : std::vector<v1::Case>{};
+  }
+
+  TempDir dir_;
+  FleetState fleet_{FleetOptions{}};
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Host> host_;
+  std::unique_ptr<Judge> judge_;
+  bool connected_ = true;
+  std::vector<v1::LimitCommand> sent_;
+};
+
+TEST_F(JudgeTest, AnOffenderGetsACaseALimitCommandAndItsAckIsRecorded) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  EXPECT_TRUE(Cases().empty());
+  for (int i = 0; i < 3; ++i) Tick(true);
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  const v1::Case& c = cases[0];
+  EXPECT_EQ(c.state(), v1::CASE_STATE_OPEN);
+  EXPECT_EQ(c.tenant_id(), "hog");
+  EXPECT_EQ(c.tenant_name(), "hog-vm");
+  EXPECT_EQ(c.resource(), v1::RESOURCE_CPU);
+  EXPECT_EQ(c.opened_by(), "policy");
+  EXPECT_NEAR(c.opening().usage(), 1.6, 0.01);
+  EXPECT_NEAR(c.opening().fair_share(), 1.0, 0.01);
+  ASSERT_EQ(c.opening().harmed_size(), 1);
+  EXPECT_EQ(c.opening().harmed(0).tenant_id(), "victim");
+  ASSERT_EQ(c.actions_size(), 1);
+  EXPECT_EQ(c.actions(0).kind(), v1::ACTION_KIND_LIMIT);
+  EXPECT_NEAR(c.actions(0).limit(), 1.1, 0.01);
+  EXPECT_EQ(c.actions(0).ack(), v1::ACK_STATE_PENDING);
+
+  ASSERT_EQ(sent_.size(), 1u);
+  EXPECT_EQ(sent_[0].kind(), v1::LimitCommand::KIND_APPLY);
+  EXPECT_EQ(sent_[0].command_id(), absl::StrCat(c.actions(0).action_id()));
+  EXPECT_EQ(sent_[0].limit().tenant_id(), "hog");
+  EXPECT_NEAR(sent_[0].limit().value(), 1.1, 0.01);
+  EXPECT_EQ(sent_[0].lease_ms(), 30000u);
+
+  v1::LimitAck ack;
+  ack.set_command_id(sent_[0].command_id());
+  ack.set_status_code(0);
+  ack.mutable_in_effect()->set_value(1.1);
+  judge_->OnAck("hv", ack, kT0 + absl::Seconds(14));
+  absl::StatusOr<v1::Case> after = store_->GetCase(c.case_id());
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->actions(0).ack(), v1::ACK_STATE_APPLIED);
+  EXPECT_EQ(judge_->stats().acks_applied, 1u);
+}
+
+TEST_F(JudgeTest, HarmPersistsThenEndsTheCaseStepsDownThenIsReleasedAndClosed) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 12; ++i) Tick(true);   // limit at 13, step down at 18
+  for (int i = 0; i < 60; ++i) Tick(false);  // quiet: step up, then release
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  const v1::Case& c = cases[0];
+  EXPECT_EQ(c.state(), v1::CASE_STATE_CLOSED);
+  EXPECT_FALSE(c.close_reason().empty());
+  std::vector<v1::ActionKind> kinds;
+  for (const auto& a : c.actions()) kinds.push_back(a.kind());
+  ASSERT_GE(kinds.size(), 3u);
+  EXPECT_EQ(kinds.front(), v1::ACTION_KIND_LIMIT);
+  EXPECT_EQ(kinds[1], v1::ACTION_KIND_STEP_DOWN);
+  EXPECT_EQ(kinds.back(), v1::ACTION_KIND_RELEASE);
+  ASSERT_FALSE(sent_.empty());
+  EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_CLEAR);
+  EXPECT_EQ(judge_->stats().cases_closed, 1u);
+}
+
+TEST_F(JudgeTest, ACommandThatCannotBeSentIsRecordedAsNotSent) {
+  connected_ = false;
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 3; ++i) Tick(true);
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  ASSERT_EQ(cases[0].actions_size(), 1);
+  EXPECT_EQ(cases[0].actions(0).ack(), v1::ACK_STATE_NOT_SENT);
+  EXPECT_NE(cases[0].actions(0).ack_message().find("no live stream"), std::string::npos);
+  EXPECT_EQ(judge_->stats().commands_failed_to_send, 1u);
+}
+
+}  // namespace
+}  // namespace fairwatch::controller
