@@ -171,6 +171,28 @@ int RunTenants(const GlobalOptions& options, const std::string& host_id, Control
       "tenants", options, response, [&] { return TenantsTable(response); }, out, err);
 }
 
+int RunCases(const GlobalOptions& options, const v1::ListCasesRequest& request,
+             ControllerSession& session, std::ostream& out, std::ostream& err) {
+  v1::ListCasesResponse response;
+  const grpc::Status status =
+      session.stub().ListCases(session.NewContext().get(), request, &response);
+  if (!status.ok()) return session.Fail("cases", status);
+  return Print(
+      "cases", options, response, [&] { return CasesTable(response, absl::Now()); }, out, err);
+}
+
+int RunCase(const GlobalOptions& options, uint64_t case_id, ControllerSession& session,
+            std::ostream& out, std::ostream& err) {
+  v1::GetCaseRequest request;
+  request.set_case_id(case_id);
+  v1::Case response;
+  const grpc::Status status =
+      session.stub().GetCase(session.NewContext().get(), request, &response);
+  if (!status.ok()) return session.Fail("case", status);
+  return Print(
+      "case", options, response, [&] { return CaseReport(response); }, out, err);
+}
+
 int RunTenant(const GlobalOptions& options, const v1::GetTenantRequest& request,
               ControllerSession& session, std::ostream& out, std::ostream& err) {
   v1::TenantDetail response;
@@ -312,6 +334,26 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
   tenant_command->footer(
       "Example: fairwatch --insecure-plaintext tenant machine.slice/vm-a --host hv-12");
 
+  v1::ListCasesRequest cases_request;
+  CLI::App* cases_command = app.add_subcommand(
+      "cases", "Fairness cases, newest first: who was limited, on what, and how");
+  cases_command->add_flag(
+      "--open", [&](int64_t) { cases_request.set_open_only(true); }, "Only open cases");
+  cases_command->add_option("--host", *cases_request.mutable_host_id(), "Only this host");
+  cases_command->add_option("--tenant", *cases_request.mutable_tenant_id(), "Only this tenant id");
+  uint32_t cases_limit = 0;
+  cases_command->add_option("--limit", cases_limit, "Cases to show (default 50, at most 1000)")
+      ->check(CLI::Range(1, 1000));
+  cases_command->footer("Example: fairwatch --insecure-plaintext cases --open --host hv-12");
+
+  uint64_t case_id = 0;
+  CLI::App* case_command = app.add_subcommand(
+      "case", "One case in full: the evidence, every action, the agent's answers");
+  case_command->add_option("id", case_id, "Case number (from fairwatch cases)")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  case_command->footer("Example: fairwatch --insecure-plaintext case 12");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -332,6 +374,11 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
     tenant_request.set_window_intervals(tenant_window);
     return RunTenant(options, tenant_request, session, out, err);
   }
+  if (cases_command->parsed()) {
+    cases_request.set_limit(cases_limit);
+    return RunCases(options, cases_request, session, out, err);
+  }
+  if (case_command->parsed()) return RunCase(options, case_id, session, out, err);
   return RunTop(options, top, session, out, err, out_is_terminal);
 }
 

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/format.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -206,6 +207,157 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
         absl::StrCat("encoding ", message.GetTypeName(), " as JSON: ", status.ToString()));
   }
   return json;
+}
+
+namespace {
+
+std::string ResourceLabel(v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return "cpu";
+    case v1::RESOURCE_DISK_BANDWIDTH:
+      return "disk";
+    case v1::RESOURCE_DISK_IOPS:
+      return "disk-iops";
+    case v1::RESOURCE_NET_RX:
+      return "net-rx";
+    case v1::RESOURCE_NET_TX:
+      return "net-tx";
+    default:
+      return "-";
+  }
+}
+
+std::string Amount(double value, v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return absl::StrCat(FormatCores(value), " cores");
+    case v1::RESOURCE_DISK_IOPS:
+      return FormatRate(value);
+    default:
+      return FormatBytesRate(value);
+  }
+}
+
+std::string ActionLabel(v1::ActionKind kind) {
+  switch (kind) {
+    case v1::ACTION_KIND_LIMIT:
+      return "limit";
+    case v1::ACTION_KIND_STEP_DOWN:
+      return "step-down";
+    case v1::ACTION_KIND_STEP_UP:
+      return "step-up";
+    case v1::ACTION_KIND_RENEW:
+      return "renew";
+    case v1::ACTION_KIND_RELEASE:
+      return "release";
+    case v1::ACTION_KIND_SKIP:
+      return "skip";
+    default:
+      return "-";
+  }
+}
+
+std::string AckLabel(const v1::CaseAction& a) {
+  switch (a.ack()) {
+    case v1::ACK_STATE_PENDING:
+      return "pending";
+    case v1::ACK_STATE_APPLIED:
+      return "applied";
+    case v1::ACK_STATE_FAILED:
+      return "failed";
+    case v1::ACK_STATE_NOT_SENT:
+      return a.dry_run() ? "dry run" : "not sent";
+    default:
+      return "-";
+  }
+}
+
+std::string ActionSummary(const v1::CaseAction& a, v1::Resource resource) {
+  std::string text = ActionLabel(a.kind());
+  if (a.limit() > 0) absl::StrAppend(&text, " ", Amount(a.limit(), resource));
+  absl::StrAppend(&text, " (", AckLabel(a), ")");
+  return text;
+}
+
+absl::Time FromNanos(int64_t ns) { return absl::FromUnixNanos(ns); }
+
+}  // namespace
+
+std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now) {
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Case& c : response.cases()) {
+    const bool open = c.state() == v1::CASE_STATE_OPEN;
+    std::string state = open ? "open" : "closed";
+    if (c.dry_run()) absl::StrAppend(&state, " (dry run)");
+    const absl::Time opened = FromNanos(c.opened_unix_ns());
+    rows.push_back(
+        {absl::StrCat(c.case_id()), state, c.host_id(),
+         c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(), ResourceLabel(c.resource()),
+         absl::StrCat(FormatCoarseDuration(now - opened), " ago"), absl::StrCat(c.actions_size()),
+         c.actions().empty() ? "-" : ActionSummary(*c.actions().rbegin(), c.resource())});
+  }
+  return RenderTable({{"CASE", Align::kRight},
+                      {"STATE"},
+                      {"HOST"},
+                      {"TENANT"},
+                      {"RESOURCE"},
+                      {"OPENED", Align::kRight},
+                      {"ACTIONS", Align::kRight},
+                      {"LAST ACTION"}},
+                     rows);
+}
+
+std::string CaseReport(const v1::Case& c) {
+  const v1::CaseEvidence& e = c.opening();
+  const v1::Resource r = c.resource();
+  std::string text = absl::StrCat(
+      "case     ", c.case_id(), c.state() == v1::CASE_STATE_OPEN ? " (open)" : " (closed)",
+      c.dry_run() ? ", dry run: nothing was sent" : "", "\ntenant   ",
+      c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(),
+      c.tenant_name().empty() || c.tenant_name() == c.tenant_id()
+          ? ""
+          : absl::StrCat(" (", c.tenant_id(), ")"),
+      " on host ", c.host_id(), "\nresource ", ResourceLabel(r), "\nopened   ",
+      FormatTimestampUtc(FromNanos(c.opened_unix_ns())), " by ", c.opened_by(), "\n\nwhy\n");
+  absl::StrAppend(&text, "  it used ", Amount(e.usage(), r), " of the host's ",
+                  Amount(e.capacity(), r), " (host total ", Amount(e.host_usage(), r),
+                  e.contended() ? ", contended" : "", ")\n  its fair share was ",
+                  Amount(e.fair_share(), r), " and its entitlement ", Amount(e.entitled_share(), r),
+                  "\n  over its share in ", e.flagged_intervals(), " recent intervals; ",
+                  FormatPercent(e.blame()), " of the excess on the host\n");
+  if (e.harmed().empty()) {
+    absl::StrAppend(&text, "  no neighbour showed harm (the host was contended)\n");
+  }
+  for (const v1::HarmedTenant& h : e.harmed()) {
+    absl::StrAppend(&text, "  neighbour ", h.tenant_id(),
+                    " was harmed: ", absl::StrJoin(h.evidence(), "; "), "\n");
+  }
+  absl::StrAppend(&text, "\nactions\n");
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::CaseAction& a : c.actions()) {
+    std::string ack = AckLabel(a);
+    if (!a.ack_message().empty()) absl::StrAppend(&ack, ": ", a.ack_message());
+    rows.push_back({FormatTimestampUtc(FromNanos(a.at_unix_ns())), ActionLabel(a.kind()),
+                    a.limit() > 0 ? Amount(a.limit(), r) : "-",
+                    a.lease_expires_unix_ns() > 0
+                        ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
+                        : "-",
+                    a.decided_by(), ack, a.reason()});
+  }
+  absl::StrAppend(&text, RenderTable({{"AT"},
+                                      {"ACTION"},
+                                      {"LIMIT", Align::kRight},
+                                      {"LEASE UNTIL"},
+                                      {"BY"},
+                                      {"AGENT"},
+                                      {"REASON"}},
+                                     rows));
+  if (c.state() == v1::CASE_STATE_CLOSED) {
+    absl::StrAppend(&text, "\nclosed   ", FormatTimestampUtc(FromNanos(c.closed_unix_ns())), ": ",
+                    c.close_reason(), "\n");
+  }
+  return text;
 }
 
 }  // namespace fairwatch::cli

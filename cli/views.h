@@ -21,6 +21,12 @@ std::string TopTable(const v1::TopResponse& response);
 // The whole tenant record: identity, usage and the harm it suffers.
 std::string TenantReport(const v1::TenantDetail& detail);
 
+// Cases newest first: id, state, host, tenant, resource, age, last action.
+std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now);
+// One case as a story: why it was opened, who was harmed, every action and
+// what the agent said, and how it ended.
+std::string CaseReport(const v1::Case& c);
+
 // One line of JSON with every field present (zero values included) and the
 // proto's field names, so scripts see stable keys.
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);

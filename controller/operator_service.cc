@@ -73,6 +73,39 @@ absl::Status ComputeGetTenant(const FleetState& fleet, const v1::GetTenantReques
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status NeedStore(const Store* store) {
+  if (store != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError("this controller runs without a store: no cases are kept");
+}
+
+}  // namespace
+
+absl::Status ComputeListCases(Store* store, const v1::ListCasesRequest& request,
+                              v1::ListCasesResponse* response) {
+  RETURN_IF_ERROR(NeedStore(store));
+  if (request.limit() > kMaxCaseLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit ", request.limit(), " is above the maximum of ", kMaxCaseLimit));
+  }
+  CaseFilter filter;
+  filter.open_only = request.open_only();
+  filter.host_id = request.host_id();
+  filter.tenant_id = request.tenant_id();
+  filter.limit = request.limit() == 0 ? kDefaultCaseLimit : request.limit();
+  ASSIGN_OR_RETURN(std::vector<v1::Case> cases, store->ListCases(filter));
+  for (auto& c : cases) *response->add_cases() = std::move(c);
+  return absl::OkStatus();
+}
+
+absl::Status ComputeGetCase(Store* store, const v1::GetCaseRequest& request, v1::Case* response) {
+  RETURN_IF_ERROR(NeedStore(store));
+  if (request.case_id() == 0) return absl::InvalidArgumentError("case id is missing (0)");
+  ASSIGN_OR_RETURN(*response, store->GetCase(request.case_id()));
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* OperatorService::ListHosts(grpc::CallbackServerContext* context,
                                                      const v1::ListHostsRequest* /*request*/,
                                                      v1::ListHostsResponse* response) {
@@ -95,6 +128,18 @@ grpc::ServerUnaryReactor* OperatorService::GetTenant(grpc::CallbackServerContext
                                                      const v1::GetTenantRequest* request,
                                                      v1::TenantDetail* response) {
   return Reply(context, ComputeGetTenant(*fleet_, *request, response));
+}
+
+grpc::ServerUnaryReactor* OperatorService::ListCases(grpc::CallbackServerContext* context,
+                                                     const v1::ListCasesRequest* request,
+                                                     v1::ListCasesResponse* response) {
+  return Reply(context, ComputeListCases(store_, *request, response));
+}
+
+grpc::ServerUnaryReactor* OperatorService::GetCase(grpc::CallbackServerContext* context,
+                                                   const v1::GetCaseRequest* request,
+                                                   v1::Case* response) {
+  return Reply(context, ComputeGetCase(store_, *request, response));
 }
 
 }  // namespace fairwatch::controller

@@ -32,7 +32,7 @@ AgentLinkOptions LinkOptions(ControllerServer* server) {
 ControllerServer::ControllerServer(const v1::ControllerConfig& config, Store* store)
     : fleet_(FleetOptions::FromConfig(config)),
       agent_link_(&fleet_, store, LinkOptions(this)),
-      operator_(&fleet_) {
+      operator_(&fleet_, store) {
   if (store == nullptr) return;
   JudgeOptions options;
   // Validated with the config; a failure here means defaults.

@@ -130,5 +130,69 @@ TEST(ToJson, PrintsZeroFieldsWithProtoNames) {
   EXPECT_EQ(json->find('\n'), std::string::npos);
 }
 
+v1::Case SampleCase() {
+  v1::Case c;
+  c.set_case_id(12);
+  c.set_host_id("hv-1");
+  c.set_tenant_id("0b5c1d52-6a4f-4e57-9b1e-2f0b8c3c9d11");
+  c.set_tenant_name("web-1");
+  c.set_resource(v1::RESOURCE_CPU);
+  c.set_state(v1::CASE_STATE_CLOSED);
+  c.set_opened_unix_ns(absl::ToUnixNanos(absl::FromUnixSeconds(1'800'000'000)));
+  c.set_closed_unix_ns(absl::ToUnixNanos(absl::FromUnixSeconds(1'800'000'075)));
+  c.set_opened_by("policy");
+  c.set_close_reason("no neighbour harmed for 20s");
+  v1::CaseEvidence* e = c.mutable_opening();
+  e->set_usage(1.6);
+  e->set_fair_share(1.0);
+  e->set_entitled_share(1.0);
+  e->set_capacity(2);
+  e->set_host_usage(2);
+  e->set_contended(true);
+  e->set_flagged_intervals(3);
+  e->set_blame(1);
+  v1::HarmedTenant* h = e->add_harmed();
+  h->set_tenant_id("db-2");
+  h->add_evidence("run-queue wait p99 16.7 ms (baseline 0.5 ms)");
+  v1::CaseAction* a = c.add_actions();
+  a->set_kind(v1::ACTION_KIND_LIMIT);
+  a->set_limit(1.1);
+  a->set_at_unix_ns(c.opened_unix_ns());
+  a->set_lease_expires_unix_ns(c.opened_unix_ns() + 30'000'000'000);
+  a->set_decided_by("policy");
+  a->set_ack(v1::ACK_STATE_FAILED);
+  a->set_ack_message("this agent version does not enforce limits");
+  a->set_reason("using 1.60 cores of 2.00 cores");
+  v1::CaseAction* r = c.add_actions();
+  r->set_kind(v1::ACTION_KIND_RELEASE);
+  r->set_at_unix_ns(c.closed_unix_ns());
+  r->set_decided_by("policy");
+  r->set_ack(v1::ACK_STATE_APPLIED);
+  return c;
+}
+
+TEST(CasesTable, OneRowPerCaseWithItsLastAction) {
+  v1::ListCasesResponse response;
+  *response.add_cases() = SampleCase();
+  const std::string table =
+      CasesTable(response, absl::FromUnixSeconds(1'800'000'000) + absl::Minutes(5));
+  EXPECT_NE(table.find("CASE  STATE"), std::string::npos) << table;
+  EXPECT_NE(table.find("12  closed  hv-1  web-1   cpu"), std::string::npos) << table;
+  EXPECT_NE(table.find("5m ago"), std::string::npos) << table;
+  EXPECT_NE(table.find("release (applied)"), std::string::npos) << table;
+}
+
+TEST(CaseReport, TellsWhyWhoWasHarmedEveryActionAndTheEnd) {
+  const std::string text = CaseReport(SampleCase());
+  for (const char* part :
+       {"case     12 (closed)", "web-1 (0b5c1d52-6a4f-4e57-9b1e-2f0b8c3c9d11)", "on host hv-1",
+        "it used 1.60 cores of the host's 2.00 cores", "contended", "fair share was 1.00 cores",
+        "neighbour db-2 was harmed: run-queue wait p99 16.7 ms",
+        "failed: this agent version does not enforce limits", "release",
+        "closed   2027-01-15T08:01:15Z: no neighbour harmed for 20s"}) {
+    EXPECT_NE(text.find(part), std::string::npos) << "missing '" << part << "' in\n" << text;
+  }
+}
+
 }  // namespace
 }  // namespace fairwatch::cli
