@@ -118,6 +118,14 @@ echo
 if ((DEMO_SECONDS > 0)); then
   say "showing top for $DEMO_SECONDS s"
   timeout --foreground "$DEMO_SECONDS" "${CLI[@]}" top || true
+  echo
+  say "cases the controller opened (this agent cannot enforce limits yet and says so)"
+  "${CLI[@]}" cases || true
+  newest=$("${CLI[@]}" -o json cases --limit 1 | grep -o '"case_id":"[0-9]*"' | grep -o '[0-9]\+' || true)
+  if [[ -n $newest ]]; then
+    echo
+    "${CLI[@]}" case "$newest" || true
+  fi
 else
   say "fairwatch top (Ctrl-C stops the demo and removes its cgroups)"
   "${CLI[@]}" top || true
