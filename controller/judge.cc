@@ -62,6 +62,13 @@ Judge::Judge(FleetState* fleet, Store* store, SendFn send, const JudgeOptions& o
 Judge::~Judge() { Stop(); }
 
 void Judge::Start() {
+  absl::StatusOr<size_t> orphans = CloseOrphanedCases(absl::Now());
+  if (!orphans.ok()) {
+    FW_LOG(Error, "closing the cases of a previous run: ", orphans.status().message());
+  } else if (*orphans > 0) {
+    FW_LOG(Info, *orphans,
+           " case(s) of a previous run closed: their limits lapse with their leases");
+  }
   thread_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(options_.period)) RunOnce(absl::Now());
   });
@@ -75,6 +82,25 @@ void Judge::Stop() {
 JudgeStats Judge::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
+}
+
+absl::StatusOr<size_t> Judge::CloseOrphanedCases(absl::Time now) {
+  CaseFilter open;
+  open.open_only = true;
+  open.limit = 0;
+  absl::StatusOr<std::vector<v1::Case>> cases = store_->ListCases(open);
+  if (!cases.ok()) return cases.status();
+  absl::MutexLock lock(&mu_);
+  size_t closed = 0;
+  for (const v1::Case& c : *cases) {
+    if (open_cases_.contains(Key(c.host_id(), c.tenant_id(), c.resource()))) continue;
+    absl::Status status = store_->CloseCase(
+        c.case_id(), "controller restarted: its limits lapse with their leases", now);
+    if (!status.ok()) return status;
+    ++closed;
+  }
+  stats_.cases_closed += closed;
+  return closed;
 }
 
 void Judge::RunOnce(absl::Time now) {

@@ -54,6 +54,9 @@ class Judge {
   Judge(const Judge&) = delete;
   Judge& operator=(const Judge&) = delete;
 
+  // Closes the cases a previous controller left open: their limits lapse
+  // with their leases, and the planner starts afresh. Returns how many.
+  absl::StatusOr<size_t> CloseOrphanedCases(absl::Time now);
   // One pass over every host at `now`.
   void RunOnce(absl::Time now);
   void Start();

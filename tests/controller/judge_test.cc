@@ -133,5 +133,24 @@ TEST_F(JudgeTest, ACommandThatCannotBeSentIsRecordedAsNotSent) {
   EXPECT_EQ(judge_->stats().commands_failed_to_send, 1u);
 }
 
+TEST_F(JudgeTest, CasesLeftOpenByAPreviousControllerAreClosedAtStart) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 3; ++i) Tick(true);
+  ASSERT_EQ(Cases().size(), 1u);
+  // A new controller on the same store.
+  Judge next(
+      &fleet_, store_.get(),
+      [](const std::string&, const v1::ControllerMessage&) { return absl::OkStatus(); },
+      JudgeOptions{});
+  absl::StatusOr<size_t> closed = next.CloseOrphanedCases(kT0 + absl::Minutes(5));
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(*closed, 1u);
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_CLOSED);
+  EXPECT_NE(cases[0].close_reason().find("controller restarted"), std::string::npos);
+  EXPECT_EQ(*next.CloseOrphanedCases(kT0 + absl::Minutes(6)), 0u) << "nothing left to close";
+}
+
 }  // namespace
 }  // namespace fairwatch::controller
