@@ -150,6 +150,9 @@ class AgentLinkService::AgentStream final
       if (write_in_flight_ || finished_) return;
       if (!queue_.empty()) {
         bool own_buffer = false;
+        // gRPC's serializer wants an empty buffer (it asserts so for messages
+        // past the inline slice size); the last write's bytes are still here.
+        write_buffer_.Clear();
         grpc::Status serialized = grpc::SerializationTraits<v1::ControllerMessage>::Serialize(
             queue_.front(), &write_buffer_, &own_buffer);
         queue_.pop_front();
