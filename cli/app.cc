@@ -1,8 +1,12 @@
 #include "cli/app.h"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -45,7 +49,19 @@ struct GlobalOptions {
   std::string tls_key;
   std::string output = "table";
   double timeout_s = 5;
+  std::string operator_name;
 };
+
+// Who runs the CLI, for the audit log: $SUDO_USER behind sudo, else the
+// login name.
+std::string DefaultOperator() {
+  for (const char* variable : {"SUDO_USER", "USER", "LOGNAME"}) {
+    const char* value = std::getenv(variable);
+    if (value != nullptr && *value != '\0') return value;
+  }
+  if (const passwd* pw = getpwuid(getuid()); pw != nullptr) return pw->pw_name;
+  return absl::StrCat("uid", getuid());
+}
 
 struct TopOptions {
   std::string host_id;
@@ -55,18 +71,6 @@ struct TopOptions {
   bool once = false;
   double interval_s = 1;
 };
-
-const std::map<std::string, v1::Resource>& ResourcesByName() {
-  static const auto* resources = new std::map<std::string, v1::Resource>{
-      {"cpu", v1::RESOURCE_CPU},
-      {"disk", v1::RESOURCE_DISK_BANDWIDTH},
-      {"disk-iops", v1::RESOURCE_DISK_IOPS},
-      {"net", v1::RESOURCE_NET_TX},
-      {"net-rx", v1::RESOURCE_NET_RX},
-      {"net-tx", v1::RESOURCE_NET_TX},
-  };
-  return *resources;
-}
 
 std::string OneLine(absl::string_view text) {
   return absl::StrReplaceAll(text, {{"\r\n", " "}, {"\n", " "}, {"\r", " "}});
@@ -203,6 +207,21 @@ int RunTenant(const GlobalOptions& options, const v1::GetTenantRequest& request,
       "tenant", options, response, [&] { return TenantReport(response); }, out, err);
 }
 
+// Sends one operator action and prints what came of it.
+template <typename Request, typename Response>
+int RunAction(absl::string_view command, const GlobalOptions& options, ControllerSession& session,
+              grpc::Status (v1::Operator::Stub::*call)(grpc::ClientContext*, const Request&,
+                                                       Response*),
+              const Request& request, const std::function<std::string(const Response&)>& render,
+              std::ostream& out, std::ostream& err) {
+  Response response;
+  const grpc::Status status =
+      (session.stub().*call)(session.NewContext().get(), request, &response);
+  if (!status.ok()) return session.Fail(command, status);
+  return Print(
+      command, options, response, [&] { return render(response); }, out, err);
+}
+
 // False when a stop was requested before the time was up.
 bool SleepUnlessStopped(absl::Duration duration) {
   const absl::Time until = absl::Now() + duration;
@@ -218,7 +237,9 @@ int RunTop(const GlobalOptions& options, const TopOptions& top, ControllerSessio
            std::ostream& out, std::ostream& err, bool out_is_terminal) {
   v1::TopRequest request;
   request.set_host_id(top.host_id);
-  request.set_resource(ResourcesByName().at(top.resource));
+  v1::Resource resource = v1::RESOURCE_CPU;
+  ParseResourceName(top.resource, &resource);  // checked by the parser
+  request.set_resource(resource);
   request.set_limit(top.limit);
   request.set_window_intervals(top.window_intervals);
   const bool json = options.output == "json";
@@ -302,8 +323,7 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
   CLI::App* top_command =
       app.add_subcommand("top", "Show tenants by resource use, refreshed until Ctrl-C");
   top_command->add_option("--host", top.host_id, "Only this host (default: all)");
-  std::vector<std::string> resource_names;
-  for (const auto& [name, resource] : ResourcesByName()) resource_names.push_back(name);
+  const std::vector<std::string> resource_names = ResourceNames();
   top_command
       ->add_option("--resource", top.resource,
                    "Resource to rank by: cpu, disk (bytes/s), disk-iops, net-rx, net-tx "
@@ -354,6 +374,128 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
       ->check(CLI::PositiveNumber);
   case_command->footer("Example: fairwatch --insecure-plaintext case 12");
 
+  app.add_option("--operator", options.operator_name,
+                 "Your name in the audit log for throttle, release, exempt, policy "
+                 "(default: $SUDO_USER or $USER)")
+      ->envname("FAIRWATCH_OPERATOR");
+
+  // Operator actions: every one needs --reason and is audited.
+  std::string reason;
+  auto add_reason = [&](CLI::App* command) {
+    command->add_option("--reason", reason, "Why: goes on the case and in the audit log")
+        ->required();
+  };
+  auto resource_list = [&](const std::vector<std::string>& names) {
+    std::vector<v1::Resource> out;
+    for (const std::string& name : names) {
+      v1::Resource r = v1::RESOURCE_UNSPECIFIED;
+      ParseResourceName(name, &r);  // checked by the parser
+      out.push_back(r);
+    }
+    return out;
+  };
+
+  v1::ThrottleRequest throttle_request;
+  struct LimitFlag {
+    const char* flag;
+    v1::Resource resource;
+    const char* help;
+    double value = 0;
+  };
+  std::vector<LimitFlag> limit_flags = {
+      {"--cpu", v1::RESOURCE_CPU, "CPU limit in cores (0.5: half a core)"},
+      {"--disk-bps", v1::RESOURCE_DISK_BANDWIDTH, "Disk limit in bytes/s, reads and writes"},
+      {"--disk-iops", v1::RESOURCE_DISK_IOPS, "Disk limit in operations/s"},
+      {"--net-rx-bps", v1::RESOURCE_NET_RX, "Network receive limit in bytes/s"},
+      {"--net-tx-bps", v1::RESOURCE_NET_TX, "Network transmit limit in bytes/s"},
+  };
+  CLI::App* throttle = app.add_subcommand(
+      "throttle", "Limit a tenant by hand until released (the policy renews, never lifts it)");
+  throttle->add_option("tenant", *throttle_request.mutable_tenant(), "Tenant id or name")
+      ->required();
+  throttle->add_option("--host", *throttle_request.mutable_host_id(),
+                       "Host of the tenant (needed when the name is not unique)");
+  for (LimitFlag& f : limit_flags) {
+    throttle->add_option(f.flag, f.value, f.help)->check(CLI::PositiveNumber);
+  }
+  add_reason(throttle);
+  throttle->footer(
+      "Example: fairwatch throttle vm-a --host hv-12 --cpu 0.5 --reason \"ticket 4411: "
+      "crypto mining\"");
+
+  v1::ReleaseRequest release_request;
+  std::vector<std::string> release_resources;
+  CLI::App* release = app.add_subcommand(
+      "release", "Lift a tenant's limits, by hand or by policy, and close their cases");
+  release->add_option("tenant", *release_request.mutable_tenant(), "Tenant id or name")->required();
+  release->add_option("--host", *release_request.mutable_host_id(), "Host of the tenant");
+  release->add_option("--resource", release_resources, "Only these resources (default: all)")
+      ->check(CLI::IsMember(ResourceNames()));
+  add_reason(release);
+  release->footer("Example: fairwatch release vm-a --reason \"customer fixed the runaway job\"");
+
+  v1::ExemptRequest exempt_request;
+  std::string exempt_tenant;
+  std::string exempt_account;
+  CLI::App* exempt = app.add_subcommand(
+      "exempt", "Never limit a tenant or an account by policy (releases its policy limits)");
+  CLI::Option* exempt_tenant_option =
+      exempt->add_option("tenant", exempt_tenant, "Tenant id or name");
+  CLI::Option* exempt_account_option =
+      exempt->add_option("--account", exempt_account, "Every tenant of this account");
+  exempt_tenant_option->excludes(exempt_account_option);
+  exempt->add_option("--host", *exempt_request.mutable_host_id(), "Host of the tenant");
+  add_reason(exempt);
+  exempt->footer("Example: fairwatch exempt --account backup-svc --reason \"nightly backups\"");
+
+  v1::UnexemptRequest unexempt_request;
+  std::string unexempt_tenant;
+  std::string unexempt_account;
+  uint64_t unexempt_id = 0;
+  CLI::App* unexempt = app.add_subcommand("unexempt", "End an exemption");
+  CLI::Option* unexempt_tenant_option =
+      unexempt->add_option("tenant", unexempt_tenant, "Tenant id or name");
+  CLI::Option* unexempt_account_option =
+      unexempt->add_option("--account", unexempt_account, "The account's exemption");
+  CLI::Option* unexempt_id_option =
+      unexempt->add_option("--id", unexempt_id, "Exemption number (from fairwatch exemptions)")
+          ->check(CLI::PositiveNumber);
+  unexempt_tenant_option->excludes(unexempt_account_option)->excludes(unexempt_id_option);
+  unexempt_account_option->excludes(unexempt_id_option);
+  unexempt->add_option("--host", *unexempt_request.mutable_host_id(), "Host of the tenant");
+  add_reason(unexempt);
+  unexempt->footer("Example: fairwatch unexempt --id 3 --reason \"backups moved\"");
+
+  v1::ListExemptionsRequest exemptions_request;
+  CLI::App* exemptions = app.add_subcommand("exemptions", "List exemptions in force");
+  exemptions->add_flag(
+      "--all", [&](int64_t) { exemptions_request.set_include_removed(true); },
+      "Include removed ones");
+
+  CLI::App* policy = app.add_subcommand("policy", "The fairness policy in force");
+  policy->require_subcommand(1);
+  CLI::App* policy_show = policy->add_subcommand("show", "Print the policy, dry run, exemptions");
+  v1::SetDryRunRequest dry_run_request;
+  std::string dry_run_state;
+  std::vector<std::string> dry_run_resources;
+  CLI::App* policy_dry_run = policy->add_subcommand(
+      "dry-run", "Turn dry run on (record cases, send no limit) or off; kept across restarts");
+  policy_dry_run->add_option("state", dry_run_state, "on or off")
+      ->required()
+      ->check(CLI::IsMember(std::vector<std::string>{"on", "off"}));
+  policy_dry_run
+      ->add_option("--resource", dry_run_resources, "With on: only these resources (default: all)")
+      ->check(CLI::IsMember(ResourceNames()));
+  add_reason(policy_dry_run);
+  policy_dry_run->footer(
+      "Example: fairwatch policy dry-run on --resource disk --reason \"new SAN, watching first\"");
+
+  v1::ListAuditRequest audit_request;
+  CLI::App* audit = app.add_subcommand("audit", "The operator audit log, newest first");
+  uint32_t audit_limit = 0;
+  audit->add_option("--limit", audit_limit, "Entries (default 50, at most 1000)")
+      ->check(CLI::Range(1, 1000));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -379,6 +521,91 @@ int RunCli(int argc, char** argv, std::ostream& out, std::ostream& err, bool out
     return RunCases(options, cases_request, session, out, err);
   }
   if (case_command->parsed()) return RunCase(options, case_id, session, out, err);
+
+  v1::OperatorReason why;
+  why.set_operator_name(options.operator_name.empty() ? DefaultOperator() : options.operator_name);
+  why.set_reason(reason);
+  using Stub = v1::Operator::Stub;
+  if (throttle->parsed()) {
+    for (const LimitFlag& f : limit_flags) {
+      if (f.value <= 0) continue;
+      v1::Limit* limit = throttle_request.add_limits();
+      limit->set_resource(f.resource);
+      limit->set_value(f.value);
+    }
+    if (throttle_request.limits().empty()) {
+      err << "fairwatch: throttle: give at least one limit (--cpu, --disk-bps, --disk-iops, "
+             "--net-rx-bps, --net-tx-bps)\n";
+      return kExitUsage;
+    }
+    *throttle_request.mutable_why() = why;
+    return RunAction<v1::ThrottleRequest, v1::OperatorActionResponse>(
+        "throttle", options, session, &Stub::Throttle, throttle_request,
+        [](const v1::OperatorActionResponse& r) { return ActionResult("limited", r); }, out, err);
+  }
+  if (release->parsed()) {
+    for (v1::Resource r : resource_list(release_resources)) release_request.add_resources(r);
+    *release_request.mutable_why() = why;
+    return RunAction<v1::ReleaseRequest, v1::OperatorActionResponse>(
+        "release", options, session, &Stub::Release, release_request,
+        [](const v1::OperatorActionResponse& r) { return ActionResult("released", r); }, out, err);
+  }
+  auto exemption_line = [](absl::string_view verb) {
+    return [verb](const v1::Exemption& e) {
+      v1::ListExemptionsResponse one;
+      *one.add_exemptions() = e;
+      return absl::StrCat(verb, "\n", ExemptionsTable(one));
+    };
+  };
+  if (exempt->parsed()) {
+    if (exempt_tenant.empty() == exempt_account.empty()) {
+      err << "fairwatch: exempt: name a tenant or --account\n";
+      return kExitUsage;
+    }
+    if (!exempt_account.empty()) exempt_request.set_account(exempt_account);
+    if (!exempt_tenant.empty()) exempt_request.set_tenant(exempt_tenant);
+    *exempt_request.mutable_why() = why;
+    return RunAction<v1::ExemptRequest, v1::Exemption>("exempt", options, session, &Stub::Exempt,
+                                                       exempt_request, exemption_line("exempt:"),
+                                                       out, err);
+  }
+  if (unexempt->parsed()) {
+    if (unexempt_tenant.empty() && unexempt_account.empty() && unexempt_id == 0) {
+      err << "fairwatch: unexempt: name a tenant, --account or --id\n";
+      return kExitUsage;
+    }
+    unexempt_request.set_exemption_id(unexempt_id);
+    if (!unexempt_account.empty()) unexempt_request.set_account(unexempt_account);
+    if (!unexempt_tenant.empty()) unexempt_request.set_tenant(unexempt_tenant);
+    *unexempt_request.mutable_why() = why;
+    return RunAction<v1::UnexemptRequest, v1::Exemption>(
+        "unexempt", options, session, &Stub::Unexempt, unexempt_request,
+        exemption_line("exemption ended:"), out, err);
+  }
+  if (exemptions->parsed()) {
+    return RunAction<v1::ListExemptionsRequest, v1::ListExemptionsResponse>(
+        "exemptions", options, session, &Stub::ListExemptions, exemptions_request,
+        [](const v1::ListExemptionsResponse& r) { return ExemptionsTable(r); }, out, err);
+  }
+  if (policy_show->parsed()) {
+    return RunAction<v1::GetPolicyRequest, v1::PolicyView>(
+        "policy show", options, session, &Stub::GetPolicy, v1::GetPolicyRequest(),
+        [](const v1::PolicyView& p) { return PolicyReport(p); }, out, err);
+  }
+  if (policy_dry_run->parsed()) {
+    dry_run_request.set_enabled(dry_run_state == "on");
+    for (v1::Resource r : resource_list(dry_run_resources)) dry_run_request.add_resources(r);
+    *dry_run_request.mutable_why() = why;
+    return RunAction<v1::SetDryRunRequest, v1::PolicyView>(
+        "policy dry-run", options, session, &Stub::SetDryRun, dry_run_request,
+        [](const v1::PolicyView& p) { return PolicyReport(p); }, out, err);
+  }
+  if (audit->parsed()) {
+    audit_request.set_limit(audit_limit);
+    return RunAction<v1::ListAuditRequest, v1::ListAuditResponse>(
+        "audit", options, session, &Stub::ListAudit, audit_request,
+        [](const v1::ListAuditResponse& r) { return AuditTable(r); }, out, err);
+  }
   return RunTop(options, top, session, out, err, out_is_terminal);
 }
 

@@ -216,4 +216,46 @@ std::string FormatNanos(double ns) {
   return Scaled(ns, {"ns", "us", "ms", "s"});
 }
 
+namespace {
+
+struct NamedResource {
+  const char* name;
+  v1::Resource resource;
+};
+
+// The first name of a resource is the one shown.
+constexpr NamedResource kResourceNames[] = {
+    {"cpu", v1::RESOURCE_CPU},
+    {"disk", v1::RESOURCE_DISK_BANDWIDTH},
+    {"disk-iops", v1::RESOURCE_DISK_IOPS},
+    {"net-rx", v1::RESOURCE_NET_RX},
+    {"net-tx", v1::RESOURCE_NET_TX},
+    {"net", v1::RESOURCE_NET_TX},
+};
+
+}  // namespace
+
+std::string ResourceName(v1::Resource resource) {
+  for (const NamedResource& r : kResourceNames) {
+    if (r.resource == resource) return r.name;
+  }
+  return "-";
+}
+
+bool ParseResourceName(absl::string_view name, v1::Resource* resource) {
+  for (const NamedResource& r : kResourceNames) {
+    if (name == r.name) {
+      *resource = r.resource;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<std::string> ResourceNames() {
+  std::vector<std::string> names;
+  for (const NamedResource& r : kResourceNames) names.emplace_back(r.name);
+  return names;
+}
+
 }  // namespace fairwatch::cli

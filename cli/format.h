@@ -55,6 +55,12 @@ std::string FormatTimestampUtc(absl::Time time);  // "2024-05-01T12:00:00Z"
 std::string LayoutName(v1::CgroupLayout layout);  // "v2", "hybrid", "v1", "-"
 std::string SourceName(v1::TenantSource source);  // "cgroup-parent", "libvirt", "static", "-"
 
+// The CLI's resource names: "cpu", "disk", "disk-iops", "net-rx", "net-tx"
+// ("net" is read as net-tx). ResourceName gives "-" for an unknown one.
+std::string ResourceName(v1::Resource resource);
+bool ParseResourceName(absl::string_view name, v1::Resource* resource);
+std::vector<std::string> ResourceNames();  // every name ParseResourceName takes
+
 // "hierarchy:path" entries joined by ','; hierarchies that share a path are
 // merged ("cpu+blkio:machine/vm1") and the result is cut to max_width.
 std::string FormatCgroups(const google::protobuf::RepeatedPtrField<v1::CgroupRef>& cgroups,

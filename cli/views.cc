@@ -211,23 +211,6 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
 
 namespace {
 
-std::string ResourceLabel(v1::Resource resource) {
-  switch (resource) {
-    case v1::RESOURCE_CPU:
-      return "cpu";
-    case v1::RESOURCE_DISK_BANDWIDTH:
-      return "disk";
-    case v1::RESOURCE_DISK_IOPS:
-      return "disk-iops";
-    case v1::RESOURCE_NET_RX:
-      return "net-rx";
-    case v1::RESOURCE_NET_TX:
-      return "net-tx";
-    default:
-      return "-";
-  }
-}
-
 std::string Amount(double value, v1::Resource resource) {
   switch (resource) {
     case v1::RESOURCE_CPU:
@@ -293,7 +276,7 @@ std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now) {
     const absl::Time opened = FromNanos(c.opened_unix_ns());
     rows.push_back(
         {absl::StrCat(c.case_id()), state, c.host_id(),
-         c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(), ResourceLabel(c.resource()),
+         c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(), ResourceName(c.resource()),
          absl::StrCat(FormatCoarseDuration(now - opened), " ago"), absl::StrCat(c.actions_size()),
          c.actions().empty() ? "-" : ActionSummary(*c.actions().rbegin(), c.resource())});
   }
@@ -318,7 +301,7 @@ std::string CaseReport(const v1::Case& c) {
       c.tenant_name().empty() || c.tenant_name() == c.tenant_id()
           ? ""
           : absl::StrCat(" (", c.tenant_id(), ")"),
-      " on host ", c.host_id(), "\nresource ", ResourceLabel(r), "\nopened   ",
+      " on host ", c.host_id(), "\nresource ", ResourceName(r), "\nopened   ",
       FormatTimestampUtc(FromNanos(c.opened_unix_ns())), " by ", c.opened_by(), "\n\nwhy\n");
   absl::StrAppend(&text, "  it used ", Amount(e.usage(), r), " of the host's ",
                   Amount(e.capacity(), r), " (host total ", Amount(e.host_usage(), r),
@@ -358,6 +341,111 @@ std::string CaseReport(const v1::Case& c) {
                     c.close_reason(), "\n");
   }
   return text;
+}
+
+std::string ActionResult(absl::string_view verb, const v1::OperatorActionResponse& response) {
+  std::string text;
+  for (const v1::Case& c : response.cases()) {
+    const v1::CaseAction* last = c.actions().empty() ? nullptr : &*c.actions().rbegin();
+    absl::StrAppend(&text, verb, " ", c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(),
+                    " on ", c.host_id(), ", ", ResourceName(c.resource()));
+    if (last != nullptr && last->limit() > 0) {
+      absl::StrAppend(&text, " at ", Amount(last->limit(), c.resource()));
+    }
+    absl::StrAppend(&text, ": case ", c.case_id(),
+                    c.state() == v1::CASE_STATE_OPEN ? " (open)" : " (closed)");
+    if (last != nullptr) absl::StrAppend(&text, ", agent: ", AckLabel(*last));
+    absl::StrAppend(&text, "\n");
+  }
+  return text;
+}
+
+namespace {
+
+std::string ExemptionTarget(const v1::Exemption& e) {
+  if (!e.account().empty()) return absl::StrCat("account ", e.account());
+  std::string tenant = e.tenant_name().empty() || e.tenant_name() == e.tenant_id()
+                           ? e.tenant_id()
+                           : absl::StrCat(e.tenant_name(), " (", e.tenant_id(), ")");
+  return e.host_id().empty() ? tenant : absl::StrCat(tenant, " on ", e.host_id());
+}
+
+}  // namespace
+
+std::string ExemptionsTable(const v1::ListExemptionsResponse& response) {
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Exemption& e : response.exemptions()) {
+    rows.push_back(
+        {e.exemption_id() == 0 ? "config" : absl::StrCat(e.exemption_id()), ExemptionTarget(e),
+         e.created_by(),
+         e.created_unix_ns() > 0 ? FormatTimestampUtc(FromNanos(e.created_unix_ns())) : "-",
+         e.removed_unix_ns() > 0
+             ? absl::StrCat("removed by ", e.removed_by(), ": ", e.removed_reason())
+             : "in force",
+         e.reason()});
+  }
+  return RenderTable({{"ID", Align::kRight}, {"EXEMPT"}, {"BY"}, {"SINCE"}, {"STATE"}, {"REASON"}},
+                     rows);
+}
+
+std::string PolicyReport(const v1::PolicyView& policy) {
+  const v1::FairnessPolicy& p = policy.configured();
+  const v1::ActionPolicy& a = p.actions();
+  const v1::HarmPolicy& h = p.harm();
+  std::vector<std::string> dry;
+  for (int r : policy.dry_run_resources())
+    dry.push_back(ResourceName(static_cast<v1::Resource>(r)));
+  std::string text =
+      absl::StrCat("dry run     ",
+                   policy.dry_run() ? "on for every resource: cases are recorded, no limit is sent"
+                   : !dry.empty()   ? absl::StrCat("on for ", absl::StrJoin(dry, ", "))
+                                    : "off: limits are sent to agents",
+                   "\n");
+  if (policy.has_last_change()) {
+    const v1::PolicyChange& c = policy.last_change();
+    absl::StrAppend(&text, "            set by ", c.changed_by(), " at ",
+                    FormatTimestampUtc(FromNanos(c.at_unix_ns())), ": ", c.reason(), "\n");
+  } else {
+    absl::StrAppend(&text, "            as configured (", p.dry_run() ? "on" : "off", ")\n");
+  }
+  absl::StrAppend(
+      &text, "\noffender    over its fair share by more than ", FormatPercent(p.tolerance()),
+      " in ", p.required_intervals(), " of ", p.window_intervals(),
+      " intervals, while the host is contended (", FormatPercent(p.contention()),
+      " of capacity) or a neighbour is harmed\n", "harm        ", FormatDecimal(h.ratio(), 2),
+      "x its own baseline and above: run-queue p99 ", FormatDecimal(h.runq_p99_floor_ms(), 3),
+      " ms, I/O latency p99 ", FormatDecimal(h.io_latency_p99_floor_ms(), 3), " ms, PSI ",
+      FormatPercent(h.psi_floor()), ", drops ", FormatDecimal(h.drops_floor_per_s(), 1), "/s\n",
+      "actions     first limit at fair share +", FormatPercent(a.headroom()), "; x",
+      FormatDecimal(a.step_down(), 3), " every ", FormatSeconds(a.step_interval_ms() / 1e3),
+      " while harm persists, floor ", FormatPercent(a.floor_fraction()), " of entitlement; x",
+      FormatDecimal(a.step_up(), 3), " after ", FormatSeconds(a.quiet_period_ms() / 1e3),
+      " quiet\n", "            lease ", FormatSeconds(a.lease_ms() / 1e3), ", cool-down ",
+      FormatSeconds(a.cooldown_ms() / 1e3), ", at most ", FormatPercent(a.max_limited_fraction()),
+      " of a host's tenants limited at once\n");
+  v1::ListExemptionsResponse exemptions;
+  *exemptions.mutable_exemptions() = policy.exemptions();
+  absl::StrAppend(&text, "\nexemptions\n",
+                  policy.exemptions().empty() ? "  none\n" : ExemptionsTable(exemptions));
+  return text;
+}
+
+std::string AuditTable(const v1::ListAuditResponse& response) {
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::AuditEntry& e : response.entries()) {
+    rows.push_back({absl::StrCat(e.entry_id()), FormatTimestampUtc(FromNanos(e.at_unix_ns())),
+                    e.operator_name().empty() ? "-" : e.operator_name(), e.action(), e.target(),
+                    e.ok() ? "ok" : "refused", e.result(), e.reason()});
+  }
+  return RenderTable({{"ID", Align::kRight},
+                      {"AT"},
+                      {"OPERATOR"},
+                      {"ACTION"},
+                      {"TARGET"},
+                      {"RESULT"},
+                      {"DETAIL"},
+                      {"REASON"}},
+                     rows);
 }
 
 }  // namespace fairwatch::cli

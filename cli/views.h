@@ -27,6 +27,12 @@ std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now);
 // what the agent said, and how it ended.
 std::string CaseReport(const v1::Case& c);
 
+// Operator actions and the policy in force.
+std::string ActionResult(absl::string_view verb, const v1::OperatorActionResponse& response);
+std::string ExemptionsTable(const v1::ListExemptionsResponse& response);
+std::string PolicyReport(const v1::PolicyView& policy);
+std::string AuditTable(const v1::ListAuditResponse& response);
+
 // One line of JSON with every field present (zero values included) and the
 // proto's field names, so scripts see stable keys.
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);

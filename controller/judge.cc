@@ -1,29 +1,16 @@
 #include "controller/judge.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "common/status.h"
 
 namespace fairwatch::controller {
 namespace {
-
-v1::ActionKind ToProto(ActionKind kind) {
-  switch (kind) {
-    case ActionKind::kLimit:
-      return v1::ACTION_KIND_LIMIT;
-    case ActionKind::kStepDown:
-      return v1::ACTION_KIND_STEP_DOWN;
-    case ActionKind::kStepUp:
-      return v1::ACTION_KIND_STEP_UP;
-    case ActionKind::kRenew:
-      return v1::ACTION_KIND_RENEW;
-    case ActionKind::kRelease:
-      return v1::ACTION_KIND_RELEASE;
-    case ActionKind::kSkip:
-      return v1::ACTION_KIND_SKIP;
-  }
-  return v1::ACTION_KIND_UNSPECIFIED;
-}
 
 v1::CaseEvidence Evidence(const Finding& f) {
   v1::CaseEvidence e;
@@ -62,6 +49,9 @@ Judge::Judge(FleetState* fleet, Store* store, SendFn send, const JudgeOptions& o
 Judge::~Judge() { Stop(); }
 
 void Judge::Start() {
+  if (absl::Status loaded = LoadOperatorState(); !loaded.ok()) {
+    FW_LOG(Error, "loading exemptions and policy changes: ", loaded.message());
+  }
   absl::StatusOr<size_t> orphans = CloseOrphanedCases(absl::Now());
   if (!orphans.ok()) {
     FW_LOG(Error, "closing the cases of a previous run: ", orphans.status().message());
@@ -111,8 +101,15 @@ void Judge::RunOnce(absl::Time now) {
     const Evaluation evaluation = engine_.Evaluate(*interval, planner_.LimitsOn(host_id));
     if (evaluation.seq == 0) continue;  // judged already
     ++stats_.intervals_judged;
+    auto exempt = [&](const std::string& host, const std::string& tenant_id) {
+      std::string name;
+      for (const TenantInterval& t : interval->tenants) {
+        if (t.id == tenant_id) name = t.name;
+      }
+      return IsExempt(host, tenant_id, name, AccountOf(host, tenant_id));
+    };
     for (const PlannedAction& action :
-         planner_.Plan(now, evaluation, interval->tenants.size(), nullptr)) {
+         planner_.Plan(now, evaluation, interval->tenants.size(), exempt)) {
       Handle(action, evaluation, *interval, now);
     }
   }
@@ -126,7 +123,7 @@ v1::AckState Judge::Send(const PlannedAction& action, uint64_t action_id, std::s
   v1::ControllerMessage out;
   v1::LimitCommand* command = out.mutable_limit();
   command->set_command_id(absl::StrCat(action_id));
-  const bool clear = action.kind == ActionKind::kRelease;
+  const bool clear = action.kind == v1::ACTION_KIND_RELEASE;
   command->set_kind(clear ? v1::LimitCommand::KIND_CLEAR : v1::LimitCommand::KIND_APPLY);
   command->mutable_limit()->set_tenant_id(action.tenant_id);
   command->mutable_limit()->set_resource(action.resource);
@@ -145,7 +142,7 @@ v1::AckState Judge::Send(const PlannedAction& action, uint64_t action_id, std::s
 void Judge::Handle(const PlannedAction& action, const Evaluation& evaluation,
                    const HostInterval& interval, absl::Time now) {
   const Key key(action.host_id, action.tenant_id, action.resource);
-  if (action.kind == ActionKind::kSkip) {
+  if (action.kind == v1::ACTION_KIND_SKIP) {
     std::string kind = SkipKind(action.reason);
     if (skip_logged_[key] != kind) {
       FW_LOG(Info, "host ", action.host_id, ": offender ", action.tenant_id, " (",
@@ -154,64 +151,76 @@ void Judge::Handle(const PlannedAction& action, const Evaluation& evaluation,
     }
     return;
   }
+  if (action.kind != v1::ACTION_KIND_LIMIT) {
+    Commit(action, nullptr, now).IgnoreError();  // logged and counted there
+    return;
+  }
+  v1::Case c;
+  for (const TenantInterval& t : interval.tenants) {
+    if (t.id == action.tenant_id) c.set_tenant_name(t.name);
+  }
+  for (const Finding& f : evaluation.findings) {
+    if (f.offender.id == action.tenant_id && f.resource == action.resource) {
+      *c.mutable_opening() = Evidence(f);
+    }
+  }
+  Commit(action, &c, now).IgnoreError();
+}
+
+absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* opening,
+                                       absl::Time now) {
+  const Key key(action.host_id, action.tenant_id, action.resource);
   v1::CaseAction record;
-  record.set_kind(ToProto(action.kind));
+  record.set_kind(action.kind);
   record.set_limit(action.limit);
   record.set_at_unix_ns(absl::ToUnixNanos(now));
   record.set_lease_expires_unix_ns(
-      action.kind == ActionKind::kRelease ? 0 : absl::ToUnixNanos(action.lease_expires));
+      action.kind == v1::ACTION_KIND_RELEASE ? 0 : absl::ToUnixNanos(action.lease_expires));
   record.set_dry_run(action.dry_run);
   record.set_reason(action.reason);
-  record.set_decided_by("policy");
+  record.set_decided_by(action.decided_by);
   record.set_ack(action.dry_run ? v1::ACK_STATE_NOT_SENT : v1::ACK_STATE_PENDING);
 
   uint64_t case_id = 0;
   uint64_t action_id = 0;
-  if (action.kind == ActionKind::kLimit) {
-    v1::Case c;
+  if (opening != nullptr) {
+    v1::Case& c = *opening;
     c.set_host_id(action.host_id);
     c.set_tenant_id(action.tenant_id);
-    for (const TenantInterval& t : interval.tenants) {
-      if (t.id == action.tenant_id) c.set_tenant_name(t.name);
-    }
     c.set_resource(action.resource);
     c.set_opened_unix_ns(absl::ToUnixNanos(now));
-    c.set_opened_by("policy");
+    c.set_opened_by(action.decided_by);
     c.set_dry_run(action.dry_run);
-    for (const Finding& f : evaluation.findings) {
-      if (f.offender.id == action.tenant_id && f.resource == action.resource) {
-        *c.mutable_opening() = Evidence(f);
-      }
-    }
     *c.add_actions() = record;
     absl::StatusOr<v1::Case> stored = store_->OpenCase(std::move(c));
     if (!stored.ok()) {
       // Nothing is sent that is not on record.
       ++stats_.store_errors;
       FW_LOG(Error, "opening a case: ", stored.status().message());
-      return;
+      return stored.status();
     }
     case_id = stored->case_id();
     action_id = stored->actions(0).action_id();
     open_cases_[key] = case_id;
     skip_logged_.erase(key);
     ++stats_.cases_opened;
-    FW_LOG(Info, "case ", case_id, " opened: host ", action.host_id, ", tenant ", action.tenant_id,
-           ", ", v1::Resource_Name(action.resource), action.dry_run ? " (dry run)" : "", ": ",
-           action.reason);
+    FW_LOG(Info, "case ", case_id, " opened by ", action.decided_by, ": host ", action.host_id,
+           ", tenant ", action.tenant_id, ", ", v1::Resource_Name(action.resource),
+           action.dry_run ? " (dry run)" : "", ": ", action.reason);
   } else {
     auto open = open_cases_.find(key);
     if (open == open_cases_.end()) {
       FW_LOG(Warning, "no open case for ", action.tenant_id, " on ", action.host_id, "; ",
              ActionKindName(action.kind), " not recorded");
-      return;
+      return absl::FailedPreconditionError(
+          absl::StrCat("no open case for ", action.tenant_id, " on ", action.host_id));
     }
     case_id = open->second;
     absl::StatusOr<v1::CaseAction> stored = store_->AddAction(case_id, record);
     if (!stored.ok()) {
       ++stats_.store_errors;
       FW_LOG(Error, "recording an action of case ", case_id, ": ", stored.status().message());
-      return;
+      return stored.status();
     }
     action_id = stored->action_id();
   }
@@ -222,7 +231,7 @@ void Judge::Handle(const PlannedAction& action, const Evaluation& evaluation,
     absl::Status status = store_->RecordAck(action_id, state, message, now);
     if (!status.ok()) ++stats_.store_errors;
   }
-  if (action.kind == ActionKind::kRelease) {
+  if (action.kind == v1::ACTION_KIND_RELEASE) {
     absl::Status status = store_->CloseCase(case_id, action.reason, now);
     if (!status.ok()) {
       ++stats_.store_errors;
@@ -230,8 +239,9 @@ void Judge::Handle(const PlannedAction& action, const Evaluation& evaluation,
     }
     open_cases_.erase(key);
     ++stats_.cases_closed;
-    FW_LOG(Info, "case ", case_id, " closed: ", action.reason);
+    FW_LOG(Info, "case ", case_id, " closed by ", action.decided_by, ": ", action.reason);
   }
+  return case_id;
 }
 
 void Judge::OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Time now) {
@@ -255,6 +265,271 @@ void Judge::OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Tim
     FW_LOG(Warning, "recording the acknowledgement of action ", action_id, " from host ", host_id,
            ": ", status.message());
   }
+}
+
+absl::Status Judge::LoadOperatorState() {
+  ASSIGN_OR_RETURN(std::vector<v1::Exemption> exemptions, store_->ListExemptions(false));
+  absl::StatusOr<v1::PolicyChange> change = store_->LatestPolicyChange();
+  if (!change.ok() && !absl::IsNotFound(change.status())) return change.status();
+  absl::MutexLock lock(&mu_);
+  exemptions_ = std::move(exemptions);
+  if (change.ok()) {
+    last_change_ = *change;
+    std::vector<v1::Resource> resources;
+    for (int r : change->dry_run_resources()) resources.push_back(static_cast<v1::Resource>(r));
+    planner_.SetDryRun(change->dry_run(), std::move(resources));
+    FW_LOG(Info, "dry run ",
+           change->dry_run() || change->dry_run_resources_size() > 0 ? "on" : "off", " as set by ",
+           change->changed_by(), " (", change->reason(), ")");
+  }
+  return absl::OkStatus();
+}
+
+std::string Judge::AccountOf(const std::string& host_id, const std::string& tenant_id) const {
+  absl::StatusOr<std::vector<v1::TenantInfo>> tenants = fleet_->ListTenants(host_id);
+  if (!tenants.ok()) return "";
+  for (const v1::TenantInfo& info : *tenants) {
+    if (info.tenant().id() == tenant_id) return info.tenant().account();
+  }
+  return "";
+}
+
+bool Judge::IsExempt(const std::string& host_id, const std::string& tenant_id,
+                     const std::string& name, const std::string& account) const {
+  for (const v1::Exemption& e : exemptions_) {
+    if (!e.account().empty() && e.account() == account) return true;
+    if (!e.tenant_id().empty() && e.tenant_id() == tenant_id &&
+        (e.host_id().empty() || e.host_id() == host_id)) {
+      return true;
+    }
+  }
+  for (const std::string& t : options_.exempt_tenants) {
+    if (t == tenant_id || (!name.empty() && t == name)) return true;
+  }
+  for (const std::string& a : options_.exempt_accounts) {
+    if (!account.empty() && a == account) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<ResolvedTenant> Judge::Resolve(const std::string& host_id,
+                                              const std::string& tenant) const {
+  if (tenant.empty()) return absl::InvalidArgumentError("no tenant named");
+  ASSIGN_OR_RETURN(std::vector<v1::TenantInfo> tenants, fleet_->ListTenants(host_id));
+  std::vector<ResolvedTenant> found;
+  for (const v1::TenantInfo& info : tenants) {
+    if (info.tenant().id() != tenant && info.tenant().name() != tenant) continue;
+    found.push_back(
+        {info.host_id(), info.tenant().id(), info.tenant().name(), info.tenant().account()});
+  }
+  if (found.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "no tenant '", tenant, "'", host_id.empty() ? "" : absl::StrCat(" on host ", host_id),
+        " (an id or a name, as `fairwatch tenants` lists)"));
+  }
+  if (found.size() > 1) {
+    std::vector<std::string> where;
+    for (const ResolvedTenant& r : found)
+      where.push_back(absl::StrCat(r.host_id, "/", r.tenant_id));
+    return absl::FailedPreconditionError(absl::StrCat("'", tenant, "' names ", found.size(),
+                                                      " tenants (", absl::StrJoin(where, ", "),
+                                                      "); give the host, or the tenant's id"));
+  }
+  return found.front();
+}
+
+absl::StatusOr<std::vector<v1::Case>> Judge::Throttle(
+    const ResolvedTenant& tenant, const std::vector<std::pair<v1::Resource, double>>& limits,
+    const std::string& by, const std::string& reason, absl::Time now) {
+  if (limits.empty()) return absl::InvalidArgumentError("no limit given");
+  for (const auto& [resource, value] : limits) {
+    if (resource == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(resource)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown resource ", resource));
+    }
+    if (!(value > 0) || !std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the ", v1::Resource_Name(resource), " limit must be a positive number, not ", value));
+    }
+  }
+  absl::StatusOr<HostInterval> interval = fleet_->LastInterval(tenant.host_id);
+  std::vector<uint64_t> case_ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [resource, value] : limits) {
+      PlannedAction action =
+          planner_.Impose(now, tenant.host_id, tenant.tenant_id, resource, value, by, reason);
+      const bool have_case = open_cases_.contains(Key(tenant.host_id, tenant.tenant_id, resource));
+      absl::StatusOr<uint64_t> case_id;
+      if (have_case) {
+        case_id = Commit(action, nullptr, now);
+      } else {
+        v1::Case c;
+        c.set_tenant_name(tenant.name);
+        if (interval.ok()) {
+          for (const TenantInterval& t : interval->tenants) {
+            if (t.id == tenant.tenant_id)
+              c.mutable_opening()->set_usage(ResourceUsage(t.rates, resource));
+          }
+          c.mutable_opening()->set_report_seq(interval->seq);
+          c.mutable_opening()->set_capacity(ResourceCapacity(interval->capacity, resource));
+        }
+        case_id = Commit(action, &c, now);
+      }
+      if (!case_id.ok()) return case_id.status();
+      case_ids.push_back(*case_id);
+    }
+  }
+  std::vector<v1::Case> cases;
+  for (uint64_t id : case_ids) {
+    ASSIGN_OR_RETURN(v1::Case c, store_->GetCase(id));
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+absl::StatusOr<std::vector<v1::Case>> Judge::Release(const std::string& host_id,
+                                                     const std::string& tenant_id,
+                                                     const std::vector<v1::Resource>& resources,
+                                                     const std::string& by,
+                                                     const std::string& reason, absl::Time now) {
+  std::vector<uint64_t> case_ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Planner::CaseRef& ref : planner_.Cases()) {
+      if (ref.host_id != host_id || ref.tenant_id != tenant_id) continue;
+      if (!resources.empty() &&
+          std::find(resources.begin(), resources.end(), ref.resource) == resources.end()) {
+        continue;
+      }
+      PlannedAction release;
+      if (!planner_.Lift(now, host_id, tenant_id, ref.resource, by, reason, true, &release)) {
+        continue;
+      }
+      absl::StatusOr<uint64_t> case_id = Commit(release, nullptr, now);
+      if (!case_id.ok()) return case_id.status();
+      case_ids.push_back(*case_id);
+    }
+  }
+  if (case_ids.empty()) {
+    return absl::NotFoundError(absl::StrCat("no limit in force on tenant ", tenant_id, " of host ",
+                                            host_id,
+                                            resources.empty() ? "" : " for those resources"));
+  }
+  std::vector<v1::Case> cases;
+  for (uint64_t id : case_ids) {
+    ASSIGN_OR_RETURN(v1::Case c, store_->GetCase(id));
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+void Judge::ReleasePolicyCases(const std::function<bool(const Planner::CaseRef&)>& covered,
+                               const std::string& by, const std::string& reason, bool cooldown,
+                               absl::Time now) {
+  for (const Planner::CaseRef& ref : planner_.Cases()) {
+    if (ref.manual || !covered(ref)) continue;
+    PlannedAction release;
+    if (planner_.Lift(now, ref.host_id, ref.tenant_id, ref.resource, by, reason, cooldown,
+                      &release)) {
+      Commit(release, nullptr, now).IgnoreError();  // logged and counted there
+    }
+  }
+}
+
+absl::StatusOr<v1::Exemption> Judge::Exempt(v1::Exemption exemption, absl::Time now) {
+  exemption.set_created_unix_ns(absl::ToUnixNanos(now));
+  ASSIGN_OR_RETURN(v1::Exemption stored, store_->AddExemption(std::move(exemption)));
+  // Accounts of the tenants with cases, looked up before taking the lock.
+  std::map<std::pair<std::string, std::string>, std::string> accounts;
+  if (!stored.account().empty()) {
+    std::vector<Planner::CaseRef> refs;
+    {
+      absl::MutexLock lock(&mu_);
+      refs = planner_.Cases();
+    }
+    for (const Planner::CaseRef& ref : refs) {
+      accounts[{ref.host_id, ref.tenant_id}] = AccountOf(ref.host_id, ref.tenant_id);
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  exemptions_.push_back(stored);
+  ReleasePolicyCases(
+      [&](const Planner::CaseRef& ref) {
+        if (!stored.account().empty()) {
+          auto it = accounts.find({ref.host_id, ref.tenant_id});
+          return it != accounts.end() && it->second == stored.account();
+        }
+        return ref.tenant_id == stored.tenant_id() &&
+               (stored.host_id().empty() || ref.host_id == stored.host_id());
+      },
+      stored.created_by(), absl::StrCat("exempted by ", stored.created_by(), ": ", stored.reason()),
+      false, now);
+  return stored;
+}
+
+absl::StatusOr<v1::Exemption> Judge::Unexempt(uint64_t exemption_id, const std::string& by,
+                                              const std::string& reason, absl::Time now) {
+  ASSIGN_OR_RETURN(v1::Exemption removed, store_->RemoveExemption(exemption_id, by, reason, now));
+  absl::MutexLock lock(&mu_);
+  std::erase_if(exemptions_,
+                [&](const v1::Exemption& e) { return e.exemption_id() == exemption_id; });
+  return removed;
+}
+
+std::vector<v1::Exemption> Judge::Exemptions() const {
+  std::vector<v1::Exemption> out;
+  for (const std::string& t : options_.exempt_tenants) {
+    v1::Exemption& e = out.emplace_back();
+    e.set_tenant_id(t);
+    e.set_created_by("config");
+    e.set_reason("fairness.exempt_tenants in the controller's config");
+  }
+  for (const std::string& a : options_.exempt_accounts) {
+    v1::Exemption& e = out.emplace_back();
+    e.set_account(a);
+    e.set_created_by("config");
+    e.set_reason("fairness.exempt_accounts in the controller's config");
+  }
+  absl::MutexLock lock(&mu_);
+  out.insert(out.end(), exemptions_.begin(), exemptions_.end());
+  return out;
+}
+
+absl::StatusOr<DryRunState> Judge::SetDryRun(bool enabled, std::vector<v1::Resource> resources,
+                                             const std::string& by, const std::string& reason,
+                                             absl::Time now) {
+  for (v1::Resource r : resources) {
+    if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown resource ", r));
+    }
+  }
+  if (!enabled) resources.clear();
+  v1::PolicyChange change;
+  change.set_at_unix_ns(absl::ToUnixNanos(now));
+  change.set_changed_by(by);
+  change.set_reason(reason);
+  change.set_dry_run(enabled && resources.empty());
+  for (v1::Resource r : resources) change.add_dry_run_resources(r);
+  ASSIGN_OR_RETURN(change, store_->AddPolicyChange(std::move(change)));
+  absl::MutexLock lock(&mu_);
+  last_change_ = change;
+  planner_.SetDryRun(change.dry_run(), resources);
+  if (enabled) {
+    ReleasePolicyCases(
+        [&](const Planner::CaseRef& ref) { return !ref.dry_run && planner_.DryRun(ref.resource); },
+        by, absl::StrCat("dry run turned on by ", by, ": ", reason), false, now);
+  } else {
+    ReleasePolicyCases(
+        [](const Planner::CaseRef& ref) { return ref.dry_run; }, by,
+        absl::StrCat("dry run turned off by ", by, ": ", reason, "; the policy judges afresh"),
+        false, now);
+  }
+  return DryRunState{planner_.dry_run(), planner_.dry_run_resources(), last_change_};
+}
+
+DryRunState Judge::dry_run() const {
+  absl::MutexLock lock(&mu_);
+  return DryRunState{planner_.dry_run(), planner_.dry_run_resources(), last_change_};
 }
 
 }  // namespace fairwatch::controller

@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -29,6 +31,24 @@ struct JudgeOptions {
   FairnessParams fairness;
   PlannerParams planner;
   absl::Duration period = absl::Seconds(1);
+  // From the policy file: never limited by the policy (tenant id or name; account).
+  std::vector<std::string> exempt_tenants;
+  std::vector<std::string> exempt_accounts;
+};
+
+// A tenant an operator named, found in the fleet.
+struct ResolvedTenant {
+  std::string host_id;
+  std::string tenant_id;
+  std::string name;
+  std::string account;
+};
+
+// The dry-run settings in force and the operator change that set them.
+struct DryRunState {
+  bool all = false;
+  std::vector<v1::Resource> resources;
+  v1::PolicyChange last_change;  // change_id 0: none, the configured settings hold
 };
 
 struct JudgeStats {
@@ -67,11 +87,56 @@ class Judge {
 
   JudgeStats stats() const;
 
+  // Operator actions. `by` is "operator:<name>"; every change is recorded in
+  // the store (cases, exemptions, policy changes) before anything is sent.
+  //
+  // Loads exemptions and the latest dry-run change from the store (Start
+  // does this).
+  absl::Status LoadOperatorState();
+  // Finds a tenant by id or name, on `host_id` or the one host it is on.
+  absl::StatusOr<ResolvedTenant> Resolve(const std::string& host_id,
+                                         const std::string& tenant) const;
+  // Limits per resource; returns the cases opened or taken over.
+  absl::StatusOr<std::vector<v1::Case>> Throttle(
+      const ResolvedTenant& tenant, const std::vector<std::pair<v1::Resource, double>>& limits,
+      const std::string& by, const std::string& reason, absl::Time now);
+  // Lifts the limits on `resources` (empty: all); returns the closed cases.
+  // NotFound when none is in force.
+  absl::StatusOr<std::vector<v1::Case>> Release(const std::string& host_id,
+                                                const std::string& tenant_id,
+                                                const std::vector<v1::Resource>& resources,
+                                                const std::string& by, const std::string& reason,
+                                                absl::Time now);
+  // Stores the exemption and releases the policy's cases it covers.
+  absl::StatusOr<v1::Exemption> Exempt(v1::Exemption exemption, absl::Time now);
+  absl::StatusOr<v1::Exemption> Unexempt(uint64_t exemption_id, const std::string& by,
+                                         const std::string& reason, absl::Time now);
+  // In force: the store's and the policy file's (exemption_id 0, by "config").
+  std::vector<v1::Exemption> Exemptions() const;
+  // Turning dry run on releases the policy's limits it covers; turning it off
+  // closes dry-run cases, so the policy judges afresh and acts for real.
+  absl::StatusOr<DryRunState> SetDryRun(bool enabled, std::vector<v1::Resource> resources,
+                                        const std::string& by, const std::string& reason,
+                                        absl::Time now);
+  DryRunState dry_run() const;
+
  private:
   using Key = std::tuple<std::string, std::string, v1::Resource>;
 
   void Handle(const PlannedAction& action, const Evaluation& evaluation,
               const HostInterval& interval, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records `action` (opening the case `opening` when given), sends it and,
+  // for a release, closes its case. Returns the case id.
+  absl::StatusOr<uint64_t> Commit(const PlannedAction& action, v1::Case* opening, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsExempt(const std::string& host_id, const std::string& tenant_id, const std::string& name,
+                const std::string& account) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The account of a tenant the fleet knows; empty otherwise.
+  std::string AccountOf(const std::string& host_id, const std::string& tenant_id) const;
+  // Releases the policy's (not operators') cases `covered` selects.
+  void ReleasePolicyCases(const std::function<bool(const Planner::CaseRef&)>& covered,
+                          const std::string& by, const std::string& reason, bool cooldown,
+                          absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends APPLY (limit > 0) or CLEAR for `action`; returns the ack state to record.
   v1::AckState Send(const PlannedAction& action, uint64_t action_id, std::string* message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -87,6 +152,8 @@ class Judge {
   std::map<Key, uint64_t> open_cases_ ABSL_GUARDED_BY(mu_);  // -> case id
   std::map<Key, std::string> skip_logged_ ABSL_GUARDED_BY(mu_);
   JudgeStats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::Exemption> exemptions_ ABSL_GUARDED_BY(mu_);  // the store's, in force
+  v1::PolicyChange last_change_ ABSL_GUARDED_BY(mu_);
 
   absl::Notification stop_;
   std::thread thread_;

@@ -36,22 +36,23 @@ const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource
 
 }  // namespace
 
-absl::string_view ActionKindName(ActionKind kind) {
+absl::string_view ActionKindName(v1::ActionKind kind) {
   switch (kind) {
-    case ActionKind::kLimit:
+    case v1::ACTION_KIND_LIMIT:
       return "limit";
-    case ActionKind::kStepDown:
+    case v1::ACTION_KIND_STEP_DOWN:
       return "step-down";
-    case ActionKind::kStepUp:
+    case v1::ACTION_KIND_STEP_UP:
       return "step-up";
-    case ActionKind::kRenew:
+    case v1::ACTION_KIND_RENEW:
       return "renew";
-    case ActionKind::kRelease:
+    case v1::ACTION_KIND_RELEASE:
       return "release";
-    case ActionKind::kSkip:
+    case v1::ACTION_KIND_SKIP:
       return "skip";
+    default:
+      return "unknown";
   }
-  return "unknown";
 }
 
 bool Planner::DryRun(v1::Resource resource) const {
@@ -79,8 +80,8 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
   std::vector<PlannedAction> actions;
   if (evaluation.seq == 0) return actions;  // an interval already planned for
   const std::string& host = evaluation.host_id;
-  auto action = [&](const Key& key, ActionKind kind, double limit, absl::Time lease, bool dry_run,
-                    std::string reason) {
+  auto action = [&](const Key& key, v1::ActionKind kind, double limit, absl::Time lease,
+                    bool dry_run, std::string reason) {
     PlannedAction a;
     a.host_id = host;
     a.tenant_id = std::get<1>(key);
@@ -106,20 +107,22 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     uint32_t others_harmed = 0;
     const TenantShare* share = FindShare(evaluation, resource, std::get<1>(key), &others_harmed);
     if (share == nullptr) {
-      action(key, ActionKind::kRelease, 0, now, c.dry_run, "the tenant is gone from the host");
+      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run, "the tenant is gone from the host");
       it = cases_.erase(it);
       continue;
     }
-    bool acted = false;
+    bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;
-    if (others_harmed > 0) {
+    if (c.manual) {
+      // Renewed below.
+    } else if (others_harmed > 0) {
       c.quiet_since = absl::InfinitePast();
       const double lower = std::max(c.floor, c.limit * params_.step_down);
       if (step_due && lower < c.limit) {
         c.limit = lower;
         c.last_step = now;
         c.lease_expires = now + params_.lease;
-        action(key, ActionKind::kStepDown, c.limit, c.lease_expires, c.dry_run,
+        action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
                absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
                             Amount(c.limit, resource),
                             c.limit <= c.floor ? " (its floor: half its entitlement)" : ""));
@@ -130,7 +133,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       if (step_due && now - c.quiet_since >= params_.quiet_period) {
         const double higher = c.limit * params_.step_up;
         if (higher >= c.opening_usage) {
-          action(key, ActionKind::kRelease, 0, now, c.dry_run,
+          action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
                  absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
                               "; limit back above its usage when the case opened (",
                               Amount(c.opening_usage, resource), ")"));
@@ -141,15 +144,15 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.limit = higher;
         c.last_step = now;
         c.lease_expires = now + params_.lease;
-        action(key, ActionKind::kStepUp, c.limit, c.lease_expires, c.dry_run,
+        action(key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,
                absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
                             "; limit raised to ", Amount(c.limit, resource)));
         acted = true;
       }
     }
-    if (!acted && c.lease_expires - now <= params_.lease / 2) {
+    if ((!acted || c.manual) && c.lease_expires - now <= params_.lease / 2) {
       c.lease_expires = now + params_.lease;
-      action(key, ActionKind::kRenew, c.limit, c.lease_expires, c.dry_run, "case still open");
+      action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, "case still open");
     }
     ++limited;
     ++it;
@@ -167,17 +170,17 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     if (cases_.contains(key)) continue;
     const bool dry_run = DryRun(f.resource);
     if (exempt && exempt(host, f.offender.id)) {
-      action(key, ActionKind::kSkip, 0, now, dry_run, "exempt");
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run, "exempt");
       continue;
     }
     if (auto cool = cooldown_until_.find(key); cool != cooldown_until_.end()) {
-      action(key, ActionKind::kSkip, 0, now, dry_run,
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
              absl::StrCat("cooling down for another ", absl::FormatDuration(cool->second - now),
                           " after its last release"));
       continue;
     }
     if (limited >= cap) {
-      action(key, ActionKind::kSkip, 0, now, dry_run,
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
              absl::StrCat("cap reached: ", limited, " of ", host_tenants,
                           " tenants on the host already limited"));
       continue;
@@ -187,7 +190,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     c.floor = params_.floor_fraction * s.entitled;
     c.limit = std::max(c.floor, s.fair * (1 + params_.headroom));
     if (c.limit >= s.usage) {
-      action(key, ActionKind::kSkip, 0, now, dry_run,
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
              "a limit at its fair share plus headroom would not bind");
       continue;
     }
@@ -200,7 +203,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       harmed.push_back(absl::StrCat(h.id, " (", absl::StrJoin(h.evidence, ", "), ")"));
     }
     action(
-        key, ActionKind::kLimit, c.limit, c.lease_expires, dry_run,
+        key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
         absl::StrCat("using ", Amount(s.usage, f.resource), " of ", Amount(f.capacity, f.resource),
                      ", above its fair share ", Amount(s.fair, f.resource), " and its entitlement ",
                      Amount(s.entitled, f.resource), " in ", f.offender.flagged_intervals,
@@ -210,6 +213,66 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     ++limited;
   }
   return actions;
+}
+
+PlannedAction Planner::Impose(absl::Time now, const std::string& host_id,
+                              const std::string& tenant_id, v1::Resource resource, double limit,
+                              std::string decided_by, std::string reason) {
+  const Key key(host_id, tenant_id, resource);
+  auto [it, inserted] = cases_.try_emplace(key);
+  Case& c = it->second;
+  c.limit = limit;
+  c.floor = 0;
+  c.last_step = now;
+  c.lease_expires = now + params_.lease;
+  c.dry_run = false;
+  c.manual = true;
+  cooldown_until_.erase(key);
+  PlannedAction a;
+  a.host_id = host_id;
+  a.tenant_id = tenant_id;
+  a.resource = resource;
+  a.kind = v1::ACTION_KIND_LIMIT;
+  a.limit = limit;
+  a.lease_expires = c.lease_expires;
+  a.reason = std::move(reason);
+  a.decided_by = std::move(decided_by);
+  a.new_case = inserted;
+  return a;
+}
+
+bool Planner::Lift(absl::Time now, const std::string& host_id, const std::string& tenant_id,
+                   v1::Resource resource, std::string decided_by, std::string reason, bool cooldown,
+                   PlannedAction* release) {
+  const Key key(host_id, tenant_id, resource);
+  auto it = cases_.find(key);
+  if (it == cases_.end()) return false;
+  release->host_id = host_id;
+  release->tenant_id = tenant_id;
+  release->resource = resource;
+  release->kind = v1::ACTION_KIND_RELEASE;
+  release->limit = 0;
+  release->lease_expires = now;
+  release->dry_run = it->second.dry_run;
+  release->reason = std::move(reason);
+  release->decided_by = std::move(decided_by);
+  cases_.erase(it);
+  if (cooldown) cooldown_until_[key] = now + params_.cooldown;
+  return true;
+}
+
+std::vector<Planner::CaseRef> Planner::Cases() const {
+  std::vector<CaseRef> out;
+  out.reserve(cases_.size());
+  for (const auto& [key, c] : cases_) {
+    out.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), c.manual, c.dry_run});
+  }
+  return out;
+}
+
+void Planner::SetDryRun(bool all, std::vector<v1::Resource> resources) {
+  params_.dry_run = all;
+  params_.dry_run_resources = std::move(resources);
 }
 
 }  // namespace fairwatch::controller

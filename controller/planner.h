@@ -18,6 +18,7 @@
 
 #include "absl/time/time.h"
 #include "controller/engine.h"
+#include "fairwatch/v1/cases.pb.h"
 
 namespace fairwatch::controller {
 
@@ -36,26 +37,23 @@ struct PlannerParams {
   std::vector<v1::Resource> dry_run_resources;  // dry run for these only
 };
 
-enum class ActionKind {
-  kLimit,     // first limit of a case
-  kStepDown,  // harm persists
-  kStepUp,    // quiet
-  kRenew,     // same limit, new lease
-  kRelease,   // limit removed, case closed
-  kSkip,      // an offender left alone (exempt, cooling down, cap reached): recorded, not sent
-};
+// "limit", "step-down", ...: the action kinds of fairwatch.v1 (cases.proto).
+absl::string_view ActionKindName(v1::ActionKind kind);
 
-absl::string_view ActionKindName(ActionKind kind);
+// Who decided: the policy, or an operator ("operator:<name>").
+inline constexpr absl::string_view kByPolicy = "policy";
 
 struct PlannedAction {
   std::string host_id;
   std::string tenant_id;
   v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
-  ActionKind kind = ActionKind::kSkip;
+  v1::ActionKind kind = v1::ACTION_KIND_SKIP;
   double limit = 0;  // resource units; 0 for release and skip
   absl::Time lease_expires = absl::InfinitePast();
   bool dry_run = false;
   std::string reason;  // why, in words a customer could read
+  std::string decided_by = std::string(kByPolicy);
+  bool new_case = false;  // an operator's limit that opens a case
 };
 
 class Planner {
@@ -77,6 +75,33 @@ class Planner {
   LimitsInForce LimitsOn(const std::string& host_id) const;
   size_t active_cases() const { return cases_.size(); }
 
+  // An operator's limit: opens a case, or takes over the one in progress,
+  // that the policy renews but neither steps nor releases; only Lift ends
+  // it. Always sent, whatever the dry-run settings.
+  PlannedAction Impose(absl::Time now, const std::string& host_id, const std::string& tenant_id,
+                       v1::Resource resource, double limit, std::string decided_by,
+                       std::string reason);
+  // Ends the case of (host, tenant, resource), manual or not, with a cool-down
+  // before the policy may limit again when `cooldown`. False when there is none.
+  bool Lift(absl::Time now, const std::string& host_id, const std::string& tenant_id,
+            v1::Resource resource, std::string decided_by, std::string reason, bool cooldown,
+            PlannedAction* release);
+  // Cases in progress: (tenant, resource, manual) of a host, or of every host.
+  struct CaseRef {
+    std::string host_id;
+    std::string tenant_id;
+    v1::Resource resource;
+    bool manual;
+    bool dry_run;
+  };
+  std::vector<CaseRef> Cases() const;
+
+  // Dry run in force (the operator may change the configured one).
+  void SetDryRun(bool all, std::vector<v1::Resource> resources);
+  bool dry_run() const { return params_.dry_run; }
+  const std::vector<v1::Resource>& dry_run_resources() const { return params_.dry_run_resources; }
+  bool DryRun(v1::Resource resource) const;
+
  private:
   using Key = std::tuple<std::string, std::string, v1::Resource>;  // host, tenant, resource
   struct Case {
@@ -87,9 +112,8 @@ class Planner {
     absl::Time quiet_since = absl::InfinitePast();  // InfinitePast: harm now
     absl::Time lease_expires;
     bool dry_run = false;
+    bool manual = false;  // an operator's: renewed, never stepped or released by policy
   };
-
-  bool DryRun(v1::Resource resource) const;
 
   PlannerParams params_;
   std::map<Key, Case> cases_;

@@ -33,6 +33,21 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   h->set_drops_floor_per_s(set(h->drops_floor_per_s(), hd.drops_floor_per_s));
   h->set_self_throttled_fraction(set(h->self_throttled_fraction(), hd.self_throttled_fraction));
   h->set_baseline_alpha(set(h->baseline_alpha(), hd.baseline_alpha));
+
+  v1::ActionPolicy* a = policy->mutable_actions();
+  const PlannerParams pd;
+  auto ms = [](uint32_t current, absl::Duration fallback) {
+    return current == 0 ? static_cast<uint32_t>(absl::ToInt64Milliseconds(fallback)) : current;
+  };
+  a->set_headroom(set(a->headroom(), pd.headroom));
+  a->set_step_down(set(a->step_down(), pd.step_down));
+  a->set_step_up(set(a->step_up(), pd.step_up));
+  a->set_floor_fraction(set(a->floor_fraction(), pd.floor_fraction));
+  a->set_step_interval_ms(ms(a->step_interval_ms(), pd.step_interval));
+  a->set_quiet_period_ms(ms(a->quiet_period_ms(), pd.quiet_period));
+  a->set_lease_ms(ms(a->lease_ms(), pd.lease));
+  a->set_cooldown_ms(ms(a->cooldown_ms(), pd.cooldown));
+  a->set_max_limited_fraction(set(a->max_limited_fraction(), pd.max_limited_fraction));
 }
 
 absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
@@ -53,6 +68,28 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("harm.drops_floor_per_s", h.drops_floor_per_s(), 0, 1e9));
   RETURN_IF_ERROR(InRange("harm.self_throttled_fraction", h.self_throttled_fraction(), 0, 1));
   RETURN_IF_ERROR(InRange("harm.baseline_alpha", h.baseline_alpha(), 1e-6, 1));
+  const v1::ActionPolicy& a = p.actions();
+  RETURN_IF_ERROR(InRange("actions.headroom", a.headroom(), 0, 10));
+  RETURN_IF_ERROR(InRange("actions.step_down", a.step_down(), 0.1, 0.99));
+  RETURN_IF_ERROR(InRange("actions.step_up", a.step_up(), 1.01, 10));
+  RETURN_IF_ERROR(InRange("actions.floor_fraction", a.floor_fraction(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("actions.step_interval_ms", a.step_interval_ms(), 100, 3600000));
+  RETURN_IF_ERROR(InRange("actions.quiet_period_ms", a.quiet_period_ms(), 100, 3600000));
+  RETURN_IF_ERROR(InRange("actions.lease_ms", a.lease_ms(), 1000, 3600000));
+  RETURN_IF_ERROR(InRange("actions.cooldown_ms", a.cooldown_ms(), 100, 86400000));
+  RETURN_IF_ERROR(InRange("actions.max_limited_fraction", a.max_limited_fraction(), 0.01, 1));
+  for (int r : p.dry_run_resources()) {
+    if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fairness.dry_run_resources has an unknown resource (", r, ")"));
+    }
+  }
+  for (const std::string& t : p.exempt_tenants()) {
+    if (t.empty()) return absl::InvalidArgumentError("fairness.exempt_tenants has an empty entry");
+  }
+  for (const std::string& t : p.exempt_accounts()) {
+    if (t.empty()) return absl::InvalidArgumentError("fairness.exempt_accounts has an empty entry");
+  }
   return absl::OkStatus();
 }
 
@@ -73,6 +110,27 @@ absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy polic
   params.harm.drops_floor_per_s = h.drops_floor_per_s();
   params.harm.self_throttled_fraction = h.self_throttled_fraction();
   params.harm.baseline_alpha = h.baseline_alpha();
+  return params;
+}
+
+absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy) {
+  ApplyPolicyDefaults(&policy);
+  RETURN_IF_ERROR(ValidatePolicy(policy));
+  const v1::ActionPolicy& a = policy.actions();
+  PlannerParams params;
+  params.headroom = a.headroom();
+  params.step_down = a.step_down();
+  params.step_up = a.step_up();
+  params.floor_fraction = a.floor_fraction();
+  params.step_interval = absl::Milliseconds(a.step_interval_ms());
+  params.quiet_period = absl::Milliseconds(a.quiet_period_ms());
+  params.lease = absl::Milliseconds(a.lease_ms());
+  params.cooldown = absl::Milliseconds(a.cooldown_ms());
+  params.max_limited_fraction = a.max_limited_fraction();
+  params.dry_run = policy.dry_run();
+  for (int r : policy.dry_run_resources()) {
+    params.dry_run_resources.push_back(static_cast<v1::Resource>(r));
+  }
   return params;
 }
 

@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "controller/fairness.h"
+#include "controller/planner.h"
 #include "fairwatch/v1/config.pb.h"
 
 namespace fairwatch::controller {
@@ -18,5 +19,7 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& policy);
 
 // Defaults, validation and conversion in one.
 absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy policy);
+// The planner's part (fairness.actions, dry_run, dry_run_resources).
+absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy);
 
 }  // namespace fairwatch::controller

@@ -38,13 +38,21 @@ ControllerServer::ControllerServer(const v1::ControllerConfig& config, Store* st
   // Validated with the config; a failure here means defaults.
   absl::StatusOr<FairnessParams> fairness = FairnessParamsFromPolicy(config.fairness());
   if (fairness.ok()) options.fairness = *fairness;
-  options.planner.dry_run = config.fairness().dry_run();
+  absl::StatusOr<PlannerParams> planner = PlannerParamsFromPolicy(config.fairness());
+  if (planner.ok()) options.planner = *planner;
+  options.exempt_tenants.assign(config.fairness().exempt_tenants().begin(),
+                                config.fairness().exempt_tenants().end());
+  options.exempt_accounts.assign(config.fairness().exempt_accounts().begin(),
+                                 config.fairness().exempt_accounts().end());
   judge_ = std::make_unique<Judge>(
       &fleet_, store,
       [this](const std::string& host_id, const v1::ControllerMessage& message) {
         return agent_link_.SendToHost(host_id, message);
       },
       options);
+  v1::FairnessPolicy configured = config.fairness();
+  ApplyPolicyDefaults(&configured);
+  operator_.SetJudge(judge_.get(), std::move(configured));
 }
 
 absl::StatusOr<std::unique_ptr<ControllerServer>> ControllerServer::Start(

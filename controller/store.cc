@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status.h"
 
 namespace fairwatch::controller {
@@ -71,6 +72,41 @@ CREATE TABLE case_actions (
 );
 CREATE INDEX case_actions_by_case ON case_actions(case_id, action_id);
 )sql"},
+    {3, R"sql(
+CREATE TABLE exemptions (
+  exemption_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  tenant_id TEXT NOT NULL,
+  account TEXT NOT NULL,
+  host_id TEXT NOT NULL,
+  tenant_name TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  created_unix_ns INTEGER NOT NULL,
+  removed_unix_ns INTEGER NOT NULL DEFAULT 0,
+  removed_by TEXT NOT NULL DEFAULT '',
+  removed_reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE policy_changes (
+  change_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_unix_ns INTEGER NOT NULL,
+  changed_by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  dry_run INTEGER NOT NULL,
+  dry_run_resources TEXT NOT NULL
+);
+CREATE TABLE audit_log (
+  entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at_unix_ns INTEGER NOT NULL,
+  operator_name TEXT NOT NULL,
+  peer TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  request TEXT NOT NULL,
+  ok INTEGER NOT NULL,
+  result TEXT NOT NULL
+);
+)sql"},
 };
 
 absl::StatusCode SqliteCode(int rc) {
@@ -110,6 +146,35 @@ std::string ColumnText(sqlite3_stmt* statement, int column) {
   if (text == nullptr) return "";
   return std::string(reinterpret_cast<const char*>(text),
                      static_cast<size_t>(sqlite3_column_bytes(statement, column)));
+}
+
+std::string JoinResources(const google::protobuf::RepeatedField<int>& resources) {
+  std::string out;
+  for (int r : resources) {
+    if (!out.empty()) out += ",";
+    out += v1::Resource_Name(static_cast<v1::Resource>(r));
+  }
+  return out;
+}
+
+constexpr char kExemptionColumns[] =
+    "SELECT exemption_id, tenant_id, account, host_id, tenant_name, created_by, reason, "
+    "created_unix_ns, removed_unix_ns, removed_by, removed_reason FROM exemptions";
+
+v1::Exemption ReadExemption(sqlite3_stmt* st) {
+  v1::Exemption e;
+  e.set_exemption_id(static_cast<uint64_t>(sqlite3_column_int64(st, 0)));
+  e.set_tenant_id(ColumnText(st, 1));
+  e.set_account(ColumnText(st, 2));
+  e.set_host_id(ColumnText(st, 3));
+  e.set_tenant_name(ColumnText(st, 4));
+  e.set_created_by(ColumnText(st, 5));
+  e.set_reason(ColumnText(st, 6));
+  e.set_created_unix_ns(sqlite3_column_int64(st, 7));
+  e.set_removed_unix_ns(sqlite3_column_int64(st, 8));
+  e.set_removed_by(ColumnText(st, 9));
+  e.set_removed_reason(ColumnText(st, 10));
+  return e;
 }
 
 }  // namespace
@@ -599,6 +664,157 @@ absl::StatusOr<v1::Case> SqliteStore::GetCase(uint64_t case_id) {
   ASSIGN_OR_RETURN(std::vector<v1::Case> found, ListCases(filter));
   if (found.empty()) return absl::NotFoundError(absl::StrCat("no case ", case_id));
   return std::move(found.front());
+}
+
+absl::StatusOr<v1::Exemption> SqliteStore::AddExemption(v1::Exemption e) {
+  if (e.tenant_id().empty() == e.account().empty()) {
+    return absl::InvalidArgumentError("an exemption names a tenant or an account, not both");
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement st, Prepare(R"sql(
+INSERT INTO exemptions(tenant_id, account, host_id, tenant_name, created_by, reason,
+                       created_unix_ns)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7))sql"));
+  BindText(st.get(), 1, e.tenant_id());
+  BindText(st.get(), 2, e.account());
+  BindText(st.get(), 3, e.host_id());
+  BindText(st.get(), 4, e.tenant_name());
+  BindText(st.get(), 5, e.created_by());
+  BindText(st.get(), 6, e.reason());
+  sqlite3_bind_int64(st.get(), 7, e.created_unix_ns());
+  RETURN_IF_ERROR(Run(st.get(), "recording an exemption"));
+  e.set_exemption_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
+  return e;
+}
+
+absl::StatusOr<v1::Exemption> SqliteStore::RemoveExemption(uint64_t exemption_id,
+                                                           absl::string_view removed_by,
+                                                           absl::string_view reason,
+                                                           absl::Time at) {
+  absl::MutexLock lock(&mu_);
+  const std::string what = absl::StrCat("removing exemption ", exemption_id);
+  v1::Exemption removed;
+  RETURN_IF_ERROR(InTransaction(what, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Statement update, Prepare(R"sql(
+UPDATE exemptions SET removed_unix_ns = ?2, removed_by = ?3, removed_reason = ?4
+WHERE exemption_id = ?1 AND removed_unix_ns = 0)sql"));
+    sqlite3_bind_int64(update.get(), 1, static_cast<int64_t>(exemption_id));
+    sqlite3_bind_int64(update.get(), 2, absl::ToUnixNanos(at));
+    BindText(update.get(), 3, removed_by);
+    BindText(update.get(), 4, reason);
+    RETURN_IF_ERROR(Run(update.get(), what));
+    if (sqlite3_changes(db_) == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("no exemption ", exemption_id, " in force (unknown or already removed)"));
+    }
+    ASSIGN_OR_RETURN(Statement query,
+                     Prepare(absl::StrCat(kExemptionColumns, " WHERE exemption_id = ?1").c_str()));
+    sqlite3_bind_int64(query.get(), 1, static_cast<int64_t>(exemption_id));
+    const int rc = sqlite3_step(query.get());
+    if (rc != SQLITE_ROW) return Error(rc, what);
+    removed = ReadExemption(query.get());
+    return absl::OkStatus();
+  }));
+  return removed;
+}
+
+absl::StatusOr<std::vector<v1::Exemption>> SqliteStore::ListExemptions(bool include_removed) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      Statement st,
+      Prepare(absl::StrCat(kExemptionColumns, include_removed ? "" : " WHERE removed_unix_ns = 0",
+                           " ORDER BY exemption_id")
+                  .c_str()));
+  std::vector<v1::Exemption> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) out.push_back(ReadExemption(st.get()));
+  if (rc != SQLITE_DONE) return Error(rc, "listing exemptions");
+  return out;
+}
+
+absl::StatusOr<v1::PolicyChange> SqliteStore::AddPolicyChange(v1::PolicyChange change) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement st, Prepare(R"sql(
+INSERT INTO policy_changes(at_unix_ns, changed_by, reason, dry_run, dry_run_resources)
+VALUES (?1, ?2, ?3, ?4, ?5))sql"));
+  const std::string resources = JoinResources(change.dry_run_resources());
+  sqlite3_bind_int64(st.get(), 1, change.at_unix_ns());
+  BindText(st.get(), 2, change.changed_by());
+  BindText(st.get(), 3, change.reason());
+  sqlite3_bind_int(st.get(), 4, change.dry_run() ? 1 : 0);
+  BindText(st.get(), 5, resources);
+  RETURN_IF_ERROR(Run(st.get(), "recording a policy change"));
+  change.set_change_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
+  return change;
+}
+
+absl::StatusOr<v1::PolicyChange> SqliteStore::LatestPolicyChange() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement st, Prepare(R"sql(
+SELECT change_id, at_unix_ns, changed_by, reason, dry_run, dry_run_resources
+FROM policy_changes ORDER BY change_id DESC LIMIT 1)sql"));
+  const int rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return absl::NotFoundError("no policy change recorded");
+  if (rc != SQLITE_ROW) return Error(rc, "reading the latest policy change");
+  v1::PolicyChange change;
+  change.set_change_id(static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0)));
+  change.set_at_unix_ns(sqlite3_column_int64(st.get(), 1));
+  change.set_changed_by(ColumnText(st.get(), 2));
+  change.set_reason(ColumnText(st.get(), 3));
+  change.set_dry_run(sqlite3_column_int(st.get(), 4) != 0);
+  for (absl::string_view name : absl::StrSplit(ColumnText(st.get(), 5), ',', absl::SkipEmpty())) {
+    v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+    if (!v1::Resource_Parse(std::string(name), &resource)) {
+      return absl::DataLossError(absl::StrCat("policy change ", change.change_id(), " in database ",
+                                              path_, ": unknown resource ", name));
+    }
+    change.add_dry_run_resources(resource);
+  }
+  return change;
+}
+
+absl::StatusOr<v1::AuditEntry> SqliteStore::AddAudit(v1::AuditEntry entry) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement st, Prepare(R"sql(
+INSERT INTO audit_log(at_unix_ns, operator_name, peer, action, target, reason, request, ok, result)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9))sql"));
+  sqlite3_bind_int64(st.get(), 1, entry.at_unix_ns());
+  BindText(st.get(), 2, entry.operator_name());
+  BindText(st.get(), 3, entry.peer());
+  BindText(st.get(), 4, entry.action());
+  BindText(st.get(), 5, entry.target());
+  BindText(st.get(), 6, entry.reason());
+  BindText(st.get(), 7, entry.request());
+  sqlite3_bind_int(st.get(), 8, entry.ok() ? 1 : 0);
+  BindText(st.get(), 9, entry.result());
+  RETURN_IF_ERROR(Run(st.get(), "writing the audit log"));
+  entry.set_entry_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
+  return entry;
+}
+
+absl::StatusOr<std::vector<v1::AuditEntry>> SqliteStore::ListAudit(uint32_t limit) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Statement st, Prepare(R"sql(
+SELECT entry_id, at_unix_ns, operator_name, peer, action, target, reason, request, ok, result
+FROM audit_log ORDER BY entry_id DESC LIMIT ?1)sql"));
+  sqlite3_bind_int64(st.get(), 1, limit > 0 ? limit : -1);
+  std::vector<v1::AuditEntry> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    v1::AuditEntry& e = out.emplace_back();
+    e.set_entry_id(static_cast<uint64_t>(sqlite3_column_int64(st.get(), 0)));
+    e.set_at_unix_ns(sqlite3_column_int64(st.get(), 1));
+    e.set_operator_name(ColumnText(st.get(), 2));
+    e.set_peer(ColumnText(st.get(), 3));
+    e.set_action(ColumnText(st.get(), 4));
+    e.set_target(ColumnText(st.get(), 5));
+    e.set_reason(ColumnText(st.get(), 6));
+    e.set_request(ColumnText(st.get(), 7));
+    e.set_ok(sqlite3_column_int(st.get(), 8) != 0);
+    e.set_result(ColumnText(st.get(), 9));
+  }
+  if (rc != SQLITE_DONE) return Error(rc, "reading the audit log");
+  return out;
 }
 
 }  // namespace fairwatch::controller

@@ -77,6 +77,25 @@ class Store {
   virtual absl::StatusOr<v1::Case> GetCase(uint64_t case_id) = 0;
   // Newest first, with their actions.
   virtual absl::StatusOr<std::vector<v1::Case>> ListCases(const CaseFilter& filter) = 0;
+
+  // Operator exemptions: stored with an id; removal keeps the row, marked.
+  virtual absl::StatusOr<v1::Exemption> AddExemption(v1::Exemption exemption) = 0;
+  // NotFound when no exemption with that id is in force.
+  virtual absl::StatusOr<v1::Exemption> RemoveExemption(uint64_t exemption_id,
+                                                        absl::string_view removed_by,
+                                                        absl::string_view reason,
+                                                        absl::Time at) = 0;
+  virtual absl::StatusOr<std::vector<v1::Exemption>> ListExemptions(bool include_removed) = 0;
+
+  // Operator changes to the policy in force; the latest wins after a restart.
+  virtual absl::StatusOr<v1::PolicyChange> AddPolicyChange(v1::PolicyChange change) = 0;
+  // NotFound when none was ever made.
+  virtual absl::StatusOr<v1::PolicyChange> LatestPolicyChange() = 0;
+
+  // The operator audit log, append only.
+  virtual absl::StatusOr<v1::AuditEntry> AddAudit(v1::AuditEntry entry) = 0;
+  // Newest first; 0: all.
+  virtual absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(uint32_t limit) = 0;
 };
 
 class SqliteStore final : public Store {
@@ -101,6 +120,14 @@ class SqliteStore final : public Store {
   absl::Status CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) override;
   absl::StatusOr<v1::Case> GetCase(uint64_t case_id) override;
   absl::StatusOr<std::vector<v1::Case>> ListCases(const CaseFilter& filter) override;
+  absl::StatusOr<v1::Exemption> AddExemption(v1::Exemption exemption) override;
+  absl::StatusOr<v1::Exemption> RemoveExemption(uint64_t exemption_id, absl::string_view removed_by,
+                                                absl::string_view reason, absl::Time at) override;
+  absl::StatusOr<std::vector<v1::Exemption>> ListExemptions(bool include_removed) override;
+  absl::StatusOr<v1::PolicyChange> AddPolicyChange(v1::PolicyChange change) override;
+  absl::StatusOr<v1::PolicyChange> LatestPolicyChange() override;
+  absl::StatusOr<v1::AuditEntry> AddAudit(v1::AuditEntry entry) override;
+  absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(uint32_t limit) override;
 
   absl::StatusOr<int> SchemaVersion();
   static int LatestSchemaVersion();

@@ -22,11 +22,14 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "gtest/gtest.h"
+#include "tests/controller/fake_agent.h"
 #include "tests/controller/test_util.h"
 
 namespace fairwatch::controller {
 namespace {
 
+using ::fairwatch::controller::testing::Deadline;
+using ::fairwatch::controller::testing::FakeAgent;
 using ::fairwatch::controller::testing::MakeHello;
 using ::fairwatch::controller::testing::MakeInventory;
 using ::fairwatch::controller::testing::MakeReport;
@@ -37,75 +40,6 @@ using ::testing::HasSubstr;
 constexpr uint64_t kSecond = 1'000'000'000;
 constexpr int64_t kEpoch = 1'700'000'000'000'000'000;
 constexpr uint32_t kMaxMessageBytes = 64 * 1024;
-constexpr absl::Duration kRpcDeadline = absl::Seconds(10);
-
-std::chrono::system_clock::time_point Deadline() {
-  return absl::ToChronoTime(absl::Now() + kRpcDeadline);
-}
-
-// One agent stream driven synchronously; every read is bounded by the
-// context deadline, so a missing reply fails the test instead of hanging it.
-class FakeAgent {
- public:
-  explicit FakeAgent(const std::shared_ptr<grpc::Channel>& channel)
-      : stub_(v1::AgentLink::NewStub(channel)) {
-    context_.set_deadline(Deadline());
-    stream_ = stub_->Connect(&context_);
-  }
-
-  bool Send(const v1::AgentMessage& message) { return stream_->Write(message); }
-
-  std::optional<v1::ControllerMessage> Read() {
-    v1::ControllerMessage message;
-    if (!stream_->Read(&message)) return std::nullopt;
-    return message;
-  }
-
-  // Sends Hello and returns the Welcome.
-  std::optional<v1::Welcome> Hello(const v1::Hello& hello) {
-    v1::AgentMessage message;
-    *message.mutable_hello() = hello;
-    if (!Send(message)) return std::nullopt;
-    std::optional<v1::ControllerMessage> reply = Read();
-    if (!reply.has_value() || !reply->has_welcome()) return std::nullopt;
-    return reply->welcome();
-  }
-
-  bool Inventory(const v1::TenantInventory& inventory) {
-    v1::AgentMessage message;
-    *message.mutable_inventory() = inventory;
-    return Send(message);
-  }
-
-  // Sends a report and returns the acked seq.
-  std::optional<uint64_t> Report(const v1::UsageReport& report) {
-    v1::AgentMessage message;
-    *message.mutable_report() = report;
-    if (!Send(message)) return std::nullopt;
-    std::optional<v1::ControllerMessage> reply = Read();
-    if (!reply.has_value() || !reply->has_report_ack()) return std::nullopt;
-    return reply->report_ack().seq();
-  }
-
-  // Reads until the server ends the stream, returning its status.
-  grpc::Status AwaitEnd() {
-    v1::ControllerMessage ignored;
-    while (stream_->Read(&ignored)) {
-    }
-    return stream_->Finish();
-  }
-
-  grpc::Status Close() {
-    stream_->WritesDone();
-    return AwaitEnd();
-  }
-
- private:
-  std::unique_ptr<v1::AgentLink::Stub> stub_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ControllerMessage>> stream_;
-};
-
 class AgentLinkServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {

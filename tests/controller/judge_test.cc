@@ -152,5 +152,83 @@ TEST_F(JudgeTest, CasesLeftOpenByAPreviousControllerAreClosedAtStart) {
   EXPECT_EQ(*next.CloseOrphanedCases(kT0 + absl::Minutes(6)), 0u) << "nothing left to close";
 }
 
+TEST_F(JudgeTest, ExemptingAnAccountReleasesItsPolicyLimitAndKeepsItUnlimited) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 3; ++i) Tick(true);
+  ASSERT_EQ(Cases().size(), 1u);
+  v1::Exemption e;
+  e.set_account("acct");  // MakeTenant's default account
+  e.set_created_by("operator:alice");
+  e.set_reason("backup service");
+  absl::StatusOr<v1::Exemption> stored = judge_->Exempt(e, kT0 + absl::Seconds(14));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_GT(stored->exemption_id(), 0u);
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_CLOSED);
+  EXPECT_EQ(cases[0].close_reason(), "exempted by operator:alice: backup service");
+  EXPECT_EQ(cases[0].actions().rbegin()->decided_by(), "operator:alice");
+  EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_CLEAR);
+  // Still offending, never limited again; no cool-down needed for that.
+  for (int i = 0; i < 10; ++i) Tick(true);
+  EXPECT_EQ(Cases().size(), 1u);
+  // A new judge on the same store knows the exemption.
+  Judge next(
+      &fleet_, store_.get(),
+      [](const std::string&, const v1::ControllerMessage&) { return absl::OkStatus(); },
+      JudgeOptions{});
+  ASSERT_TRUE(next.LoadOperatorState().ok());
+  ASSERT_EQ(next.Exemptions().size(), 1u);
+  EXPECT_EQ(next.Exemptions()[0].account(), "acct");
+}
+
+TEST_F(JudgeTest, DryRunOnLiftsPolicyLimitsAndOffClosesDryRunCases) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 3; ++i) Tick(true);
+  ASSERT_EQ(Cases().size(), 1u);
+  absl::StatusOr<DryRunState> on = judge_->SetDryRun(
+      true, {}, "operator:alice", "new policy, watching", kT0 + absl::Seconds(14));
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->all);
+  EXPECT_GT(on->last_change.change_id(), 0u);
+  EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_CLEAR);
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_CLOSED);
+
+  // The offender gets a dry-run case: recorded, nothing sent.
+  const size_t sent_before = sent_.size();
+  for (int i = 0; i < 5; ++i) Tick(true);
+  cases = Cases();
+  ASSERT_EQ(cases.size(), 2u);
+  EXPECT_TRUE(cases[0].dry_run());
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_OPEN);
+  EXPECT_EQ(sent_.size(), sent_before);
+
+  // Restarted, the judge keeps dry run on.
+  Judge next(
+      &fleet_, store_.get(),
+      [](const std::string&, const v1::ControllerMessage&) { return absl::OkStatus(); },
+      JudgeOptions{});
+  ASSERT_TRUE(next.LoadOperatorState().ok());
+  EXPECT_TRUE(next.dry_run().all);
+  EXPECT_EQ(next.dry_run().last_change.changed_by(), "operator:alice");
+
+  absl::StatusOr<DryRunState> off =
+      judge_->SetDryRun(false, {}, "operator:alice", "looks right", kT0 + absl::Seconds(30));
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->all);
+  cases = Cases();
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_CLOSED);
+  EXPECT_NE(cases[0].close_reason().find("dry run turned off"), std::string::npos);
+  EXPECT_EQ(sent_.size(), sent_before) << "closing a dry-run case sends nothing";
+  // Judged afresh, for real (no cool-down after a dry-run case).
+  for (int i = 0; i < 5; ++i) Tick(true);
+  cases = Cases();
+  ASSERT_EQ(cases.size(), 3u);
+  EXPECT_FALSE(cases[0].dry_run());
+  EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_APPLY);
+}
+
 }  // namespace
 }  // namespace fairwatch::controller

@@ -55,7 +55,7 @@ Evaluation Interval(uint64_t seq, bool offender, bool victim_harmed, double usag
 
 struct Step {
   int t;
-  ActionKind kind;
+  v1::ActionKind kind;
   double limit;
 };
 
@@ -75,15 +75,18 @@ TEST(Planner, LimitStepDownToTheFloorRenewQuietStepUpReleaseCoolDown) {
     }
   }
   const std::vector<Step> want = {
-      {0, ActionKind::kLimit, 1.1},      // fair share 1.0 + 10 % headroom
-      {5, ActionKind::kStepDown, 0.88},  // harm persists: x0.8 every 5 s
-      {10, ActionKind::kStepDown, 0.704},     {15, ActionKind::kStepDown, 0.5632},
-      {20, ActionKind::kStepDown, 0.5},  // floor: half its entitlement
-      {35, ActionKind::kRenew, 0.5},     // lease (30 s) half gone
-      {50, ActionKind::kStepUp, 0.625},  // quiet since 40, for 10 s
-      {55, ActionKind::kStepUp, 0.78125},     {60, ActionKind::kStepUp, 0.9765625},
-      {65, ActionKind::kStepUp, 1.220703125}, {70, ActionKind::kStepUp, 1.52587890625},
-      {75, ActionKind::kRelease, 0},  // x1.25 would pass its usage when the case opened (1.6)
+      {0, v1::ACTION_KIND_LIMIT, 1.1},       // fair share 1.0 + 10 % headroom
+      {5, v1::ACTION_KIND_STEP_DOWN, 0.88},  // harm persists: x0.8 every 5 s
+      {10, v1::ACTION_KIND_STEP_DOWN, 0.704},
+      {15, v1::ACTION_KIND_STEP_DOWN, 0.5632},
+      {20, v1::ACTION_KIND_STEP_DOWN, 0.5},  // floor: half its entitlement
+      {35, v1::ACTION_KIND_RENEW, 0.5},      // lease (30 s) half gone
+      {50, v1::ACTION_KIND_STEP_UP, 0.625},  // quiet since 40, for 10 s
+      {55, v1::ACTION_KIND_STEP_UP, 0.78125},
+      {60, v1::ACTION_KIND_STEP_UP, 0.9765625},
+      {65, v1::ACTION_KIND_STEP_UP, 1.220703125},
+      {70, v1::ACTION_KIND_STEP_UP, 1.52587890625},
+      {75, v1::ACTION_KIND_RELEASE, 0},  // x1.25 would pass its usage when the case opened (1.6)
   };
   ASSERT_GE(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
@@ -94,9 +97,9 @@ TEST(Planner, LimitStepDownToTheFloorRenewQuietStepUpReleaseCoolDown) {
   // Flagged again at 80: cooling down (60 s after the release at 75) until 135.
   ASSERT_GT(got.size(), want.size());
   EXPECT_EQ(got[want.size()].t, 80);
-  EXPECT_EQ(got[want.size()].kind, ActionKind::kSkip);
+  EXPECT_EQ(got[want.size()].kind, v1::ACTION_KIND_SKIP);
   const auto relimit = std::find_if(got.begin(), got.end(), [](const Step& s) {
-    return s.t > 75 && s.kind == ActionKind::kLimit;
+    return s.t > 75 && s.kind == v1::ACTION_KIND_LIMIT;
   });
   ASSERT_NE(relimit, got.end());
   EXPECT_EQ(relimit->t, 135);
@@ -128,8 +131,8 @@ TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
   e.verdicts[0].judgement.tenants.push_back(other.verdicts[0].judgement.tenants[0]);
   std::vector<PlannedAction> actions = planner.Plan(At(0), e, 4);
   ASSERT_EQ(actions.size(), 2u);
-  EXPECT_EQ(actions[0].kind, ActionKind::kLimit);
-  EXPECT_EQ(actions[1].kind, ActionKind::kSkip);
+  EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_SKIP);
   EXPECT_NE(actions[1].reason.find("cap reached: 1 of 4"), std::string::npos) << actions[1].reason;
   EXPECT_EQ(planner.active_cases(), 1u);
 }
@@ -139,7 +142,7 @@ TEST(Planner, ExemptTenantsAreRecordedButNeverLimited) {
   auto exempt = [](const std::string&, const std::string& tenant) { return tenant == "hog"; };
   std::vector<PlannedAction> actions = planner.Plan(At(0), Interval(1, true, true), 2, exempt);
   ASSERT_EQ(actions.size(), 1u);
-  EXPECT_EQ(actions[0].kind, ActionKind::kSkip);
+  EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_SKIP);
   EXPECT_EQ(actions[0].reason, "exempt");
   EXPECT_EQ(planner.active_cases(), 0u);
 }
@@ -150,7 +153,7 @@ TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
   Planner planner(params);
   std::vector<PlannedAction> cpu = planner.Plan(At(0), Interval(1, true, true), 2);
   ASSERT_EQ(cpu.size(), 1u);
-  EXPECT_EQ(cpu[0].kind, ActionKind::kLimit);
+  EXPECT_EQ(cpu[0].kind, v1::ACTION_KIND_LIMIT);
   EXPECT_TRUE(cpu[0].dry_run);
   // Next interval: the CPU case goes on (nothing due yet) and a disk offender appears.
   Evaluation next = Interval(2, false, true);
@@ -160,7 +163,7 @@ TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
   std::vector<PlannedAction> actions = planner.Plan(At(1), next, 8);  // cap: 2 of 8
   ASSERT_EQ(actions.size(), 1u);
   EXPECT_EQ(actions[0].resource, v1::RESOURCE_DISK_BANDWIDTH);
-  EXPECT_EQ(actions[0].kind, ActionKind::kLimit);
+  EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
   EXPECT_FALSE(actions[0].dry_run);
 }
 
@@ -171,9 +174,81 @@ TEST(Planner, ACaseOfATenantThatLeftIsReleased) {
   gone.verdicts[0].judgement.tenants.erase(gone.verdicts[0].judgement.tenants.begin());
   std::vector<PlannedAction> actions = planner.Plan(At(1), gone, 1);
   ASSERT_EQ(actions.size(), 1u);
-  EXPECT_EQ(actions[0].kind, ActionKind::kRelease);
+  EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_RELEASE);
   EXPECT_EQ(planner.active_cases(), 0u);
   EXPECT_TRUE(planner.Plan(At(2), Evaluation{}, 1).empty()) << "an already-judged interval";
+}
+
+TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
+  PlannerParams params;
+  params.dry_run = true;  // operators' limits are sent regardless
+  Planner planner(params);
+  PlannedAction imposed =
+      planner.Impose(At(0), "hv", "hog", v1::RESOURCE_CPU, 0.3, "operator:alice", "ticket 1");
+  EXPECT_EQ(imposed.kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_TRUE(imposed.new_case);
+  EXPECT_FALSE(imposed.dry_run);
+  EXPECT_EQ(imposed.decided_by, "operator:alice");
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 0.3);
+  // Harm then quiet for two minutes: the policy would step down, up and
+  // release its own case; it only renews this one.
+  std::vector<v1::ActionKind> kinds;
+  for (int t = 1; t <= 120; ++t) {
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(t, false, t < 30, 0.3), 2)) {
+      kinds.push_back(a.kind);
+      EXPECT_DOUBLE_EQ(a.limit, 0.3);
+    }
+  }
+  ASSERT_FALSE(kinds.empty());
+  for (v1::ActionKind k : kinds) EXPECT_EQ(k, v1::ACTION_KIND_RENEW);
+  EXPECT_EQ(planner.Cases().size(), 1u);
+  EXPECT_TRUE(planner.Cases()[0].manual);
+
+  // Taken over by a second Impose: same case, new value.
+  PlannedAction changed =
+      planner.Impose(At(121), "hv", "hog", v1::RESOURCE_CPU, 0.6, "operator:bob", "more");
+  EXPECT_FALSE(changed.new_case);
+  PlannedAction release;
+  EXPECT_TRUE(
+      planner.Lift(At(122), "hv", "hog", v1::RESOURCE_CPU, "operator:bob", "done", true, &release));
+  EXPECT_EQ(release.kind, v1::ACTION_KIND_RELEASE);
+  EXPECT_EQ(release.decided_by, "operator:bob");
+  EXPECT_FALSE(planner.Lift(At(123), "hv", "hog", v1::RESOURCE_CPU, "operator:bob", "again", true,
+                            &release));
+  // Cooling down: the policy leaves the offender alone for a minute.
+  std::vector<PlannedAction> after = planner.Plan(At(124), Interval(200, true, true), 2);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].kind, v1::ACTION_KIND_SKIP);
+  EXPECT_NE(after[0].reason.find("cooling down"), std::string::npos) << after[0].reason;
+}
+
+TEST(Planner, ATakenOverPolicyCaseStopsStepping) {
+  Planner planner{PlannerParams{}};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true), 2).size(), 1u);
+  EXPECT_FALSE(planner.Cases()[0].manual);
+  PlannedAction imposed =
+      planner.Impose(At(1), "hv", "hog", v1::RESOURCE_CPU, 1.5, "operator:alice", "let it run");
+  EXPECT_FALSE(imposed.new_case);
+  EXPECT_TRUE(planner.Cases()[0].manual);
+  for (int t = 2; t <= 40; ++t) {
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(t, false, true), 2)) {
+      EXPECT_EQ(a.kind, v1::ACTION_KIND_RENEW) << "t=" << t;
+    }
+  }
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.5);
+}
+
+TEST(Planner, DryRunCanBeChangedWhileRunning) {
+  Planner planner{PlannerParams{}};
+  planner.SetDryRun(false, {v1::RESOURCE_DISK_BANDWIDTH});
+  EXPECT_TRUE(planner.DryRun(v1::RESOURCE_DISK_BANDWIDTH));
+  EXPECT_FALSE(planner.DryRun(v1::RESOURCE_CPU));
+  std::vector<PlannedAction> cpu = planner.Plan(At(0), Interval(1, true, true), 2);
+  ASSERT_EQ(cpu.size(), 1u);
+  EXPECT_FALSE(cpu[0].dry_run);
+  planner.SetDryRun(true, {});
+  EXPECT_TRUE(planner.DryRun(v1::RESOURCE_CPU));
+  EXPECT_TRUE(planner.dry_run());
 }
 
 }  // namespace

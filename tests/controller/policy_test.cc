@@ -48,6 +48,11 @@ TEST(Policy, OutOfRangeValuesNameTheFieldAndItsRange) {
       {"harm { ratio: 0.5 }", "harm.ratio"},
       {"harm { psi_floor: 2 }", "harm.psi_floor"},
       {"idle_fraction: 0.9", "idle_fraction"},
+      {"actions { step_down: 1.5 }", "actions.step_down"},
+      {"actions { lease_ms: 10 }", "actions.lease_ms"},
+      {"actions { max_limited_fraction: 2 }", "actions.max_limited_fraction"},
+      {"dry_run_resources: RESOURCE_UNSPECIFIED", "dry_run_resources"},
+      {"exempt_tenants: ''", "exempt_tenants"},
   };
   for (const Case& c : cases) {
     v1::FairnessPolicy policy;
@@ -57,6 +62,24 @@ TEST(Policy, OutOfRangeValuesNameTheFieldAndItsRange) {
     EXPECT_NE(params.status().message().find(c.field), std::string::npos)
         << c.text << ": " << params.status();
   }
+}
+
+TEST(Policy, ActionsFromAConfigFileReachThePlanner) {
+  v1::FairnessPolicy policy;
+  ASSERT_TRUE(ParseTextConfig("actions { headroom: 0.2 lease_ms: 60000 cooldown_ms: 120000 } "
+                              "dry_run_resources: RESOURCE_NET_TX",
+                              "policy", &policy)
+                  .ok());
+  absl::StatusOr<PlannerParams> params = PlannerParamsFromPolicy(policy);
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_DOUBLE_EQ(params->headroom, 0.2);
+  EXPECT_EQ(params->lease, absl::Minutes(1));
+  EXPECT_EQ(params->cooldown, absl::Minutes(2));
+  EXPECT_DOUBLE_EQ(params->step_down, 0.8) << "defaults for the rest";
+  EXPECT_EQ(params->quiet_period, absl::Seconds(10));
+  EXPECT_FALSE(params->dry_run);
+  ASSERT_EQ(params->dry_run_resources.size(), 1u);
+  EXPECT_EQ(params->dry_run_resources[0], v1::RESOURCE_NET_TX);
 }
 
 TEST(Policy, ControllerConfigValidationChecksThePolicy) {
