@@ -105,7 +105,7 @@ absl::Status Agent::Init() {
   hello_.set_interval_ms(config_.interval_ms());
 
   if (config_.metrics_address() != "off") {
-    metrics_ = std::make_unique<MetricsServer>();
+    metrics_ = std::make_unique<MetricsServer>("fairwatch-agent");
     RETURN_IF_ERROR(metrics_->Start(config_.metrics_address()));
     FW_LOG(Info, "metrics: http://", config_.metrics_address(), "/metrics (port ", metrics_->port(),
            ")");

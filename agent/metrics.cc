@@ -1,8 +1,5 @@
 #include "agent/metrics.h"
 
-#include <httplib.h>
-
-#include <charconv>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -12,60 +9,13 @@
 namespace fairwatch::agent {
 namespace {
 
-class Writer {
- public:
-  // Declares a family once: HELP and TYPE lines.
-  void Family(absl::string_view name, absl::string_view type, absl::string_view help) {
-    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
-  }
-  void Sample(absl::string_view name, const std::map<std::string, std::string>& labels,
-              double value) {
-    absl::StrAppend(&out_, name);
-    if (!labels.empty()) {
-      out_ += '{';
-      bool first = true;
-      for (const auto& [k, v] : labels) {
-        absl::StrAppend(&out_, first ? "" : ",", k, "=\"", EscapeLabelValue(v), "\"");
-        first = false;
-      }
-      out_ += '}';
-    }
-    // Shortest text that reads back as the same double: byte counters keep
-    // every digit (absl::StrCat would round to 6).
-    char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
-    absl::StrAppend(&out_, " ", absl::string_view(buf, ec == std::errc() ? end - buf : 0), "\n");
-  }
-  std::string Take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
 std::string DeviceLabel(const v1::DeviceId& d) { return absl::StrCat(d.major(), ":", d.minor()); }
 
 }  // namespace
 
-std::string EscapeLabelValue(absl::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& report,
                                const v1::TenantInventory& inventory, const ReporterStats& stats) {
-  Writer w;
+  PrometheusWriter w;
   const v1::AgentSelfCounters& self = report.agent();
   w.Family("fairwatch_agent_info", "gauge", "Agent build and host identity.");
   w.Sample("fairwatch_agent_info",
@@ -234,52 +184,6 @@ std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& re
     }
   }
   return w.Take();
-}
-
-MetricsServer::MetricsServer() : server_(std::make_unique<httplib::Server>()) {}
-
-MetricsServer::~MetricsServer() { Stop(); }
-
-absl::Status MetricsServer::Start(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics_address '", address, "' is not host:port"));
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host.empty()) host = "0.0.0.0";
-  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-    absl::MutexLock lock(&mu_);
-    response.set_content(text_, "text/plain; version=0.0.4; charset=utf-8");
-  });
-  server_->Get("/", [](const httplib::Request&, httplib::Response& response) {
-    response.set_content("fairwatch-agent: see /metrics\n", "text/plain");
-  });
-  port_ =
-      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
-  if (port_ <= 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for /metrics on ", address,
-                                               " (in use? set metrics_address, or \"off\")"));
-  }
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
-  return absl::OkStatus();
-}
-
-void MetricsServer::Stop() {
-  if (thread_.joinable()) {
-    server_->stop();
-    thread_.join();
-  }
-}
-
-void MetricsServer::Update(std::string text) {
-  absl::MutexLock lock(&mu_);
-  text_ = std::move(text);
 }
 
 }  // namespace fairwatch::agent
