@@ -47,6 +47,10 @@ void ApplyControllerDefaults(v1::ControllerConfig* config) {
   if (config->history_reports() == 0) config->set_history_reports(kDefaultHistoryReports);
   if (config->max_message_bytes() == 0) config->set_max_message_bytes(kDefaultMaxMessageBytes);
   if (config->host_stale_ms() == 0) config->set_host_stale_ms(kDefaultHostStaleMs);
+  if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
+  if (config->metrics_tenant_series() == 0) {
+    config->set_metrics_tenant_series(kDefaultMetricsTenantSeries);
+  }
   ApplyPolicyDefaults(config->mutable_fairness());
 }
 
@@ -75,6 +79,21 @@ absl::Status ValidateControllerConfig(const v1::ControllerConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_message_bytes is ", config.max_message_bytes(), "; must be within [",
                      kMinMaxMessageBytes, ", ", kMaxMaxMessageBytes, "]"));
+  }
+  if (config.metrics_address() != "off") {
+    const size_t colon = config.metrics_address().rfind(':');
+    uint32_t port = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(config.metrics_address()).substr(colon + 1), &port) ||
+        port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics_address \"", config.metrics_address(),
+                                                     "\" is not host:port (or \"off\")"));
+    }
+  }
+  if (config.metrics_tenant_series() < -1) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics_tenant_series is ",
+                                                   config.metrics_tenant_series(),
+                                                   "; a number of series, or -1 for none"));
   }
   const bool has_tls = !config.tls().cert_file().empty() || !config.tls().key_file().empty();
   if (config.insecure_plaintext() && has_tls) {
@@ -111,6 +130,12 @@ absl::StatusOr<v1::ControllerConfig> LoadControllerConfig(const std::string& pat
     }
     config.set_database_path(*overrides.database_path);
   }
+  if (overrides.metrics_address.has_value()) {
+    if (overrides.metrics_address->empty()) {
+      return absl::InvalidArgumentError("--metrics-address was given an empty address");
+    }
+    config.set_metrics_address(*overrides.metrics_address);
+  }
   if (overrides.insecure_plaintext) config.set_insecure_plaintext(true);
   ApplyControllerDefaults(&config);
   RETURN_IF_ERROR(Annotate(ValidateControllerConfig(config), absl::StrCat("config ", source)));
@@ -122,8 +147,9 @@ std::string SummarizeControllerConfig(const v1::ControllerConfig& config) {
                       config.insecure_plaintext()          ? "plaintext (no TLS)"
                       : config.tls().require_client_cert() ? "TLS with client certificates"
                                                            : "TLS",
-                      ", database ", config.database_path(), ", window ", config.window_intervals(),
-                      " intervals, history ", config.history_reports(), " reports, max message ",
+                      ", database ", config.database_path(), ", metrics ", config.metrics_address(),
+                      ", window ", config.window_intervals(), " intervals, history ",
+                      config.history_reports(), " reports, max message ",
                       config.max_message_bytes(), " bytes, hosts dropped ", config.host_stale_ms(),
                       " ms after disconnect");
 }

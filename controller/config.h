@@ -17,6 +17,8 @@ inline constexpr uint32_t kDefaultWindowIntervals = 5;
 inline constexpr uint32_t kDefaultHistoryReports = 120;
 inline constexpr uint32_t kDefaultMaxMessageBytes = 4u << 20;
 inline constexpr uint32_t kDefaultHostStaleMs = 600'000;
+inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9478";
+inline constexpr int32_t kDefaultMetricsTenantSeries = 20'000;
 
 // Bounds that keep memory and gRPC limits sane; see Validate.
 inline constexpr uint32_t kMaxHistoryReports = 86'400;
@@ -27,6 +29,7 @@ inline constexpr uint32_t kMaxMaxMessageBytes = 1u << 30;
 struct ConfigOverrides {
   std::optional<std::string> listen_address;
   std::optional<std::string> database_path;
+  std::optional<std::string> metrics_address;
   bool insecure_plaintext = false;
 };
 

@@ -71,7 +71,9 @@ void Judge::Stop() {
 
 JudgeStats Judge::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  JudgeStats stats = stats_;
+  for (const auto& [key, case_id] : open_cases_) ++stats.open_cases[std::get<2>(key)];
+  return stats;
 }
 
 absl::StatusOr<size_t> Judge::CloseOrphanedCases(absl::Time now) {
@@ -196,6 +198,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
     if (!stored.ok()) {
       // Nothing is sent that is not on record.
       ++stats_.store_errors;
+      ++stats_.actions[{std::string(ActionKindName(action.kind)), "store_error"}];
       FW_LOG(Error, "opening a case: ", stored.status().message());
       return stored.status();
     }
@@ -219,6 +222,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
     absl::StatusOr<v1::CaseAction> stored = store_->AddAction(case_id, record);
     if (!stored.ok()) {
       ++stats_.store_errors;
+      ++stats_.actions[{std::string(ActionKindName(action.kind)), "store_error"}];
       FW_LOG(Error, "recording an action of case ", case_id, ": ", stored.status().message());
       return stored.status();
     }
@@ -227,6 +231,10 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
 
   std::string message;
   const v1::AckState state = Send(action, action_id, &message);
+  ++stats_.actions[{std::string(ActionKindName(action.kind)), action.dry_run ? "dry_run"
+                                                              : state == v1::ACK_STATE_NOT_SENT
+                                                                  ? "not_sent"
+                                                                  : "sent"}];
   if (state == v1::ACK_STATE_NOT_SENT && !action.dry_run) {
     absl::Status status = store_->RecordAck(action_id, state, message, now);
     if (!status.ok()) ++stats_.store_errors;

@@ -60,6 +60,10 @@ struct JudgeStats {
   uint64_t acks_applied = 0;
   uint64_t acks_failed = 0;
   uint64_t store_errors = 0;
+  // Recorded actions by (kind, what became of it: "sent", "dry_run",
+  // "not_sent", "store_error").
+  std::map<std::pair<std::string, std::string>, uint64_t> actions;
+  std::map<v1::Resource, uint64_t> open_cases;  // by resource, now
 };
 
 class Judge {

@@ -11,8 +11,10 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/prometheus.h"
 #include "common/tls.h"
 #include "controller/config.h"
+#include "controller/metrics.h"
 #include "controller/server.h"
 #include "controller/store.h"
 
@@ -55,6 +57,7 @@ int RunController(int argc, char** argv) {
   bool check_config = false;
   std::string listen_address;
   std::string database_path;
+  std::string metrics_address;
   bool insecure_plaintext = false;
   std::string log_level = "info";
   app.add_option("--config", config_path,
@@ -74,6 +77,11 @@ int RunController(int argc, char** argv) {
                                    "missing (default /var/lib/fairwatch/controller.db). "
                                    "Overrides database_path.")
                         ->option_text("PATH");
+  auto* metrics_option =
+      app.add_option("--metrics-address", metrics_address,
+                     "Prometheus /metrics address, host:port, or \"off\" (default "
+                     "127.0.0.1:9478). Overrides metrics_address.")
+          ->option_text("ADDR");
   app.add_flag("--insecure-plaintext", insecure_plaintext,
                "Serve without TLS. Without this (or insecure_plaintext: true in the config), "
                "tls.cert_file and tls.key_file are required.");
@@ -96,6 +104,7 @@ int RunController(int argc, char** argv) {
   controller::ConfigOverrides overrides;
   if (listen_option->count() > 0) overrides.listen_address = listen_address;
   if (db_option->count() > 0) overrides.database_path = database_path;
+  if (metrics_option->count() > 0) overrides.metrics_address = metrics_address;
   overrides.insecure_plaintext = insecure_plaintext;
   absl::StatusOr<v1::ControllerConfig> config =
       controller::LoadControllerConfig(config_path, overrides);
@@ -123,6 +132,23 @@ int RunController(int argc, char** argv) {
       controller::ControllerServer::Start(*config, *credentials, store->get());
   if (!server.ok()) return Fail(kExitRuntimeError, server.status().ToString());
 
+  MetricsServer metrics("fairwatch-controller");
+  if (config->metrics_address() != "off") {
+    controller::ControllerServer* running = server->get();
+    controller::Store* running_store = store->get();
+    const int series = config->metrics_tenant_series();
+    metrics.SetRenderer([running, running_store, series] {
+      return controller::RenderControllerMetrics(
+          controller::CollectControllerMetrics(*running, running_store, series));
+    });
+    if (absl::Status started = metrics.Start(config->metrics_address()); !started.ok()) {
+      (*server)->Shutdown(kShutdownGrace);
+      return Fail(kExitRuntimeError, started.ToString());
+    }
+    FW_LOG(Info, "metrics on http://", config->metrics_address(), "/metrics (port ", metrics.port(),
+           ")");
+  }
+
   FW_LOG(Info, "fairwatch-controller ", FAIRWATCH_VERSION, " listening on ",
          config->listen_address(), " (port ", (*server)->port(), "), ",
          config->insecure_plaintext()          ? "plaintext (no TLS)"
@@ -133,6 +159,7 @@ int RunController(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   FW_LOG(Info, "received ", signal_number == SIGINT ? "SIGINT" : "SIGTERM", "; shutting down");
+  metrics.Stop();
   (*server)->Shutdown(kShutdownGrace);
   server->reset();
   store->reset();

@@ -254,8 +254,32 @@ absl::StatusOr<SqliteStore::Statement> SqliteStore::Prepare(const char* sql) {
   return Statement(statement);
 }
 
+void SqliteStore::CountWrite(absl::Duration took, bool ok) {
+  const double seconds = absl::ToDoubleSeconds(took);
+  absl::MutexLock lock(&stats_mu_);
+  ++stats_.writes;
+  if (!ok) ++stats_.write_errors;
+  stats_.write_seconds += seconds;
+  size_t bucket = 0;
+  while (bucket < std::size(StoreStats::kBucketSeconds) &&
+         seconds > StoreStats::kBucketSeconds[bucket]) {
+    ++bucket;
+  }
+  ++stats_.buckets[bucket];
+}
+
+StoreStats SqliteStore::stats() const {
+  absl::MutexLock lock(&stats_mu_);
+  return stats_;
+}
+
 absl::Status SqliteStore::Run(sqlite3_stmt* statement, absl::string_view what) {
+  const absl::Time start = absl::Now();
   const int rc = sqlite3_step(statement);
+  // A statement outside a transaction commits on its own.
+  if (!in_transaction_ && !sqlite3_stmt_readonly(statement)) {
+    CountWrite(absl::Now() - start, rc == SQLITE_DONE);
+  }
   absl::Status status = rc == SQLITE_DONE ? absl::OkStatus() : Error(rc, what);
   sqlite3_reset(statement);
   sqlite3_clear_bindings(statement);
@@ -401,8 +425,7 @@ absl::Status SqliteStore::RecordInventory(absl::string_view host_id,
   absl::MutexLock lock(&mu_);
   const std::string what = absl::StrCat("recording the ", inventory.full() ? "full" : "delta",
                                         " inventory of host ", host_id);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
-  absl::Status status = [&]() -> absl::Status {
+  return InTransaction(what, [&]() -> absl::Status {
     if (inventory.full()) {
       BindText(remove_all_tenants_.get(), 1, host_id);
       sqlite3_bind_int64(remove_all_tenants_.get(), 2, now_ns);
@@ -426,12 +449,7 @@ absl::Status SqliteStore::RecordInventory(absl::string_view host_id,
       RETURN_IF_ERROR(Run(statement, absl::StrCat(what, ", removing tenant ", tenant_id)));
     }
     return absl::OkStatus();
-  }();
-  if (!status.ok()) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return status;
-  }
-  return Exec("COMMIT", what);
+  });
 }
 
 absl::StatusOr<std::vector<StoredHost>> SqliteStore::ListHosts() {
@@ -477,13 +495,20 @@ absl::StatusOr<std::vector<StoredTenant>> SqliteStore::ListTenants(absl::string_
 
 absl::Status SqliteStore::InTransaction(absl::string_view what,
                                         const std::function<absl::Status()>& body) {
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", what));
-  absl::Status status = body();
-  if (!status.ok()) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return status;
+  const absl::Time start = absl::Now();
+  absl::Status status = Exec("BEGIN IMMEDIATE", what);
+  if (status.ok()) {
+    in_transaction_ = true;
+    status = body();
+    in_transaction_ = false;
+    if (status.ok()) {
+      status = Exec("COMMIT", what);
+    } else {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
   }
-  return Exec("COMMIT", what);
+  CountWrite(absl::Now() - start, status.ok());
+  return status;
 }
 
 absl::StatusOr<uint64_t> SqliteStore::InsertAction(uint64_t case_id, v1::CaseAction* action) {

@@ -2,8 +2,10 @@
 // later; `SqliteStore` is the embedded default.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,9 +51,22 @@ struct CaseFilter {
   uint32_t limit = 100;   // newest first; 0: no limit
 };
 
+// How long the store's writes take, each a committed transaction.
+struct StoreStats {
+  static constexpr double kBucketSeconds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                              0.05,   0.1,   0.25,   0.5,   1,    2.5};
+  uint64_t writes = 0;
+  uint64_t write_errors = 0;
+  double write_seconds = 0;
+  // Writes that took at most kBucketSeconds[i] (not cumulative); the rest in the last.
+  std::array<uint64_t, std::size(kBucketSeconds) + 1> buckets{};
+};
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  virtual StoreStats stats() const { return {}; }
 
   virtual absl::Status RecordHello(const v1::Hello& hello, absl::Time now) = 0;
   // A full inventory marks every tenant of the host not in it as removed.
@@ -129,6 +144,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<v1::AuditEntry> AddAudit(v1::AuditEntry entry) override;
   absl::StatusOr<std::vector<v1::AuditEntry>> ListAudit(uint32_t limit) override;
 
+  StoreStats stats() const override;
+
   absl::StatusOr<int> SchemaVersion();
   static int LatestSchemaVersion();
   const std::string& path() const { return path_; }
@@ -157,10 +174,14 @@ class SqliteStore final : public Store {
   absl::StatusOr<uint64_t> InsertAction(uint64_t case_id, v1::CaseAction* action)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadActions(v1::Case* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountWrite(absl::Duration took, bool ok);
 
   const std::string path_;
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  bool in_transaction_ ABSL_GUARDED_BY(mu_) = false;
+  mutable absl::Mutex stats_mu_;
+  StoreStats stats_ ABSL_GUARDED_BY(stats_mu_);
   Statement upsert_host_ ABSL_GUARDED_BY(mu_);
   Statement upsert_tenant_ ABSL_GUARDED_BY(mu_);
   Statement remove_tenant_ ABSL_GUARDED_BY(mu_);

@@ -85,7 +85,7 @@ trap 'exit 141' PIPE
 remove_cgroups
 mkdir -p "$CG/$PARENT/web" "$CG/$PARENT/db" "$CG/$PARENT/batch-hog"
 
-say "controller on 127.0.0.1:$PORT, SQLite at $STATE/controller.db"
+say "controller on 127.0.0.1:$PORT, SQLite at $STATE/controller.db, metrics on http://127.0.0.1:9478/metrics"
 "$BIN/fairwatch-controller" --insecure-plaintext --listen "127.0.0.1:$PORT" \
   --db "$STATE/controller.db" 2>"$STATE/controller.log" &
 PIDS+=($!)

@@ -32,6 +32,8 @@ TEST_F(ControllerConfigTest, DefaultsFillEveryZeroField) {
   EXPECT_EQ(config->history_reports(), 120u);
   EXPECT_EQ(config->max_message_bytes(), 4u * 1024 * 1024);
   EXPECT_EQ(config->host_stale_ms(), 600000u);
+  EXPECT_EQ(config->metrics_address(), "127.0.0.1:9478");
+  EXPECT_EQ(config->metrics_tenant_series(), 20000);
   EXPECT_TRUE(config->insecure_plaintext());
 }
 
@@ -82,6 +84,8 @@ TEST_F(ControllerConfigTest, InvalidSettingsSayWhatIsWrong) {
       {"tls { cert_file: \"/c.pem\" }", "TLS needs both"},
       {"insecure_plaintext: true tls { cert_file: \"/c\" key_file: \"/k\" }", "choose one"},
       {"tls { cert_file: \"/c\" key_file: \"/k\" require_client_cert: true }", "tls.ca_file"},
+      {"insecure_plaintext: true metrics_address: \"9478\"", "metrics_address"},
+      {"insecure_plaintext: true metrics_tenant_series: -2", "metrics_tenant_series"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);

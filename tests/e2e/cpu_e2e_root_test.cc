@@ -78,7 +78,8 @@ class CpuEndToEndRoot : public ::testing::Test {
   void StartController() {
     controller_ = std::make_unique<Daemon>(
         std::vector<std::string>{FW_CONTROLLER_BIN, "--insecure-plaintext", "--listen", address_,
-                                 "--db", dir_ + "/controller.db"},
+                                 "--db", dir_ + "/controller.db", "--metrics-address",
+                                 "127.0.0.1:0"},
         dir_ + "/controller.log");
     ASSERT_TRUE(controller_->Start());
   }
@@ -276,6 +277,7 @@ TEST_F(CpuEndToEndRoot, AgentAndCliTalkToTheControllerOverTls) {
     std::ofstream(dir_ + "/controller.textproto")
         << "listen_address: \"" << address_ << "\"\n"
         << "database_path: \"" << dir_ << "/controller.db\"\n"
+        << "metrics_address: \"127.0.0.1:0\"\n"
         << "tls { cert_file: \"" << dir_ << "/cert.pem\" key_file: \"" << dir_ << "/key.pem\" }\n";
     std::ofstream(dir_ + "/agent.textproto")
         << "controller_address: \"" << address_ << "\"\n"

@@ -147,7 +147,8 @@ class LibvirtVmEndToEndRoot : public ::testing::Test {
   void StartDaemons() {
     controller_ = std::make_unique<Daemon>(
         std::vector<std::string>{FW_CONTROLLER_BIN, "--insecure-plaintext", "--listen", address_,
-                                 "--db", dir_ + "/controller.db"},
+                                 "--db", dir_ + "/controller.db", "--metrics-address",
+                                 "127.0.0.1:0"},
         dir_ + "/controller.log");
     ASSERT_TRUE(controller_->Start());
     // libvirt keeps VMs in <cgroup>/machine: as a cgroup parent too, each VM

@@ -1,0 +1,162 @@
+#include "controller/metrics.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/prometheus.h"
+#include "controller/server.h"
+
+namespace fairwatch::controller {
+namespace {
+
+constexpr v1::Resource kResources[] = {v1::RESOURCE_CPU, v1::RESOURCE_DISK_BANDWIDTH,
+                                       v1::RESOURCE_DISK_IOPS, v1::RESOURCE_NET_RX,
+                                       v1::RESOURCE_NET_TX};
+
+// "cpu", "disk_bandwidth", ...: the enum name without its prefix, lower case.
+std::string ResourceLabel(v1::Resource resource) {
+  std::string name = v1::Resource_Name(resource);
+  constexpr absl::string_view kPrefix = "RESOURCE_";
+  if (absl::StartsWith(name, kPrefix)) name.erase(0, kPrefix.size());
+  absl::AsciiStrToLower(&name);
+  return name;
+}
+
+}  // namespace
+
+ControllerMetrics CollectControllerMetrics(ControllerServer& server, const Store* store,
+                                           int tenant_series) {
+  ControllerMetrics m;
+  FleetState& fleet = server.fleet();
+  for (const v1::HostInfo& host : fleet.ListHosts()) {
+    (host.connected() ? m.hosts_connected : m.hosts_disconnected) += 1;
+    m.tenants += host.tenant_count();
+  }
+  if (tenant_series >= 0) {
+    for (const std::string& host_id : fleet.HostIds()) {
+      absl::StatusOr<HostInterval> interval = fleet.LastInterval(host_id);
+      if (!interval.ok()) continue;
+      for (v1::Resource resource : kResources) {
+        const double capacity = ResourceCapacity(interval->capacity, resource);
+        if (capacity <= 0) continue;
+        for (const TenantInterval& t : interval->tenants) {
+          m.shares.push_back(
+              {host_id, t.id, t.name, resource, ResourceUsage(t.rates, resource) / capacity});
+        }
+      }
+    }
+    const size_t keep = std::min(m.shares.size(), static_cast<size_t>(tenant_series));
+    auto larger = [](const UsageShare& a, const UsageShare& b) { return a.share > b.share; };
+    std::partial_sort(m.shares.begin(), m.shares.begin() + static_cast<ptrdiff_t>(keep),
+                      m.shares.end(), larger);
+    m.shares_dropped = m.shares.size() - keep;
+    m.shares.resize(keep);
+  }
+  if (Judge* judge = server.judge(); judge != nullptr) {
+    m.judging = true;
+    m.judge = judge->stats();
+    m.dry_run = judge->dry_run();
+    m.exemptions = judge->Exemptions().size();
+  }
+  if (store != nullptr) m.store = store->stats();
+  return m;
+}
+
+std::string RenderControllerMetrics(const ControllerMetrics& m) {
+  PrometheusWriter w;
+  w.Family("fairwatch_controller_info", "gauge", "Controller build.");
+  w.Sample("fairwatch_controller_info", {{"version", FAIRWATCH_VERSION}}, 1);
+
+  w.Family("fairwatch_controller_hosts", "gauge", "Hosts known, by agent connection state.");
+  w.Sample("fairwatch_controller_hosts", {{"state", "connected"}},
+           static_cast<double>(m.hosts_connected));
+  w.Sample("fairwatch_controller_hosts", {{"state", "disconnected"}},
+           static_cast<double>(m.hosts_disconnected));
+  w.Family("fairwatch_controller_tenants", "gauge", "Tenants on the known hosts.");
+  w.Sample("fairwatch_controller_tenants", {}, static_cast<double>(m.tenants));
+
+  w.Family("fairwatch_controller_tenant_usage_share", "gauge",
+           "A tenant's use of a resource over its host's capacity, last interval.");
+  for (const UsageShare& s : m.shares) {
+    w.Sample("fairwatch_controller_tenant_usage_share",
+             {{"host", s.host_id},
+              {"tenant", s.tenant_id},
+              {"name", s.tenant_name},
+              {"resource", ResourceLabel(s.resource)}},
+             s.share);
+  }
+  w.Family("fairwatch_controller_tenant_usage_share_dropped", "gauge",
+           "Usage-share series left out by metrics_tenant_series (the smallest shares).");
+  w.Sample("fairwatch_controller_tenant_usage_share_dropped", {},
+           static_cast<double>(m.shares_dropped));
+
+  w.Family("fairwatch_controller_judging", "gauge",
+           "1 when the fairness engine runs (the controller has a store).");
+  w.Sample("fairwatch_controller_judging", {}, m.judging ? 1 : 0);
+  w.Family("fairwatch_controller_cases_open", "gauge", "Open fairness cases, by resource.");
+  for (v1::Resource resource : kResources) {
+    auto it = m.judge.open_cases.find(resource);
+    w.Sample("fairwatch_controller_cases_open", {{"resource", ResourceLabel(resource)}},
+             it == m.judge.open_cases.end() ? 0 : static_cast<double>(it->second));
+  }
+  w.Family("fairwatch_controller_cases_opened_total", "counter", "Cases opened since start.");
+  w.Sample("fairwatch_controller_cases_opened_total", {},
+           static_cast<double>(m.judge.cases_opened));
+  w.Family("fairwatch_controller_cases_closed_total", "counter", "Cases closed since start.");
+  w.Sample("fairwatch_controller_cases_closed_total", {},
+           static_cast<double>(m.judge.cases_closed));
+  w.Family("fairwatch_controller_actions_total", "counter",
+           "Recorded actions by kind and what became of them (sent, dry_run, not_sent, "
+           "store_error).");
+  for (const auto& [key, count] : m.judge.actions) {
+    w.Sample("fairwatch_controller_actions_total", {{"kind", key.first}, {"result", key.second}},
+             static_cast<double>(count));
+  }
+  w.Family("fairwatch_controller_acks_total", "counter",
+           "Agents' answers to limit commands, by result.");
+  w.Sample("fairwatch_controller_acks_total", {{"result", "applied"}},
+           static_cast<double>(m.judge.acks_applied));
+  w.Sample("fairwatch_controller_acks_total", {{"result", "failed"}},
+           static_cast<double>(m.judge.acks_failed));
+  w.Family("fairwatch_controller_intervals_judged_total", "counter",
+           "Host intervals the fairness engine judged.");
+  w.Sample("fairwatch_controller_intervals_judged_total", {},
+           static_cast<double>(m.judge.intervals_judged));
+  w.Family("fairwatch_controller_dry_run", "gauge",
+           "1 for each resource the policy only records (sends no limit).");
+  for (v1::Resource resource : kResources) {
+    const bool dry = m.dry_run.all ||
+                     std::find(m.dry_run.resources.begin(), m.dry_run.resources.end(), resource) !=
+                         m.dry_run.resources.end();
+    w.Sample("fairwatch_controller_dry_run", {{"resource", ResourceLabel(resource)}}, dry ? 1 : 0);
+  }
+  w.Family("fairwatch_controller_exemptions", "gauge", "Exemptions in force (config and store).");
+  w.Sample("fairwatch_controller_exemptions", {}, static_cast<double>(m.exemptions));
+
+  w.Family("fairwatch_controller_store_write_seconds", "histogram",
+           "Time of each committed store write (a transaction, fsync included).");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < std::size(StoreStats::kBucketSeconds); ++i) {
+    cumulative += m.store.buckets[i];
+    w.Sample("fairwatch_controller_store_write_seconds_bucket",
+             {{"le", absl::StrCat(StoreStats::kBucketSeconds[i])}},
+             static_cast<double>(cumulative));
+  }
+  w.Sample("fairwatch_controller_store_write_seconds_bucket", {{"le", "+Inf"}},
+           static_cast<double>(m.store.writes));
+  w.Sample("fairwatch_controller_store_write_seconds_sum", {}, m.store.write_seconds);
+  w.Sample("fairwatch_controller_store_write_seconds_count", {},
+           static_cast<double>(m.store.writes));
+  w.Family("fairwatch_controller_store_write_errors_total", "counter", "Store writes that failed.");
+  w.Sample("fairwatch_controller_store_write_errors_total", {},
+           static_cast<double>(m.store.write_errors));
+  w.Family("fairwatch_controller_store_errors_total", "counter",
+           "Judge decisions not recorded because the store failed (nothing was sent for them).");
+  w.Sample("fairwatch_controller_store_errors_total", {},
+           static_cast<double>(m.judge.store_errors));
+  return w.Take();
+}
+
+}  // namespace fairwatch::controller
