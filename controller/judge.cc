@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -97,11 +98,37 @@ absl::StatusOr<size_t> Judge::CloseOrphanedCases(absl::Time now) {
 
 void Judge::RunOnce(absl::Time now) {
   absl::MutexLock lock(&mu_);
-  for (const std::string& host_id : fleet_->HostIds()) {
+  const std::vector<std::string> host_ids = fleet_->HostIds();
+  // Hosts the fleet dropped (stale after a disconnect): their cases end, as
+  // their limits do with their leases, and the engine forgets them.
+  absl::flat_hash_set<std::string> present(host_ids.begin(), host_ids.end());
+  for (auto it = judged_hosts_.begin(); it != judged_hosts_.end();) {
+    if (present.contains(*it)) {
+      ++it;
+      continue;
+    }
+    const std::string gone = *it;
+    engine_.ForgetHost(gone);
+    skip_logged_.erase(skip_logged_.lower_bound(Key(gone, "", v1::RESOURCE_UNSPECIFIED)),
+                       skip_logged_.lower_bound(Key(gone + '\0', "", v1::RESOURCE_UNSPECIFIED)));
+    for (const Planner::CaseRef& ref : planner_.Cases()) {
+      if (ref.host_id != gone) continue;
+      PlannedAction release;
+      if (planner_.Lift(now, ref.host_id, ref.tenant_id, ref.resource, std::string(kByPolicy),
+                        absl::StrCat("host ", gone,
+                                     " is gone from the fleet; its limits lapse with their leases"),
+                        false, &release)) {
+        Commit(release, nullptr, now).IgnoreError();  // logged and counted there
+      }
+    }
+    judged_hosts_.erase(it++);
+  }
+  for (const std::string& host_id : host_ids) {
     absl::StatusOr<HostInterval> interval = fleet_->LastInterval(host_id);
     if (!interval.ok()) continue;  // fewer than two reports yet, or gone meanwhile
     const Evaluation evaluation = engine_.Evaluate(*interval, planner_.LimitsOn(host_id));
     if (evaluation.seq == 0) continue;  // judged already
+    judged_hosts_.insert(host_id);
     ++stats_.intervals_judged;
     auto exempt = [&](const std::string& host, const std::string& tenant_id) {
       std::string name;

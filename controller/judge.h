@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -155,6 +156,7 @@ class Judge {
   Planner planner_ ABSL_GUARDED_BY(mu_);
   std::map<Key, uint64_t> open_cases_ ABSL_GUARDED_BY(mu_);  // -> case id
   std::map<Key, std::string> skip_logged_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> judged_hosts_ ABSL_GUARDED_BY(mu_);  // the engine holds state for these
   JudgeStats stats_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::Exemption> exemptions_ ABSL_GUARDED_BY(mu_);  // the store's, in force
   v1::PolicyChange last_change_ ABSL_GUARDED_BY(mu_);

@@ -230,5 +230,22 @@ TEST_F(JudgeTest, DryRunOnLiftsPolicyLimitsAndOffClosesDryRunCases) {
   EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_APPLY);
 }
 
+TEST_F(JudgeTest, CasesOfAHostDroppedFromTheFleetAreClosed) {
+  for (int i = 0; i < 10; ++i) Tick(false);
+  for (int i = 0; i < 3; ++i) Tick(true);
+  ASSERT_EQ(Cases().size(), 1u);
+  ASSERT_TRUE(fleet_.OnDisconnect("hv", 1, kT0 + absl::Seconds(14)));
+  connected_ = false;
+  ASSERT_EQ(fleet_.ExpireStaleHosts(kT0 + absl::Hours(1)).size(), 1u);
+  judge_->RunOnce(kT0 + absl::Hours(1));
+  std::vector<v1::Case> cases = Cases();
+  ASSERT_EQ(cases.size(), 1u);
+  EXPECT_EQ(cases[0].state(), v1::CASE_STATE_CLOSED);
+  EXPECT_NE(cases[0].close_reason().find("gone from the fleet"), std::string::npos)
+      << cases[0].close_reason();
+  EXPECT_EQ(cases[0].actions().rbegin()->ack(), v1::ACK_STATE_NOT_SENT);
+  EXPECT_EQ(judge_->stats().open_cases.size(), 0u);
+}
+
 }  // namespace
 }  // namespace fairwatch::controller
