@@ -1,15 +1,15 @@
 #include "agent/disk_collector.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/block_devices.h"
 #include "bpf/fw_disk.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -33,16 +33,27 @@ uint64_t CountEntries(int fd) {
   return n;
 }
 
-// Reads + writes completed on a whole disk, from /sys/dev/block/<maj:min>/stat.
-absl::StatusOr<uint64_t> CompletedRequests(uint32_t dev) {
-  const std::string path = absl::StrCat("/sys/dev/block/", dev >> FW_DISK_MINOR_BITS, ":",
-                                        dev & FW_DISK_MINOR_MASK, "/stat");
-  std::ifstream in(path);
-  uint64_t fields[5] = {};
-  for (uint64_t& f : fields) in >> f;
-  if (!in) return absl::NotFoundError(absl::StrCat("reading ", path));
-  // Fields: reads completed, reads merged, sectors read, ms reading, writes completed.
-  return fields[0] + fields[4];
+// The clock of bpf_ktime_get_ns() and of the block layer's timestamps.
+uint64_t MonotonicNs() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Whether block_getrq passes just the bio, as disk.bpf.c expects (5.11 and
+// later): its BTF prototype is (void *data, struct bio *bio).
+bool GetrqTracepointTakesBio() {
+  struct btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return false;
+  bool bio_only = false;
+  const int id = btf__find_by_name_kind(vmlinux, "btf_trace_block_getrq", BTF_KIND_TYPEDEF);
+  if (id > 0) {
+    const struct btf_type* t = btf__type_by_id(vmlinux, btf__type_by_id(vmlinux, id)->type);
+    if (t != nullptr && btf_is_ptr(t)) t = btf__type_by_id(vmlinux, t->type);
+    bio_only = t != nullptr && btf_is_func_proto(t) && btf_vlen(t) == 2;
+  }
+  btf__free(vmlinux);
+  return bio_only;
 }
 
 void AddMapFill(v1::AgentSelfCounters* self, const char* map, uint64_t entries, uint64_t max) {
@@ -61,6 +72,31 @@ absl::StatusOr<std::string> ChooseDiskHierarchy(const CgroupMounts& mounts) {
       "no hierarchy carries block I/O cgroups: neither a v1 blkio nor a cgroup2 mount");
 }
 
+absl::StatusOr<uint64_t> RemoveStaleInflight(int fd, uint64_t before_ns) {
+  std::vector<uint64_t> stale;
+  uint64_t key = 0;
+  uint64_t next = 0;
+  const uint64_t* prev = nullptr;
+  fw_disk_inflight rec{};
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    if (bpf_map_lookup_elem(fd, &key, &rec) == 0 && rec.issue_ns < before_ns) {
+      stale.push_back(key);
+    }
+  }
+  uint64_t removed = 0;
+  for (uint64_t k : stale) {
+    // ENOENT: its completion or a new issue took it meanwhile (and counted it).
+    if (bpf_map_delete_elem(fd, &k) == 0) {
+      ++removed;
+    } else if (errno != ENOENT) {
+      return ErrnoStatus(errno, "removing a stale disk in-flight record");
+    }
+  }
+  return removed;
+}
+
 DiskCollector::DiskCollector(DiskCollectorOptions options) : options_(std::move(options)) {}
 
 DiskCollector::~DiskCollector() { (void)Stop(); }
@@ -68,15 +104,21 @@ DiskCollector::~DiskCollector() { (void)Stop(); }
 absl::Status DiskCollector::LoadAndAttach(bool use_btf) {
   skel_ = disk_bpf__open();
   if (!skel_) return ErrnoStatus(errno, "opening the disk BPF object");
+  // Without it, empty flush writes (fsync) are not counted as ops.
+  const bool getrq = GetrqTracepointTakesBio();
   bpf_program__set_autoload(skel_->progs.fw_disk_issue_btf, use_btf);
+  bpf_program__set_autoload(skel_->progs.fw_disk_getrq_btf, use_btf && getrq);
+  bpf_program__set_autoload(skel_->progs.fw_disk_getrq_raw, !use_btf && getrq);
+  bpf_program__set_autoload(skel_->progs.fw_disk_requeue_btf, use_btf);
   bpf_program__set_autoload(skel_->progs.fw_disk_complete_btf, use_btf);
   bpf_program__set_autoload(skel_->progs.fw_disk_issue_raw, !use_btf);
+  bpf_program__set_autoload(skel_->progs.fw_disk_requeue_raw, !use_btf);
   bpf_program__set_autoload(skel_->progs.fw_disk_complete_raw, !use_btf);
   const uint32_t counter_entries =
       options_.max_counter_entries > 0 ? options_.max_counter_entries : options_.max_tenants * 4;
   int err = bpf_map__set_max_entries(skel_->maps.tenant_roots, options_.max_tenants);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.disk_usage, counter_entries);
-  if (!err) err = bpf_map__set_max_entries(skel_->maps.issue_ns, options_.max_inflight);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.inflight, options_.max_inflight);
   // Descendant cgroups (nested scopes) share the cache.
   if (!err) err = bpf_map__set_max_entries(skel_->maps.cgroup_slots, options_.max_tenants * 8);
   if (err) return ErrnoStatus(-err, "sizing the disk BPF maps");
@@ -85,9 +127,11 @@ absl::Status DiskCollector::LoadAndAttach(bool use_btf) {
   if (err) return ErrnoStatus(-err, absl::StrCat("loading the disk BPF programs (", kind, ")"));
   err = disk_bpf__attach(skel_);
   if (err) {
-    return ErrnoStatus(-err,
-                       absl::StrCat("attaching block_rq_issue/block_rq_complete (", kind, ")"));
+    return ErrnoStatus(
+        -err, absl::StrCat("attaching block_getrq/rq_issue/rq_requeue/rq_complete (", kind, ")"));
   }
+  // Requests allocated before now may have been issued unseen; later ones were not.
+  __atomic_store_n(&skel_->data->attached_ns, MonotonicNs(), __ATOMIC_SEQ_CST);
   attach_kind_ = kind;
   return absl::OkStatus();
 }
@@ -96,6 +140,9 @@ absl::Status DiskCollector::Init() {
   if (options_.max_tenants == 0) return absl::InvalidArgumentError("max_tenants must be positive");
   if (options_.max_inflight == 0) {
     return absl::InvalidArgumentError("disk max_inflight must be positive");
+  }
+  if (options_.stale_inflight_ms == 0) {
+    return absl::InvalidArgumentError("disk stale_inflight_ms must be positive");
   }
   if (options_.hierarchy != "blkio" && options_.hierarchy != "unified") {
     return absl::InvalidArgumentError(
@@ -121,18 +168,10 @@ absl::Status DiskCollector::Init() {
     state_ = CollectorState::kFailed;
     return status;
   }
-  // Baselines for the unobserved-completions estimate; a disk that cannot be read is skipped.
-  absl::StatusOr<std::vector<BlockDevice>> devices = ListBlockDevices();
-  if (devices.ok()) {
-    for (const auto& d : *devices) {
-      const uint32_t dev = d.major << FW_DISK_MINOR_BITS | d.minor;
-      absl::StatusOr<uint64_t> completed = CompletedRequests(dev);
-      if (completed.ok()) completed_at_init_[dev] = *completed;
-    }
-  }
+  last_stale_check_ns_ = MonotonicNs();
   state_ = CollectorState::kRunning;
-  FW_LOG(Info, "disk: attached to block_rq_issue/block_rq_complete via ", attach_kind_, " (",
-         options_.hierarchy, " hierarchy, ", options_.max_tenants, " tenant slots)");
+  FW_LOG(Info, "disk: attached to block_getrq/rq_issue/rq_requeue/rq_complete via ", attach_kind_,
+         " (", options_.hierarchy, " hierarchy, ", options_.max_tenants, " tenant slots)");
   return absl::OkStatus();
 }
 
@@ -273,27 +312,33 @@ absl::StatusOr<DiskCollector::EventStats> DiskCollector::ReadEventStats() const 
   for (const auto& s : per_cpu) {
     stats.lost_events += s.lost_events;
     stats.other_ops += s.other_ops;
-    stats.no_issue_time += s.no_issue_time;
+    stats.completions_unseen += s.completions_unseen;
+    stats.issued_before_attach += s.issued_before_attach;
+    stats.empty_flushes += s.empty_flushes;
   }
-  const int done_fd = bpf_map__fd(skel_->maps.device_done);
-  std::vector<uint64_t> seen_per_cpu(num_cpus_);
-  for (const auto& [dev, at_init] : completed_at_init_) {
-    uint64_t seen = 0;
-    if (bpf_map_lookup_elem(done_fd, &dev, seen_per_cpu.data()) == 0) {
-      for (uint64_t s : seen_per_cpu) seen += s;
-    }
-    absl::StatusOr<uint64_t> completed = CompletedRequests(dev);
-    // Requests in flight at Init complete after it: the estimate is a few high at most.
-    if (completed.ok() && *completed - at_init > seen) {
-      stats.unobserved_completions += *completed - at_init - seen;
-    }
-  }
+  stats.completions_unseen += stale_removed_;
+  stats.inflight = CountEntries<uint64_t>(bpf_map__fd(skel_->maps.inflight));
   return stats;
 }
 
 absl::Status DiskCollector::Collect(absl::Span<const TenantEntry> tenants,
                                     v1::UsageReport* report) {
   ASSIGN_OR_RETURN(auto all, ReadAll());
+  // A completion the kernel never delivered leaves its record until the struct is
+  // issued again; look for records that outlived any request now and then.
+  const uint64_t now = MonotonicNs();
+  const uint64_t stale_ns = uint64_t{options_.stale_inflight_ms} * 1000000;
+  if (now - last_stale_check_ns_ >= stale_ns / 2 && now > stale_ns) {
+    last_stale_check_ns_ = now;
+    absl::StatusOr<uint64_t> removed =
+        RemoveStaleInflight(bpf_map__fd(skel_->maps.inflight), now - stale_ns);
+    // Counting goes on without the sweep; the records stay until the next one.
+    if (removed.ok()) {
+      stale_removed_ += *removed;
+    } else {
+      FW_LOG(Warning, "disk: ", removed.status().message());
+    }
+  }
   for (size_t i = 0; i < tenants.size(); ++i) {
     auto it = all.find(tenants[i].slot);
     if (it == all.end()) continue;
@@ -308,8 +353,10 @@ std::vector<std::pair<struct bpf_program*, struct bpf_prog_info>> DiskCollector:
   std::vector<std::pair<struct bpf_program*, struct bpf_prog_info>> out;
   if (!skel_) return out;
   for (struct bpf_program* prog :
-       {skel_->progs.fw_disk_issue_btf, skel_->progs.fw_disk_complete_btf,
-        skel_->progs.fw_disk_issue_raw, skel_->progs.fw_disk_complete_raw}) {
+       {skel_->progs.fw_disk_issue_btf, skel_->progs.fw_disk_getrq_btf,
+        skel_->progs.fw_disk_requeue_btf, skel_->progs.fw_disk_complete_btf,
+        skel_->progs.fw_disk_issue_raw, skel_->progs.fw_disk_getrq_raw,
+        skel_->progs.fw_disk_requeue_raw, skel_->progs.fw_disk_complete_raw}) {
     int fd = bpf_program__fd(prog);
     if (fd < 0) continue;
     struct bpf_prog_info info = {};
@@ -329,15 +376,16 @@ void DiskCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
     stats->set_run_count(info.run_cnt);
   }
   AddMapFill(self, "disk_usage", counter_entries_, bpf_map__max_entries(skel_->maps.disk_usage));
-  AddMapFill(self, "issue_ns", CountEntries<uint64_t>(bpf_map__fd(skel_->maps.issue_ns)),
-             bpf_map__max_entries(skel_->maps.issue_ns));
-  AddMapFill(self, "device_done", CountEntries<uint32_t>(bpf_map__fd(skel_->maps.device_done)),
-             bpf_map__max_entries(skel_->maps.device_done));
+  absl::StatusOr<EventStats> stats = ReadEventStats();
+  AddMapFill(self, "inflight", stats.ok() ? stats->inflight : 0,
+             bpf_map__max_entries(skel_->maps.inflight));
   AddMapFill(self, "cgroup_slots", CountEntries<uint64_t>(bpf_map__fd(skel_->maps.cgroup_slots)),
              bpf_map__max_entries(skel_->maps.cgroup_slots));
-  absl::StatusOr<EventStats> stats = ReadEventStats();
   if (stats.ok()) {
-    self->set_lost_events(self->lost_events() + stats->lost_events + stats->recursion_misses);
+    // Not recorded: full maps, recursion, unseen completions (latency samples),
+    // requests in flight at attach (bytes and op).
+    self->set_lost_events(self->lost_events() + stats->lost_events + stats->recursion_misses +
+                          stats->completions_unseen + stats->issued_before_attach);
   }
 }
 
@@ -347,7 +395,7 @@ absl::Status DiskCollector::Stop() {
     skel_ = nullptr;
     installed_roots_.clear();
     slot_owner_.clear();
-    completed_at_init_.clear();
+    stale_removed_ = 0;
     state_ = CollectorState::kStopped;
   }
   return absl::OkStatus();
