@@ -126,6 +126,11 @@ if ((DEMO_SECONDS > 0)); then
     echo
     "${CLI[@]}" case "$newest" || true
   fi
+  echo
+  say "an operator's own limit, and its release; both need a reason and are audited"
+  "${CLI[@]}" --operator demo throttle web --cpu 0.1 --reason "demo: limit by hand" || true
+  "${CLI[@]}" --operator demo release web --reason "demo: done" || true
+  "${CLI[@]}" audit --limit 5 || true
 else
   say "fairwatch top (Ctrl-C stops the demo and removes its cgroups)"
   "${CLI[@]}" top || true
