@@ -1,12 +1,18 @@
 #include "controller/agent_link_service.h"
 
 #include <algorithm>
+#include <bit>
 #include <deque>
+#include <memory>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "google/protobuf/arena.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 
@@ -27,6 +33,88 @@ const char* MessageKind(v1::AgentMessage::MsgCase kind) {
       break;
   }
   return "an empty AgentMessage";
+}
+
+// An arena for one agent message, reset when it is handled: a report is
+// thousands of small objects and nothing keeps them, so this spares a malloc
+// and a free for each. Each thread has one that keeps its first block; a
+// message parsed while another is being handled on the same thread gets its
+// own.
+class MessageArena {
+ public:
+  MessageArena() {
+    ThreadArena& mine = ThreadArena::Get();
+    if (mine.busy) {
+      arena_ = &own_.emplace();
+    } else {
+      mine.busy = true;
+      thread_ = &mine;
+      arena_ = &mine.arena;
+    }
+  }
+  ~MessageArena() {
+    if (thread_ == nullptr) return;
+    thread_->arena.Reset();
+    thread_->busy = false;
+  }
+  MessageArena(const MessageArena&) = delete;
+  MessageArena& operator=(const MessageArena&) = delete;
+
+  google::protobuf::Arena* get() const { return arena_; }
+
+ private:
+  struct ThreadArena {
+    static constexpr size_t kBlockBytes = 1 << 20;
+    static ThreadArena& Get() {
+      thread_local ThreadArena mine;
+      return mine;
+    }
+    static google::protobuf::ArenaOptions Options(char* block) {
+      google::protobuf::ArenaOptions options;
+      options.initial_block = block;
+      options.initial_block_size = kBlockBytes;
+      options.max_block_size = kBlockBytes;
+      return options;
+    }
+    ThreadArena() : block(new char[kBlockBytes]), arena(Options(block.get())) {}
+    std::unique_ptr<char[]> block;
+    google::protobuf::Arena arena;
+    bool busy = false;
+  };
+
+  ThreadArena* thread_ = nullptr;
+  std::optional<google::protobuf::Arena> own_;
+  google::protobuf::Arena* arena_ = nullptr;
+};
+
+// The bytes of a ByteBuffer, in one string.
+bool Flatten(const grpc::ByteBuffer& buffer, std::string* out) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  out->reserve(buffer.Length());
+  for (const grpc::Slice& slice : slices) {
+    out->append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return true;
+}
+
+// Turns the wire form of AgentMessage{report} into the report's own, when
+// the message is exactly that field (it always is from our agent).
+bool StripToReport(std::string* wire) {
+  constexpr char kReportTag = 3 << 3 | 2;  // field 3, length-delimited
+  if (wire->empty() || (*wire)[0] != kReportTag) return false;
+  uint64_t length = 0;
+  size_t i = 1;
+  for (int shift = 0; i < wire->size() && shift < 64; shift += 7) {
+    const auto byte = static_cast<uint8_t>((*wire)[i++]);
+    length |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      if (length != wire->size() - i) return false;
+      wire->erase(0, i);
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -177,17 +265,23 @@ class AgentLinkService::AgentStream final
 
   grpc::Status HandleMessage() {
     const size_t size_bytes = read_buffer_.Length();
-    grpc::Status parsed =
-        grpc::SerializationTraits<v1::AgentMessage>::Deserialize(&read_buffer_, &incoming_);
+    std::string wire;
+    const bool flat = Flatten(read_buffer_, &wire);
+    read_buffer_.Clear();
+    const MessageArena arena;
+    v1::AgentMessage& incoming =
+        *google::protobuf::Arena::CreateMessage<v1::AgentMessage>(arena.get());
     ++messages_received_;
-    if (!parsed.ok()) {
+    service_->messages_received_.fetch_add(1, std::memory_order_relaxed);
+    service_->bytes_received_.fetch_add(size_bytes, std::memory_order_relaxed);
+    if (!flat || !incoming.ParseFromArray(wire.data(), static_cast<int>(wire.size()))) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("message #", messages_received_, " (", size_bytes,
                                        " bytes) is not a valid fairwatch.v1.AgentMessage"));
     }
-    const v1::AgentMessage::MsgCase kind = incoming_.msg_case();
+    const v1::AgentMessage::MsgCase kind = incoming.msg_case();
     if (!registered_) {
-      if (kind != v1::AgentMessage::kHello || incoming_.hello().host_id().empty()) {
+      if (kind != v1::AgentMessage::kHello || incoming.hello().host_id().empty()) {
         return grpc::Status(
             grpc::StatusCode::INVALID_ARGUMENT,
             absl::StrCat("first message must be Hello with host_id (got ",
@@ -195,22 +289,22 @@ class AgentLinkService::AgentStream final
                                                           : MessageKind(kind),
                          ")"));
       }
-      return HandleHello(incoming_.hello());
+      return HandleHello(incoming.hello());
     }
     switch (kind) {
       case v1::AgentMessage::kHello:
         return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                             absl::StrCat("second Hello on the stream of host ", host_id_,
-                                         " (now claiming host_id \"", incoming_.hello().host_id(),
+                                         " (now claiming host_id \"", incoming.hello().host_id(),
                                          "\"); Hello is sent once per stream"));
       case v1::AgentMessage::kInventory:
-        return HandleInventory(incoming_.inventory());
+        return HandleInventory(incoming.inventory());
       case v1::AgentMessage::kReport:
-        // Moved out: the fleet keeps recent reports whole, without a copy.
-        return HandleReport(
-            std::make_shared<const v1::UsageReport>(std::move(*incoming_.mutable_report())));
+        // The fleet keeps the report's wire form: reuse the bytes read.
+        if (!StripToReport(&wire)) wire = incoming.report().SerializeAsString();
+        return HandleReport(incoming.report(), std::move(wire));
       case v1::AgentMessage::kLimitAck: {
-        const v1::LimitAck& ack = incoming_.limit_ack();
+        const v1::LimitAck& ack = incoming.limit_ack();
         FW_LOG(Info, "host ", host_id_, " acked limit command ", ack.command_id(), ": code ",
                ack.status_code(), ack.status_message().empty() ? "" : " ", ack.status_message(),
                " (in effect: ", ack.in_effect().ShortDebugString(), ")");
@@ -271,12 +365,14 @@ class AgentLinkService::AgentStream final
     return grpc::Status::OK;
   }
 
-  grpc::Status HandleReport(const std::shared_ptr<const v1::UsageReport>& shared_report) {
-    const v1::UsageReport& report = *shared_report;
-    absl::StatusOr<ReportOutcome> outcome = service_->fleet_->IngestReport(host_id_, shared_report);
+  grpc::Status HandleReport(const v1::UsageReport& report, std::string serialized) {
+    absl::StatusOr<ReportOutcome> outcome =
+        service_->fleet_->IngestReport(host_id_, report, std::move(serialized));
     if (!outcome.ok()) return ToGrpcStatus(outcome.status());
     if (*outcome == ReportOutcome::kDuplicate) {
       FW_LOG(Debug, "host ", host_id_, " resent report seq ", report.seq(), "; already held");
+    } else {
+      service_->RecordIngestLag(absl::GetCurrentTimeNanos() - report.timestamp_unix_ns());
     }
     v1::ControllerMessage ack;
     ack.mutable_report_ack()->set_seq(report.seq());
@@ -291,7 +387,6 @@ class AgentLinkService::AgentStream final
   // Touched only by read reactions, which gRPC runs one at a time, and by
   // OnDone, which runs after all of them.
   grpc::ByteBuffer read_buffer_;
-  v1::AgentMessage incoming_;  // reused so parsing reuses its allocations
   uint64_t messages_received_ = 0;
   bool registered_ = false;
   std::string host_id_;
@@ -312,7 +407,37 @@ AgentLinkService::~AgentLinkService() = default;
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AgentLinkService::Connect(
     grpc::CallbackServerContext* context) {
+  streams_opened_.fetch_add(1, std::memory_order_relaxed);
   return new AgentStream(this, context, next_connection_id_.fetch_add(1));
+}
+
+void AgentLinkService::RecordIngestLag(int64_t lag_ns) {
+  reports_ingested_.fetch_add(1, std::memory_order_relaxed);
+  last_lag_ns_.store(lag_ns, std::memory_order_relaxed);
+  size_t bucket = 0;
+  if (lag_ns <= 0) {
+    lag_negative_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    lag_sum_ns_.fetch_add(static_cast<uint64_t>(lag_ns), std::memory_order_relaxed);
+    bucket = std::bit_width(static_cast<uint64_t>(lag_ns)) - 1;
+  }
+  lag_hist_[std::min(bucket, kLagBuckets - 1)].fetch_add(1, std::memory_order_relaxed);
+}
+
+AgentLinkStats AgentLinkService::stats() const {
+  AgentLinkStats stats;
+  stats.streams_opened = streams_opened_.load(std::memory_order_relaxed);
+  stats.messages_received = messages_received_.load(std::memory_order_relaxed);
+  stats.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+  stats.reports_ingested = reports_ingested_.load(std::memory_order_relaxed);
+  stats.ingest_lag_hist.reserve(kLagBuckets);
+  for (const auto& bucket : lag_hist_) {
+    stats.ingest_lag_hist.push_back(bucket.load(std::memory_order_relaxed));
+  }
+  stats.ingest_lag_sum_ns = lag_sum_ns_.load(std::memory_order_relaxed);
+  stats.ingest_lag_negative = lag_negative_.load(std::memory_order_relaxed);
+  stats.last_ingest_lag_ns = last_lag_ns_.load(std::memory_order_relaxed);
+  return stats;
 }
 
 AgentLinkService::AgentStream* AgentLinkService::Register(const std::string& host_id,

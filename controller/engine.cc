@@ -3,46 +3,90 @@
 #include <algorithm>
 
 namespace fairwatch::controller {
+namespace {
+
+constexpr size_t kResources = std::size(kJudgedResources);
+
+// Resources whose harm is judged from the same signals (HarmBaseline::Judge).
+int HarmGroup(v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_DISK_BANDWIDTH:
+    case v1::RESOURCE_DISK_IOPS:
+      return 1;
+    case v1::RESOURCE_NET_RX:
+    case v1::RESOURCE_NET_TX:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
 
 Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsInForce& limits) {
   Evaluation evaluation;
   HostState& host = hosts_[interval.host_id];
   if (interval.seq <= host.last_seq || interval.seconds <= 0) return evaluation;
   host.last_seq = interval.seq;
+  const uint64_t round = ++host.round;
   evaluation.host_id = interval.host_id;
   evaluation.seq = interval.seq;
   std::vector<Finding>& findings = evaluation.findings;
+  const size_t n = interval.tenants.size();
+
+  // Each tenant's state, its pointer taken once no insertion can move entries.
+  std::vector<TenantState*> state(n);
+  bool inserted_any = false;
+  for (size_t i = 0; i < n; ++i) {
+    auto [it, inserted] = host.tenants.try_emplace(interval.tenants[i].id);
+    it->second.round = round;
+    state[i] = &it->second;
+    inserted_any = inserted_any || inserted;
+  }
+  if (inserted_any) {
+    for (size_t i = 0; i < n; ++i) state[i] = &host.tenants.find(interval.tenants[i].id)->second;
+  }
 
   // Harm first, against each tenant's baseline as it was before this interval.
-  struct Judged {
-    std::vector<HarmVerdict> by_resource;
-    bool harmed_anywhere = false;
-  };
-  std::vector<Judged> judged(interval.tenants.size());
-  for (size_t i = 0; i < interval.tenants.size(); ++i) {
+  std::vector<HarmVerdict> harm(n * kResources);  // [tenant * kResources + resource]
+  std::vector<char> harmed_anywhere(n, 0);
+  for (size_t i = 0; i < n; ++i) {
     const TenantInterval& t = interval.tenants[i];
-    const HarmBaseline& baseline = host.baselines[t.id];
-    for (v1::Resource r : kJudgedResources) {
-      HarmVerdict v;
-      if (t.has_harm) v = baseline.Judge(r, t.harm, params_.harm);
-      judged[i].harmed_anywhere = judged[i].harmed_anywhere || v.harmed;
-      judged[i].by_resource.push_back(std::move(v));
+    if (!t.has_harm) continue;
+    for (size_t k = 0; k < kResources; ++k) {
+      HarmVerdict& v = harm[i * kResources + k];
+      if (k > 0 && HarmGroup(kJudgedResources[k]) == HarmGroup(kJudgedResources[k - 1])) {
+        v = harm[i * kResources + k - 1];
+      } else {
+        v = state[i]->baseline.Judge(kJudgedResources[k], t.harm, params_.harm);
+      }
+      if (v.harmed) harmed_anywhere[i] = 1;
     }
   }
 
+  // One sample per tenant, refilled for each resource.
+  std::vector<TenantSample> samples(n);
+  std::vector<const std::map<v1::Resource, double>*> tenant_limits(n, nullptr);
+  for (size_t i = 0; i < n; ++i) {
+    const TenantInterval& t = interval.tenants[i];
+    samples[i].id = t.id;
+    samples[i].weight = t.weight;
+    if (limits.empty()) continue;
+    if (auto l = limits.find(t.id); l != limits.end()) tenant_limits[i] = &l->second;
+  }
+  std::vector<FlagHistory*> histories(n);
+  std::array<bool, kResources> recorded{};
   bool any_contended = false;
-  for (size_t k = 0; k < std::size(kJudgedResources); ++k) {
+  for (size_t k = 0; k < kResources; ++k) {
     const v1::Resource resource = kJudgedResources[k];
     const double capacity = ResourceCapacity(interval.capacity, resource);
     if (capacity <= 0) continue;  // unknown capacity: no shares to judge against
-    std::vector<TenantSample> samples;
-    samples.reserve(interval.tenants.size());
-    for (size_t i = 0; i < interval.tenants.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
       const TenantInterval& t = interval.tenants[i];
-      TenantSample s;
-      s.id = t.id;
-      s.weight = t.weight;
+      TenantSample& s = samples[i];
       s.usage = ResourceUsage(t.rates, resource);
+      s.wanted = 0;
+      s.elastic_when_harmed = true;
       if (resource == v1::RESOURCE_CPU) {
         // Time runnable but not running is CPU it wanted: a measured demand,
         // unless its own quota held it back (then it wants what the quota gives).
@@ -51,17 +95,19 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
         s.wanted = self_throttled ? 0 : t.harm.runq_wait_ns_per_s() / 1e9;
         s.elastic_when_harmed = false;
       }
-      if (auto l = limits.find(t.id); l != limits.end()) {
-        if (auto v = l->second.find(resource); v != l->second.end()) s.limit = v->second;
+      s.limit = 0;
+      if (tenant_limits[i] != nullptr) {
+        if (auto v = tenant_limits[i]->find(resource); v != tenant_limits[i]->end()) {
+          s.limit = v->second;
+        }
       }
-      s.harmed = judged[i].by_resource[k].harmed;
-      samples.push_back(std::move(s));
+      s.harmed = harm[i * kResources + k].harmed;
+      histories[i] = &state[i]->flags[k];
     }
-    const IntervalJudgement judgement = JudgeInterval(params_, capacity, samples);
+    IntervalJudgement judgement = JudgeInterval(params_, capacity, samples);
     any_contended = any_contended || judgement.contended;
-    auto [tracker, fresh] = host.trackers.try_emplace(resource, params_);
-    (void)fresh;
-    for (Offender& o : tracker->second.Record(judgement)) {
+    recorded[k] = true;
+    for (Offender& o : RecordOffenders(params_, judgement, histories)) {
       Finding f;
       f.host_id = interval.host_id;
       f.seq = interval.seq;
@@ -69,8 +115,8 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
       f.capacity = capacity;
       f.total_usage = judgement.total_usage;
       f.contended = judgement.contended;
-      for (size_t i = 0; i < interval.tenants.size(); ++i) {
-        const HarmVerdict& v = judged[i].by_resource[k];
+      for (size_t i = 0; i < n; ++i) {
+        const HarmVerdict& v = harm[i * kResources + k];
         if (v.harmed && interval.tenants[i].id != o.id) {
           f.harmed.push_back({interval.tenants[i].id, v.evidence});
         }
@@ -78,20 +124,36 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
       f.offender = std::move(o);
       findings.push_back(std::move(f));
     }
-    evaluation.verdicts.push_back({resource, judgement});
+    evaluation.verdicts.push_back({resource, std::move(judgement)});
   }
 
-  // Quiet intervals teach the baselines; tenants that left are forgotten.
-  absl::flat_hash_map<std::string, HarmBaseline> kept;
-  for (size_t i = 0; i < interval.tenants.size(); ++i) {
-    const TenantInterval& t = interval.tenants[i];
-    HarmBaseline& baseline = host.baselines[t.id];
-    if (t.has_harm && !any_contended && !judged[i].harmed_anywhere) {
-      baseline.Learn(t.harm, params_.harm);
+  // Quiet intervals teach the baselines.
+  if (!any_contended) {
+    for (size_t i = 0; i < n; ++i) {
+      const TenantInterval& t = interval.tenants[i];
+      if (t.has_harm && !harmed_anywhere[i]) state[i]->baseline.Learn(t.harm, params_.harm);
     }
-    kept.emplace(t.id, baseline);
   }
-  host.baselines = std::move(kept);
+  // A tenant that left loses its baseline at once and its N-of-M history as
+  // it ages out (a history with no flagged interval is as good as none).
+  for (auto it = host.tenants.begin(); it != host.tenants.end();) {
+    TenantState& s = it->second;
+    if (s.round == round) {
+      ++it;
+      continue;
+    }
+    s.baseline = HarmBaseline();
+    bool flagged = false;
+    for (size_t k = 0; k < kResources; ++k) {
+      if (recorded[k]) RecordAbsent(params_, &s.flags[k]);
+      flagged = flagged || s.flags[k].bits != 0;
+    }
+    if (flagged) {
+      ++it;
+    } else {
+      host.tenants.erase(it++);
+    }
+  }
   return evaluation;
 }
 

@@ -6,6 +6,7 @@
 // Not thread-safe: one caller (the controller's evaluation loop) owns it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -68,10 +69,16 @@ class FairnessEngine {
   const FairnessParams& params() const { return params_; }
 
  private:
+  // Everything kept for one tenant of a host: one lookup per interval.
+  struct TenantState {
+    HarmBaseline baseline;
+    std::array<FlagHistory, std::size(kJudgedResources)> flags;  // N-of-M per resource
+    uint64_t round = 0;  // the last evaluation that saw the tenant
+  };
   struct HostState {
     uint64_t last_seq = 0;
-    absl::flat_hash_map<std::string, HarmBaseline> baselines;
-    std::map<v1::Resource, OffenderTracker> trackers;
+    uint64_t round = 0;  // evaluations of this host
+    absl::flat_hash_map<std::string, TenantState> tenants;
   };
 
   FairnessParams params_;

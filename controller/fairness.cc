@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -19,7 +20,7 @@ std::string Pct(double fraction) { return absl::StrFormat("%.0f%%", 100 * fracti
 
 // Whether `value` is above both the floor and ratio x baseline; adds evidence.
 bool Above(double value, double baseline, double floor, const HarmParams& params,
-           const std::string& what, std::string (*format)(double), HarmVerdict* verdict) {
+           absl::string_view what, std::string (*format)(double), HarmVerdict* verdict) {
   const double threshold = std::max(floor, params.ratio * baseline);
   if (!(value > threshold)) return false;
   verdict->harmed = true;
@@ -93,9 +94,11 @@ std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& d
   std::vector<double> share(n, 0.0);
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
+  std::vector<double> per_weight(n);
+  for (size_t i = 0; i < n; ++i) per_weight[i] = demands[i] / weights[i];
   // Satisfied first: the smallest demand per unit of weight.
   std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return demands[a] / weights[a] < demands[b] / weights[b]; });
+            [&](size_t a, size_t b) { return per_weight[a] < per_weight[b]; });
   double remaining = std::max(0.0, capacity);
   double weight_left = 0;
   for (double w : weights) weight_left += w;
@@ -103,7 +106,7 @@ std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& d
   for (; k < n; ++k) {
     const size_t i = order[k];
     const double level = remaining / weight_left;  // per unit of weight
-    if (demands[i] / weights[i] > level) break;
+    if (per_weight[i] > level) break;
     share[i] = demands[i];
     remaining -= demands[i];
     weight_left -= weights[i];
@@ -123,6 +126,9 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
   const double idle_below = params.idle_fraction * capacity;
   double active_weight = 0;
   std::vector<double> demands, weights;
+  demands.reserve(tenants.size());
+  weights.reserve(tenants.size());
+  j.tenants.reserve(tenants.size());
   for (const TenantSample& t : tenants) {
     TenantShare s;
     s.id = t.id;
@@ -157,32 +163,28 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
   return j;
 }
 
-std::vector<Offender> OffenderTracker::Record(const IntervalJudgement& judgement) {
-  const uint32_t window = std::clamp<uint32_t>(params_.window, 1, 32);
-  const uint32_t mask = window == 32 ? ~0u : (1u << window) - 1;
-  absl::flat_hash_map<std::string, const TenantShare*> seen;
-  for (const TenantShare& s : judgement.tenants) seen[s.id] = &s;
-  for (auto it = history_.begin(); it != history_.end();) {
-    if (seen.contains(it->first)) {
-      ++it;
-      continue;
-    }
-    // Absent this interval: the interval counts as not flagged.
-    it->second.bits = (it->second.bits << 1) & mask;
-    if (++it->second.absent >= window) {
-      history_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
+namespace {
+
+uint32_t WindowMask(const FairnessParams& params) {
+  const uint32_t window = std::clamp<uint32_t>(params.window, 1, 32);
+  return window == 32 ? ~0u : (1u << window) - 1;
+}
+
+}  // namespace
+
+std::vector<Offender> RecordOffenders(const FairnessParams& params,
+                                      const IntervalJudgement& judgement,
+                                      absl::Span<FlagHistory* const> histories) {
+  const uint32_t mask = WindowMask(params);
   std::vector<Offender> offenders;
   double total_excess = 0;
-  for (const TenantShare& s : judgement.tenants) {
-    History& h = history_[s.id];
+  for (size_t i = 0; i < judgement.tenants.size(); ++i) {
+    const TenantShare& s = judgement.tenants[i];
+    FlagHistory& h = *histories[i];
     h.bits = ((h.bits << 1) | (s.flagged ? 1u : 0u)) & mask;
     h.absent = 0;
     const auto flagged = static_cast<uint32_t>(std::popcount(h.bits));
-    if (!s.flagged || flagged < params_.required) continue;
+    if (!s.flagged || flagged < params.required) continue;
     Offender o;
     o.id = s.id;
     o.flagged_intervals = flagged;
@@ -199,9 +201,35 @@ std::vector<Offender> OffenderTracker::Record(const IntervalJudgement& judgement
   return offenders;
 }
 
+bool RecordAbsent(const FairnessParams& params, FlagHistory* history) {
+  history->bits = (history->bits << 1) & WindowMask(params);
+  return ++history->absent >= std::clamp<uint32_t>(params.window, 1, 32);
+}
+
+std::vector<Offender> OffenderTracker::Record(const IntervalJudgement& judgement) {
+  ++round_;
+  // Inserted first: pointers are taken once no insertion can move entries.
+  for (const TenantShare& s : judgement.tenants) history_[s.id].round = round_;
+  std::vector<FlagHistory*> histories;
+  histories.reserve(judgement.tenants.size());
+  for (const TenantShare& s : judgement.tenants) {
+    histories.push_back(&history_.find(s.id)->second.flags);
+  }
+  std::vector<Offender> offenders = RecordOffenders(params_, judgement, histories);
+  // Absent this interval: the interval counts as not flagged.
+  for (auto it = history_.begin(); it != history_.end();) {
+    if (it->second.round != round_ && RecordAbsent(params_, &it->second.flags)) {
+      history_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  return offenders;
+}
+
 uint32_t OffenderTracker::FlaggedIntervals(const std::string& id) const {
   auto it = history_.find(id);
-  return it == history_.end() ? 0 : static_cast<uint32_t>(std::popcount(it->second.bits));
+  return it == history_.end() ? 0 : static_cast<uint32_t>(std::popcount(it->second.flags.bits));
 }
 
 }  // namespace fairwatch::controller

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/types/span.h"
 #include "fairwatch/v1/operator.pb.h"
 #include "fairwatch/v1/types.pb.h"
 
@@ -124,6 +125,23 @@ struct Offender {
   TenantShare share;               // this interval's figures
 };
 
+// Which of one tenant's last intervals on one (host, resource) flagged it.
+struct FlagHistory {
+  uint32_t bits = 0;    // bit 0: the latest interval; `window` bits kept
+  uint32_t absent = 0;  // intervals in a row without the tenant
+};
+
+// Records one interval in every tenant's history (`histories[i]` is that of
+// judgement.tenants[i]) and returns the offenders now (flagged in this
+// interval and in at least `required` of the last `window`), largest blame
+// first.
+std::vector<Offender> RecordOffenders(const FairnessParams& params,
+                                      const IntervalJudgement& judgement,
+                                      absl::Span<FlagHistory* const> histories);
+// Records an interval without the tenant (not flagged); true once `window`
+// such intervals in a row have passed and the history can be dropped.
+bool RecordAbsent(const FairnessParams& params, FlagHistory* history);
+
 // The N-of-M rule for one (host, resource): remembers which intervals flagged
 // each tenant.
 class OffenderTracker {
@@ -136,12 +154,13 @@ class OffenderTracker {
   uint32_t FlaggedIntervals(const std::string& id) const;
 
  private:
-  struct History {
-    uint32_t bits = 0;  // bit 0: the latest interval
-    uint32_t absent = 0;
+  struct Entry {
+    FlagHistory flags;
+    uint32_t round = 0;  // the last Record that saw the tenant
   };
   FairnessParams params_;
-  absl::flat_hash_map<std::string, History> history_;
+  uint32_t round_ = 0;
+  absl::flat_hash_map<std::string, Entry> history_;
 };
 
 }  // namespace fairwatch::controller

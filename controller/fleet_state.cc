@@ -1,11 +1,13 @@
 #include "controller/fleet_state.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/histogram.h"
@@ -21,20 +23,21 @@ struct ReportSlot {
 };
 
 // A tenant's usage counters in one report, summed over devices and interfaces.
+// No member initializers: the ring below is allocated without being written.
 struct Sample {
-  uint64_t cpu_usage_ns = 0;
-  uint64_t disk_read_bytes = 0;
-  uint64_t disk_write_bytes = 0;
-  uint64_t disk_read_ops = 0;
-  uint64_t disk_write_ops = 0;
-  uint64_t net_rx_bytes = 0;
-  uint64_t net_tx_bytes = 0;
-  uint64_t net_rx_packets = 0;
-  uint64_t net_tx_packets = 0;
-  uint64_t net_drops = 0;
+  uint64_t cpu_usage_ns;
+  uint64_t disk_read_bytes;
+  uint64_t disk_write_bytes;
+  uint64_t disk_read_ops;
+  uint64_t disk_write_ops;
+  uint64_t net_rx_bytes;
+  uint64_t net_tx_bytes;
+  uint64_t net_rx_packets;
+  uint64_t net_tx_packets;
+  uint64_t net_drops;
 
   static Sample From(const v1::TenantCounters& c) {
-    Sample s;
+    Sample s{};
     s.cpu_usage_ns = c.cpu().usage_ns();
     for (const auto& d : c.disks()) {
       s.disk_read_bytes += d.read_bytes();
@@ -62,12 +65,137 @@ struct Sample {
   }
 };
 
-// One tenant's counters, aligned with Host::reports: report index i lives in
-// slot i % history. Values are only meaningful in [first_index, last_index].
+// Copies `from` into `to`, reusing its capacity and leaving out trailing
+// zero buckets (a delta treats missing buckets as zero).
+void AssignBuckets(const google::protobuf::RepeatedField<uint64_t>& from,
+                   std::vector<uint64_t>* to) {
+  int n = from.size();
+  while (n > 0 && from.Get(n - 1) == 0) --n;
+  to->assign(from.begin(), from.begin() + n);
+}
+
+// What the harm over an interval needs from the report that opens it. Kept
+// per tenant, so harm is computed as the report that closes the interval is
+// ingested, without keeping that report whole.
+struct HarmCounters {
+  struct Disk {
+    uint32_t major = 0;
+    uint32_t minor = 0;
+    std::vector<uint64_t> latency;
+  };
+  struct Net {
+    std::string interface;
+    uint64_t rx_drops = 0;
+    uint64_t tx_drops = 0;
+  };
+  uint64_t runq_wait_ns = 0;
+  uint64_t runq_waits = 0;
+  std::vector<uint64_t> runq_hist;
+  bool cpu_psi_present = false;
+  uint64_t cpu_psi_some_us = 0;
+  bool io_psi_present = false;
+  uint64_t io_psi_some_us = 0;
+  uint64_t throttled_ns = 0;
+  uint64_t nr_throttled = 0;
+  uint64_t nr_periods = 0;
+  std::vector<Disk> disks;
+  std::vector<Net> net;
+
+  void Assign(const v1::TenantCounters& c) {
+    runq_wait_ns = c.cpu().runq_wait_ns();
+    runq_waits = c.cpu().runq_waits();
+    AssignBuckets(c.cpu().runq_wait_hist().buckets(), &runq_hist);
+    cpu_psi_present = c.cpu_pressure().present();
+    cpu_psi_some_us = c.cpu_pressure().some_total_us();
+    io_psi_present = c.io_pressure().present();
+    io_psi_some_us = c.io_pressure().some_total_us();
+    throttled_ns = c.cpu().throttled_ns();
+    nr_throttled = c.cpu().nr_throttled();
+    nr_periods = c.cpu().nr_periods();
+    disks.resize(c.disks_size());
+    for (int i = 0; i < c.disks_size(); ++i) {
+      const v1::DiskCounters& d = c.disks(i);
+      disks[i].major = d.device().major();
+      disks[i].minor = d.device().minor();
+      AssignBuckets(d.latency().buckets(), &disks[i].latency);
+    }
+    net.resize(c.net_size());
+    for (int i = 0; i < c.net_size(); ++i) {
+      const v1::NetCounters& n = c.net(i);
+      net[i].interface = n.interface();
+      net[i].rx_drops = n.rx_drops();
+      net[i].tx_drops = n.tx_drops();
+    }
+  }
+};
+
+// The samples of every tenant of a host in one block: a row per report slot
+// (report index i in row i % rows, as in Host::reports) and a column per
+// tenant. A report writes one contiguous row, so the block's pages are
+// touched a few at a time as reports arrive instead of one page per tenant
+// at its first report (page faults are what a fleet's first reports cost).
+class SampleRing {
+ public:
+  explicit SampleRing(uint32_t rows) : rows_(rows) {}
+
+  // A column for a new tenant; `expected` sizes the block when it is made.
+  uint32_t Acquire(size_t expected) {
+    if (!free_.empty()) {
+      const uint32_t column = free_.back();
+      free_.pop_back();
+      return column;
+    }
+    if (used_ == columns_) {
+      Widen(columns_ == 0 ? std::max<size_t>(expected, 1)
+                          : columns_ + std::max<size_t>(columns_ / 4, 4));
+    }
+    return used_++;
+  }
+  void Release(uint32_t column) { free_.push_back(column); }
+  // Every column free again; the block is kept.
+  void Clear() {
+    free_.clear();
+    used_ = 0;
+  }
+  Sample& at(uint64_t index, uint32_t column) {
+    written_ = std::max(written_, index);
+    return block_[(index % rows_) * columns_ + column];
+  }
+  const Sample& at(uint64_t index, uint32_t column) const {
+    return block_[(index % rows_) * columns_ + column];
+  }
+
+ private:
+  void Widen(size_t columns) {
+    auto block = std::make_unique_for_overwrite<Sample[]>(rows_ * columns);
+    // Only rows written so far: copying the others would touch their pages.
+    const uint64_t rows = std::min<uint64_t>(rows_, written_ + 1);
+    for (uint64_t r = 0; r < rows && columns_ > 0; ++r) {
+      std::copy_n(&block_[r * columns_], columns_, &block[r * columns]);
+    }
+    block_ = std::move(block);
+    columns_ = static_cast<uint32_t>(columns);
+  }
+
+  const uint64_t rows_;
+  uint32_t columns_ = 0;
+  uint32_t used_ = 0;     // columns handed out at least once
+  uint64_t written_ = 0;  // highest report index written
+  std::vector<uint32_t> free_;
+  std::unique_ptr<Sample[]> block_;
+};
+
+// One tenant's counters: its column of Host::ring. Values are only
+// meaningful for report indices in [first_index, last_index].
 struct TenantSeries {
-  std::vector<Sample> samples;
+  uint32_t column = 0;
   uint64_t first_index = 0;  // start of the current unbroken, non-decreasing run
   uint64_t last_index = 0;   // newest report index that carried this tenant
+  HarmCounters counters;     // of report last_index
+  // Over (last_index - 1, last_index], when both reports carried the tenant
+  // and are in Host::recent.
+  v1::HarmSignals harm;
+  bool has_harm = false;
 };
 
 struct InventoryEntry {
@@ -78,7 +206,7 @@ struct InventoryEntry {
 }  // namespace
 
 struct FleetState::Host {
-  explicit Host(uint32_t history) : reports(history) {}
+  explicit Host(uint32_t history) : reports(history), ring(history) {}
 
   absl::Mutex mu;
   v1::Hello hello ABSL_GUARDED_BY(mu);
@@ -94,10 +222,20 @@ struct FleetState::Host {
   uint64_t floor_index ABSL_GUARDED_BY(mu) = 1;
   std::vector<ReportSlot> reports ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, TenantSeries> series ABSL_GUARDED_BY(mu);
+  SampleRing ring ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::string, InventoryEntry> inventory ABSL_GUARDED_BY(mu);
-  // The last window_intervals + 1 reports whole, for per-device detail,
-  // histograms and pressure; oldest first, all of the current epoch.
-  std::deque<std::shared_ptr<const v1::UsageReport>> recent ABSL_GUARDED_BY(mu);
+  uint64_t inventory_generation ABSL_GUARDED_BY(mu) = 0;  // bumped by every change
+  // The newest interval's tenants as LastInterval returns them, by id, with
+  // names and weights as of inventory `interval_generation`. Made at ingest,
+  // where the data is at hand and streams run in parallel, rather than by the
+  // one thread that judges every host.
+  std::vector<TenantInterval> interval ABSL_GUARDED_BY(mu);
+  uint64_t interval_generation ABSL_GUARDED_BY(mu) = 0;
+  // The last window_intervals + 1 reports in wire form, for per-device
+  // detail; oldest first, consecutive, all of the current epoch. Serialized
+  // reports take several times less memory than parsed ones, and only
+  // operator queries read them.
+  std::deque<std::string> recent ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -119,13 +257,113 @@ FleetState::~FleetState() = default;
 
 namespace {
 
+// newer - older as a rate, 0 when the counter restarted.
+double Rate(uint64_t newer, uint64_t older, double seconds) {
+  return newer >= older && seconds > 0 ? static_cast<double>(newer - older) / seconds : 0;
+}
+
+// Histograms on the stack: the agent sends 34 buckets.
+using Buckets = absl::InlinedVector<uint64_t, 48>;
+
+// Adds later - earlier per bucket to `out`, as Log2Delta computes it.
+void AddDelta(const google::protobuf::RepeatedField<uint64_t>& later,
+              const std::vector<uint64_t>& earlier, Buckets* out) {
+  const size_t n = static_cast<size_t>(later.size());
+  if (out->size() < n) out->resize(n);
+  const uint64_t* now = later.data();
+  uint64_t* sum = out->data();
+  const size_t common = std::min(n, earlier.size());
+  for (size_t i = 0; i < common; ++i) {
+    sum[i] += now[i] >= earlier[i] ? now[i] - earlier[i] : now[i];
+  }
+  for (size_t i = common; i < n; ++i) sum[i] += now[i];
+}
+
+// Log2Quantile at 0.5 and 0.99 in one pass, with the same arithmetic.
+void Log2P50P99(const Buckets& buckets, double* p50, double* p99) {
+  *p50 = 0;
+  *p99 = 0;
+  const uint64_t total = Log2Count(buckets);
+  if (total == 0) return;
+  const double ranks[2] = {std::max(0.5 * static_cast<double>(total), 1.0),
+                           std::max(0.99 * static_cast<double>(total), 1.0)};
+  double* out[2] = {p50, p99};
+  size_t next = 0;
+  double seen = 0;
+  for (size_t i = 0; i < buckets.size() && next < 2; ++i) {
+    if (buckets[i] == 0) continue;
+    const double count = static_cast<double>(buckets[i]);
+    while (next < 2 && seen + count >= ranks[next]) {
+      const double lower = i == 0 ? 0.0 : std::ldexp(1.0, static_cast<int>(i));
+      const double upper = std::ldexp(1.0, static_cast<int>(i) + 1);
+      *out[next] = lower + (upper - lower) * (ranks[next] - seen) / count;
+      ++next;
+    }
+    seen += count;
+  }
+}
+
+// The harm signals of a tenant over an interval from its counters at both
+// ends. Per-device rates are left to FillDeviceRates: the engine needs none.
+void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double seconds,
+                 v1::HarmSignals* harm) {
+  Buckets runq;
+  AddDelta(to.cpu().runq_wait_hist().buckets(), from.runq_hist, &runq);
+  double p50 = 0, p99 = 0;
+  Log2P50P99(runq, &p50, &p99);
+  harm->set_runq_wait_p50_ns(p50);
+  harm->set_runq_wait_p99_ns(p99);
+  harm->set_runq_wait_ns_per_s(Rate(to.cpu().runq_wait_ns(), from.runq_wait_ns, seconds));
+  harm->set_runq_waits_per_s(Rate(to.cpu().runq_waits(), from.runq_waits, seconds));
+  harm->set_cpu_psi_present(to.cpu_pressure().present());
+  harm->set_cpu_psi_some_fraction(
+      to.cpu_pressure().present() && from.cpu_psi_present
+          ? Rate(to.cpu_pressure().some_total_us(), from.cpu_psi_some_us, seconds) / 1e6
+          : 0);
+  harm->set_io_psi_present(to.io_pressure().present());
+  harm->set_io_psi_some_fraction(
+      to.io_pressure().present() && from.io_psi_present
+          ? Rate(to.io_pressure().some_total_us(), from.io_psi_some_us, seconds) / 1e6
+          : 0);
+  harm->set_throttled_ns_per_s(Rate(to.cpu().throttled_ns(), from.throttled_ns, seconds));
+  harm->set_throttled_periods_fraction(
+      to.cpu().nr_periods() > from.nr_periods && to.cpu().nr_throttled() >= from.nr_throttled
+          ? static_cast<double>(to.cpu().nr_throttled() - from.nr_throttled) /
+                static_cast<double>(to.cpu().nr_periods() - from.nr_periods)
+          : 0);
+
+  static const std::vector<uint64_t> kNoBuckets;
+  Buckets io_latency;
+  for (const auto& disk : to.disks()) {
+    const HarmCounters::Disk* before = nullptr;
+    for (const auto& d : from.disks) {
+      if (d.major == disk.device().major() && d.minor == disk.device().minor()) before = &d;
+    }
+    AddDelta(disk.latency().buckets(), before ? before->latency : kNoBuckets, &io_latency);
+  }
+  Log2P50P99(io_latency, &p50, &p99);
+  harm->set_io_latency_p50_ns(p50);
+  harm->set_io_latency_p99_ns(p99);
+
+  double drops_per_s = 0;
+  for (const auto& net : to.net()) {
+    const HarmCounters::Net* before = nullptr;
+    for (const auto& n : from.net) {
+      if (n.interface == net.interface()) before = &n;
+    }
+    drops_per_s += Rate(net.rx_drops(), before ? before->rx_drops : 0, seconds) +
+                   Rate(net.tx_drops(), before ? before->tx_drops : 0, seconds);
+  }
+  harm->set_net_drops_per_s(drops_per_s);
+}
+
 TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& series, uint32_t window)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
   TenantRates rates;
   const uint64_t newest = host.report_count;
   if (newest == 0 || series.last_index != newest) return rates;
   const size_t history = host.reports.size();
-  const Sample& to_sample = series.samples[newest % history];
+  const Sample& to_sample = host.ring.at(newest, series.column);
   rates.cpu_usage_ns = to_sample.cpu_usage_ns;
   uint64_t start = newest > window ? newest - window : 1;
   start = std::max({start, series.first_index, host.floor_index});
@@ -133,7 +371,7 @@ TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& serie
   const ReportSlot& from = host.reports[start % history];
   const ReportSlot& to = host.reports[newest % history];
   if (to.monotonic_ns <= from.monotonic_ns) return rates;
-  const Sample& from_sample = series.samples[start % history];
+  const Sample& from_sample = host.ring.at(start, series.column);
   const double seconds = static_cast<double>(to.monotonic_ns - from.monotonic_ns) / 1e9;
   // Non-negative: a run only continues while no counter decreases.
   auto per_s = [seconds](uint64_t newer, uint64_t older) {
@@ -182,12 +420,59 @@ void FillHostInfo(const FleetState::Host& host, uint32_t window, v1::HostInfo* i
   info->set_cpu_used_cores(cores);
 }
 
+// A tenant's name and weight from the inventory (none and 1 when not listed).
+void NameAndWeight(const FleetState::Host& host, TenantInterval* t)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  auto entry = host.inventory.find(t->id);
+  if (entry == host.inventory.end()) {
+    t->name.clear();
+    t->weight = 1.0;
+    return;
+  }
+  t->name = entry->second.tenant.name();
+  t->weight = entry->second.tenant.weight() > 0 ? entry->second.tenant.weight() : 1.0;
+}
+
+// Fills host.interval from the tenants in report `newest`, reusing its
+// strings; names and weights are looked up only for tenants that moved or
+// when the inventory changed.
+void BuildInterval(FleetState::Host& host, uint64_t newest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  thread_local std::vector<std::pair<const std::string*, const TenantSeries*>> present;
+  present.clear();
+  for (const auto& [id, series] : host.series) {
+    if (series.last_index == newest) present.emplace_back(&id, &series);
+  }
+  std::sort(present.begin(), present.end(),
+            [](const auto& a, const auto& b) { return *a.first < *b.first; });
+  const bool names_current = host.interval_generation == host.inventory_generation;
+  const size_t before = host.interval.size();
+  host.interval.resize(present.size());
+  for (size_t i = 0; i < present.size(); ++i) {
+    TenantInterval& t = host.interval[i];
+    const TenantSeries& series = *present[i].second;
+    if (!names_current || i >= before || t.id != *present[i].first) {
+      t.id = *present[i].first;
+      NameAndWeight(host, &t);
+    }
+    t.rates = ComputeRates(host, series, 1);
+    t.has_harm = series.has_harm;
+    if (series.has_harm) {
+      t.harm = series.harm;
+    } else {
+      t.harm.Clear();
+    }
+  }
+  host.interval_generation = host.inventory_generation;
+}
+
 void ResetHistory(FleetState::Host& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  host.interval.clear();
   host.last_seq = 0;
   host.report_count = 0;
   host.floor_index = 1;
   std::fill(host.reports.begin(), host.reports.end(), ReportSlot{});
   host.series.clear();
+  host.ring.Clear();
   host.recent.clear();
 }
 
@@ -285,23 +570,32 @@ absl::Status FleetState::ApplyInventory(absl::string_view host_id,
     }
   }
   for (const std::string& id : inventory.removed_ids()) known.erase(id);
+  ++host->inventory_generation;
   return absl::OkStatus();
 }
 
 absl::StatusOr<ReportOutcome> FleetState::IngestReport(absl::string_view host_id,
                                                        const v1::UsageReport& report) {
-  return IngestReport(host_id, std::make_shared<const v1::UsageReport>(report));
+  return Ingest(host_id, report, nullptr);
 }
 
-absl::StatusOr<ReportOutcome> FleetState::IngestReport(
-    absl::string_view host_id, std::shared_ptr<const v1::UsageReport> shared_report) {
-  const v1::UsageReport& report = *shared_report;
+absl::StatusOr<ReportOutcome> FleetState::IngestReport(absl::string_view host_id,
+                                                       const v1::UsageReport& report,
+                                                       std::string serialized) {
+  return Ingest(host_id, report, &serialized);
+}
+
+absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
+                                                 const v1::UsageReport& report,
+                                                 std::string* serialized) {
   if (report.seq() == 0) {
+    ingest_.reports_rejected.fetch_add(1, std::memory_order_relaxed);
     return absl::InvalidArgumentError(
         absl::StrCat("report from host ", host_id, " has seq 0; seqs start at 1"));
   }
   for (int i = 0; i < report.tenants_size(); ++i) {
     if (report.tenants(i).tenant_id().empty()) {
+      ingest_.reports_rejected.fetch_add(1, std::memory_order_relaxed);
       return absl::InvalidArgumentError(absl::StrCat("report seq ", report.seq(), " from host ",
                                                      host_id, ": tenant #", i,
                                                      " has an empty tenant_id"));
@@ -309,11 +603,15 @@ absl::StatusOr<ReportOutcome> FleetState::IngestReport(
   }
   std::shared_ptr<Host> host = FindHost(host_id);
   if (host == nullptr) {
+    ingest_.reports_rejected.fetch_add(1, std::memory_order_relaxed);
     return absl::FailedPreconditionError(absl::StrCat(
         "report seq ", report.seq(), " for unknown host ", host_id, " (no Hello yet)"));
   }
   absl::MutexLock lock(&host->mu);
-  if (report.seq() <= host->last_seq) return ReportOutcome::kDuplicate;
+  if (report.seq() <= host->last_seq) {
+    ingest_.reports_duplicate.fetch_add(1, std::memory_order_relaxed);
+    return ReportOutcome::kDuplicate;
+  }
 
   const size_t history = host->reports.size();
   const uint64_t index = host->report_count + 1;
@@ -325,36 +623,55 @@ absl::StatusOr<ReportOutcome> FleetState::IngestReport(
     host->floor_index = index;
     host->recent.clear();
   }
+  // Harm needs the previous report in `recent`: consecutive, clock moving on.
+  const bool has_previous = !host->recent.empty();
+  const double seconds =
+      has_previous ? static_cast<double>(report.monotonic_ns() -
+                                         host->reports[(index - 1) % history].monotonic_ns) /
+                         1e9
+                   : 0;
   host->reports[index % history] =
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
   host->report_count = index;
   host->last_seq = report.seq();
 
+  uint64_t samples = 0;
   for (const v1::TenantCounters& counters : report.tenants()) {
     auto [it, inserted] = host->series.try_emplace(counters.tenant_id());
     TenantSeries& series = it->second;
     const Sample sample = Sample::From(counters);
     if (inserted) {
-      series.samples.resize(history);
+      series.column = host->ring.Acquire(report.tenants_size());
       series.first_index = index;
     } else if (series.last_index == index) {
       continue;  // listed twice in one report: the first entry counts
     } else if (series.last_index + 1 != index ||
-               !sample.Follows(series.samples[(index - 1) % history])) {
+               !sample.Follows(host->ring.at(index - 1, series.column))) {
       // Missing from a report, or a counter went backwards (cgroup
       // recreated): the old values say nothing about the new run.
       series.first_index = index;
     }
-    series.samples[index % history] = sample;
+    series.has_harm = has_previous && !inserted && series.last_index + 1 == index;
+    if (series.has_harm) ComputeHarm(counters, series.counters, seconds, &series.harm);
+    series.counters.Assign(counters);
+    host->ring.at(index, series.column) = sample;
     series.last_index = index;
+    ++samples;
   }
-  host->recent.push_back(std::move(shared_report));
+  host->recent.push_back(serialized != nullptr ? std::move(*serialized)
+                                               : report.SerializeAsString());
   while (host->recent.size() > options_.window_intervals + 1) host->recent.pop_front();
   // Once per ring turn, forget tenants that left the whole history.
   if (index % history == 0) {
-    absl::erase_if(host->series,
-                   [&](const auto& entry) { return entry.second.last_index + history <= index; });
+    absl::erase_if(host->series, [&](const auto& entry) {
+      if (entry.second.last_index + history > index) return false;
+      host->ring.Release(entry.second.column);
+      return true;
+    });
   }
+  BuildInterval(*host, index);
+  ingest_.reports_ingested.fetch_add(1, std::memory_order_relaxed);
+  ingest_.tenant_samples_ingested.fetch_add(samples, std::memory_order_relaxed);
   return ReportOutcome::kIngested;
 }
 
@@ -566,39 +883,9 @@ const v1::TenantCounters* FindCounters(const v1::UsageReport& report, absl::stri
   return nullptr;
 }
 
-// newer - older as a rate, 0 when the counter restarted.
-double Rate(uint64_t newer, uint64_t older, double seconds) {
-  return newer >= older && seconds > 0 ? static_cast<double>(newer - older) / seconds : 0;
-}
-
-void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, double seconds,
-              v1::TenantDetail* detail) {
-  v1::HarmSignals* harm = detail->mutable_harm();
-  const v1::Log2Histogram runq = Log2Delta(to.cpu().runq_wait_hist(), from.cpu().runq_wait_hist());
-  harm->set_runq_wait_p50_ns(Log2Quantile(runq, 0.5));
-  harm->set_runq_wait_p99_ns(Log2Quantile(runq, 0.99));
-  harm->set_runq_wait_ns_per_s(Rate(to.cpu().runq_wait_ns(), from.cpu().runq_wait_ns(), seconds));
-  harm->set_runq_waits_per_s(Rate(to.cpu().runq_waits(), from.cpu().runq_waits(), seconds));
-  harm->set_cpu_psi_present(to.cpu_pressure().present());
-  if (to.cpu_pressure().present() && from.cpu_pressure().present()) {
-    harm->set_cpu_psi_some_fraction(
-        Rate(to.cpu_pressure().some_total_us(), from.cpu_pressure().some_total_us(), seconds) /
-        1e6);
-  }
-  harm->set_io_psi_present(to.io_pressure().present());
-  if (to.io_pressure().present() && from.io_pressure().present()) {
-    harm->set_io_psi_some_fraction(
-        Rate(to.io_pressure().some_total_us(), from.io_pressure().some_total_us(), seconds) / 1e6);
-  }
-  harm->set_throttled_ns_per_s(Rate(to.cpu().throttled_ns(), from.cpu().throttled_ns(), seconds));
-  if (to.cpu().nr_periods() > from.cpu().nr_periods() &&
-      to.cpu().nr_throttled() >= from.cpu().nr_throttled()) {
-    harm->set_throttled_periods_fraction(
-        static_cast<double>(to.cpu().nr_throttled() - from.cpu().nr_throttled()) /
-        static_cast<double>(to.cpu().nr_periods() - from.cpu().nr_periods()));
-  }
-
-  std::vector<uint64_t> io_latency;
+// Per-device and per-interface rates for the operator's tenant detail.
+void FillDeviceRates(const v1::TenantCounters& to, const v1::TenantCounters& from, double seconds,
+                     v1::TenantDetail* detail) {
   for (const auto& disk : to.disks()) {
     const v1::DiskCounters* before = nullptr;
     for (const auto& d : from.disks()) {
@@ -607,10 +894,8 @@ void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, doub
         before = &d;
       }
     }
-    const v1::DiskCounters empty;
-    const v1::DiskCounters& old = before ? *before : empty;
+    const v1::DiskCounters& old = before ? *before : v1::DiskCounters::default_instance();
     const v1::Log2Histogram latency = Log2Delta(disk.latency(), old.latency());
-    AddHistogram(latency, &io_latency);
     v1::DiskDeviceRates* rates = detail->add_disks();
     *rates->mutable_device() = disk.device();
     rates->set_read_bytes_per_s(Rate(disk.read_bytes(), old.read_bytes(), seconds));
@@ -620,17 +905,12 @@ void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, doub
     rates->set_latency_p50_ns(Log2Quantile(latency, 0.5));
     rates->set_latency_p99_ns(Log2Quantile(latency, 0.99));
   }
-  harm->set_io_latency_p50_ns(Log2Quantile(io_latency, 0.5));
-  harm->set_io_latency_p99_ns(Log2Quantile(io_latency, 0.99));
-
-  double drops_per_s = 0;
   for (const auto& net : to.net()) {
     const v1::NetCounters* before = nullptr;
     for (const auto& n : from.net()) {
       if (n.interface() == net.interface()) before = &n;
     }
-    const v1::NetCounters empty;
-    const v1::NetCounters& old = before ? *before : empty;
+    const v1::NetCounters& old = before ? *before : v1::NetCounters::default_instance();
     v1::InterfaceRates* rates = detail->add_interfaces();
     rates->set_interface(net.interface());
     rates->set_rx_bytes_per_s(Rate(net.rx_bytes(), old.rx_bytes(), seconds));
@@ -639,9 +919,7 @@ void FillHarm(const v1::TenantCounters& to, const v1::TenantCounters& from, doub
     rates->set_tx_packets_per_s(Rate(net.tx_packets(), old.tx_packets(), seconds));
     rates->set_rx_drops_per_s(Rate(net.rx_drops(), old.rx_drops(), seconds));
     rates->set_tx_drops_per_s(Rate(net.tx_drops(), old.tx_drops(), seconds));
-    drops_per_s += rates->rx_drops_per_s() + rates->tx_drops_per_s();
   }
-  harm->set_net_drops_per_s(drops_per_s);
 }
 
 }  // namespace
@@ -704,17 +982,22 @@ absl::StatusOr<v1::TenantDetail> FleetState::GetTenant(absl::string_view host_id
       v1::RESOURCE_CPU, detail.mutable_usage());
   // Detail needs the tenant in the newest report and in an older one.
   if (host->recent.size() < 2) return detail;
-  const v1::UsageReport& newest = *host->recent.back();
+  v1::UsageReport newest;
+  if (!newest.ParseFromString(host->recent.back())) return detail;  // held reports parse
   const v1::TenantCounters* to = FindCounters(newest, id);
   if (to == nullptr) return detail;
   const size_t back = std::min<size_t>(*window, host->recent.size() - 1);
   for (size_t k = back; k > 0; --k) {
-    const v1::UsageReport& older = *host->recent[host->recent.size() - 1 - k];
+    v1::UsageReport older;
+    if (!older.ParseFromString(host->recent[host->recent.size() - 1 - k])) continue;
     const v1::TenantCounters* from = FindCounters(older, id);
     if (from == nullptr || newest.monotonic_ns() <= older.monotonic_ns()) continue;
     const double seconds = static_cast<double>(newest.monotonic_ns() - older.monotonic_ns()) / 1e9;
     detail.set_window_s(seconds);
-    FillHarm(*to, *from, seconds, &detail);
+    HarmCounters counters;
+    counters.Assign(*from);
+    ComputeHarm(*to, counters, seconds, detail.mutable_harm());
+    FillDeviceRates(*to, *from, seconds, &detail);
     break;
   }
   return detail;
@@ -745,39 +1028,22 @@ absl::StatusOr<HostInterval> FleetState::LastInterval(absl::string_view host_id)
     return absl::FailedPreconditionError(
         absl::StrCat("host '", host_id, "' has fewer than two reports in this epoch"));
   }
-  const v1::UsageReport& newest = *host->recent.back();
-  const v1::UsageReport& older = *host->recent[host->recent.size() - 2];
+  // The two newest reports are consecutive, their monotonic clock moving on.
+  const size_t history = host->reports.size();
+  const uint64_t newest = host->report_count;
+  const ReportSlot& to = host->reports[newest % history];
+  const ReportSlot& from = host->reports[(newest - 1) % history];
   HostInterval interval;
   interval.host_id = host->hello.host_id();
-  interval.seq = newest.seq();
+  interval.seq = to.seq;
   interval.capacity = host->hello.capacity();
-  if (newest.monotonic_ns() > older.monotonic_ns()) {
-    interval.seconds = static_cast<double>(newest.monotonic_ns() - older.monotonic_ns()) / 1e9;
+  if (to.monotonic_ns > from.monotonic_ns) {
+    interval.seconds = static_cast<double>(to.monotonic_ns - from.monotonic_ns) / 1e9;
   }
-  // Both reports are consecutive in one epoch: index of `older` -> newest.
-  absl::flat_hash_map<absl::string_view, const v1::TenantCounters*> before;
-  for (const auto& t : older.tenants()) before[t.tenant_id()] = &t;
-  for (const auto& counters : newest.tenants()) {
-    TenantInterval t;
-    t.id = counters.tenant_id();
-    auto entry = host->inventory.find(t.id);
-    if (entry != host->inventory.end()) {
-      t.name = entry->second.tenant.name();
-      t.weight = entry->second.tenant.weight() > 0 ? entry->second.tenant.weight() : 1.0;
-    }
-    auto series = host->series.find(t.id);
-    if (series != host->series.end()) t.rates = ComputeRates(*host, series->second, 1);
-    auto from = before.find(counters.tenant_id());
-    if (from != before.end() && interval.seconds > 0) {
-      v1::TenantDetail scratch;
-      FillHarm(counters, *from->second, interval.seconds, &scratch);
-      t.harm = std::move(*scratch.mutable_harm());
-      t.has_harm = true;
-    }
-    interval.tenants.push_back(std::move(t));
+  interval.tenants = host->interval;
+  if (host->interval_generation != host->inventory_generation) {
+    for (TenantInterval& t : interval.tenants) NameAndWeight(*host, &t);
   }
-  std::sort(interval.tenants.begin(), interval.tenants.end(),
-            [](const TenantInterval& a, const TenantInterval& b) { return a.id < b.id; });
   return interval;
 }
 
@@ -788,6 +1054,15 @@ std::vector<std::string> FleetState::HostIds() const {
   for (const auto& [id, host] : hosts_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+FleetIngestStats FleetState::ingest_stats() const {
+  FleetIngestStats stats;
+  stats.reports_ingested = ingest_.reports_ingested.load(std::memory_order_relaxed);
+  stats.reports_duplicate = ingest_.reports_duplicate.load(std::memory_order_relaxed);
+  stats.reports_rejected = ingest_.reports_rejected.load(std::memory_order_relaxed);
+  stats.tenant_samples_ingested = ingest_.tenant_samples_ingested.load(std::memory_order_relaxed);
+  return stats;
 }
 
 size_t FleetState::host_count() const {

@@ -6,6 +6,7 @@
 // ingest from many agent streams only contends per host.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -89,6 +90,14 @@ struct HelloResult {
 
 enum class ReportOutcome { kIngested, kDuplicate };
 
+// Ingest counters since the fleet was made (for /metrics and benchmarks).
+struct FleetIngestStats {
+  uint64_t reports_ingested = 0;
+  uint64_t reports_duplicate = 0;
+  uint64_t reports_rejected = 0;         // invalid, or for a host without Hello
+  uint64_t tenant_samples_ingested = 0;  // tenant entries held from ingested reports
+};
+
 class FleetState {
  public:
   explicit FleetState(FleetOptions options);
@@ -115,9 +124,10 @@ class FleetState {
   // and changes nothing (kDuplicate).
   absl::StatusOr<ReportOutcome> IngestReport(absl::string_view host_id,
                                              const v1::UsageReport& report);
-  // The same without a copy: the fleet keeps the last few reports whole.
+  // The same with `report`'s wire form, which the fleet keeps for per-tenant
+  // detail: passing it saves serializing the report again.
   absl::StatusOr<ReportOutcome> IngestReport(absl::string_view host_id,
-                                             std::shared_ptr<const v1::UsageReport> report);
+                                             const v1::UsageReport& report, std::string serialized);
 
   // Forgets hosts disconnected for at least host_stale; returns their ids.
   std::vector<std::string> ExpireStaleHosts(absl::Time now);
@@ -150,13 +160,26 @@ class FleetState {
 
   size_t host_count() const;
 
+  // Lock-free; each field is exact, the set is not one atomic snapshot.
+  FleetIngestStats ingest_stats() const;
+
   struct Host;  // opaque; defined in fleet_state.cc
 
  private:
   std::shared_ptr<Host> FindHost(absl::string_view host_id) const;
+  // `serialized`: the report's wire form, or null to serialize it here.
+  absl::StatusOr<ReportOutcome> Ingest(absl::string_view host_id, const v1::UsageReport& report,
+                                       std::string* serialized);
   absl::StatusOr<uint32_t> ResolveWindow(uint32_t window_intervals) const;
 
   const FleetOptions options_;
+  struct IngestCounters {
+    std::atomic<uint64_t> reports_ingested{0};
+    std::atomic<uint64_t> reports_duplicate{0};
+    std::atomic<uint64_t> reports_rejected{0};
+    std::atomic<uint64_t> tenant_samples_ingested{0};
+  };
+  IngestCounters ingest_;
   mutable absl::Mutex hosts_mu_;
   // shared_ptr so a query can keep working on a host while it is expired.
   absl::flat_hash_map<std::string, std::shared_ptr<Host>> hosts_ ABSL_GUARDED_BY(hosts_mu_);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/histogram.h"
 #include "controller/server.h"
 #include "controller/store.h"
 #include "fairwatch/v1/agent.grpc.pb.h"
@@ -421,6 +422,70 @@ TEST_F(AgentLinkServiceTest, SendToHostDeliversOnTheLiveStream) {
 
   absl::Status missing = server_->agent_link().SendToHost("host-nope", command);
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(AgentLinkServiceTest, LimitCommandsOfRealSizeFollowOtherWrites) {
+  // gRPC serializes a message of more than GRPC_SLICE_INLINED_SIZE bytes only
+  // into an empty buffer, and asserts (aborting the controller) otherwise.
+  auto agent = ConnectAndReport("host-a", 4, {{"t", 1.0}}, 2);  // Welcome and acks went first
+  for (int i = 0; i < 3; ++i) {
+    v1::ControllerMessage command;
+    v1::LimitCommand* limit = command.mutable_limit();
+    limit->set_command_id(absl::StrCat(1000 + i));
+    limit->set_kind(v1::LimitCommand::KIND_APPLY);
+    limit->mutable_limit()->set_tenant_id("6f1c2b7e-0d4a-4c55-9a57-3f0e8d2b1c9a");
+    limit->mutable_limit()->set_resource(v1::RESOURCE_CPU);
+    limit->mutable_limit()->set_value(1.5);
+    limit->set_lease_ms(30'000);
+    ASSERT_GT(command.ByteSizeLong(), 64u);
+    ASSERT_TRUE(server_->agent_link().SendToHost("host-a", command).ok());
+    std::optional<v1::ControllerMessage> received = agent->Read();
+    ASSERT_TRUE(received.has_value()) << "command " << i;
+    ASSERT_TRUE(received->has_limit());
+    EXPECT_EQ(received->limit().command_id(), absl::StrCat(1000 + i));
+    EXPECT_EQ(received->limit().limit().tenant_id(), "6f1c2b7e-0d4a-4c55-9a57-3f0e8d2b1c9a");
+  }
+  EXPECT_EQ(agent->Report(SteadyReport(3, {{"t", 1.0}})), 3u);
+}
+
+TEST_F(AgentLinkServiceTest, StatsCountMessagesBytesReportsAndIngestLag) {
+  FakeAgent agent(NewChannel());
+  size_t bytes = 0;
+  v1::AgentMessage hello;
+  *hello.mutable_hello() = MakeHello("host-a", kEpoch, 4);
+  bytes += hello.ByteSizeLong();
+  ASSERT_TRUE(agent.Send(hello));
+  ASSERT_TRUE(agent.Read().has_value());  // Welcome
+  v1::AgentMessage inventory;
+  *inventory.mutable_inventory() = MakeInventory(true, {MakeTenant("t1", "one")});
+  bytes += inventory.ByteSizeLong();
+  ASSERT_TRUE(agent.Send(inventory));
+  constexpr int64_t kLagNs = 50'000'000;
+  for (uint64_t seq : {1, 2, 3, 3}) {  // the last one a resend
+    v1::UsageReport report = SteadyReport(seq, {{"t1", 0.5}, {"t2", 0.25}});
+    report.set_timestamp_unix_ns(absl::GetCurrentTimeNanos() - kLagNs);
+    v1::AgentMessage message;
+    *message.mutable_report() = report;
+    bytes += message.ByteSizeLong();
+    EXPECT_EQ(agent.Report(report), seq);
+  }
+
+  const AgentLinkStats stats = server_->agent_link().stats();
+  EXPECT_EQ(stats.streams_opened, 1u);
+  EXPECT_EQ(stats.messages_received, 6u);
+  EXPECT_EQ(stats.bytes_received, bytes);
+  EXPECT_EQ(stats.reports_ingested, 3u) << "the resend is not new";
+  EXPECT_EQ(Log2Count(stats.ingest_lag_hist), 3u);
+  EXPECT_EQ(stats.ingest_lag_negative, 0u);
+  EXPECT_GE(stats.last_ingest_lag_ns, kLagNs);
+  EXPECT_GE(stats.ingest_lag_sum_ns, 3u * kLagNs);
+  EXPECT_GE(Log2Quantile(stats.ingest_lag_hist, 0.5), kLagNs / 2) << "bucket [2^25, 2^26) ns";
+  EXPECT_LT(Log2Quantile(stats.ingest_lag_hist, 0.99), 10e9);
+
+  const FleetIngestStats fleet = server_->fleet().ingest_stats();
+  EXPECT_EQ(fleet.reports_ingested, 3u);
+  EXPECT_EQ(fleet.reports_duplicate, 1u);
+  EXPECT_EQ(fleet.tenant_samples_ingested, 6u);
 }
 
 TEST_F(AgentLinkServiceTest, ShutdownEndsAgentStreamsWithUnavailable) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/histogram.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/controller/test_util.h"
@@ -403,6 +404,163 @@ TEST_F(FleetStateTest, TopCpuHasRowsForReportedAndInventoriedTenants) {
   EXPECT_EQ(by_id["idle"].cpu_cores(), 0);
   EXPECT_EQ(by_id["idle"].window_s(), 0);
   EXPECT_EQ(fleet_.TopCpu("nope", 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(FleetStateTest, IngestStatsCountReportsSamplesDuplicatesAndRejects) {
+  Hello();
+  Ingest(MakeReport(1, 1 * kSecond, {{"a", 1}, {"b", 2}}));
+  Ingest(MakeReport(2, 2 * kSecond, {{"a", 3}, {"b", 4}, {"c", 5}}));
+  EXPECT_EQ(*fleet_.IngestReport("h1", MakeReport(2, 2 * kSecond, {{"a", 3}})),
+            ReportOutcome::kDuplicate);
+  EXPECT_FALSE(fleet_.IngestReport("h1", MakeReport(0, 3 * kSecond, {{"a", 4}})).ok());
+  EXPECT_FALSE(fleet_.IngestReport("nobody", MakeReport(3, 3 * kSecond, {{"a", 4}})).ok());
+  Ingest(MakeReport(3, 3 * kSecond, {{"a", 5}, {"a", 6}}));  // listed twice: one sample
+  const FleetIngestStats stats = fleet_.ingest_stats();
+  EXPECT_EQ(stats.reports_ingested, 3u);
+  EXPECT_EQ(stats.reports_duplicate, 1u);
+  EXPECT_EQ(stats.reports_rejected, 2u);
+  EXPECT_EQ(stats.tenant_samples_ingested, 2u + 3u + 1u);
+}
+
+// Counters with run-queue and latency histograms, two disks (the second only
+// from t = 3), pressure and drops, all moving differently with `t`.
+v1::TenantCounters RichCounters(const std::string& id, uint64_t t) {
+  v1::TenantCounters c;
+  c.set_tenant_id(id);
+  v1::CpuCounters* cpu = c.mutable_cpu();
+  cpu->set_usage_ns(t * kSecond / 3);
+  cpu->set_runq_wait_ns(t * t * 1'000'000);
+  cpu->set_runq_waits(t * 700);
+  for (uint64_t b = 0; b < 30; ++b) {
+    // Some buckets go down between reports: a delta then takes the newer count.
+    cpu->mutable_runq_wait_hist()->add_buckets(b < 8 ? 0 : (t * t * (b % 7 + 1) * 13) % 997);
+  }
+  cpu->set_throttled_ns(t * 50'000'000);
+  cpu->set_nr_periods(t * 10);
+  cpu->set_nr_throttled(t * 3);
+  c.mutable_cpu_pressure()->set_present(true);
+  c.mutable_cpu_pressure()->set_some_total_us(t * 120'000);
+  c.mutable_io_pressure()->set_present(true);
+  c.mutable_io_pressure()->set_some_total_us(t * t * 40'000);
+  for (uint32_t minor : {0u, 16u}) {
+    if (minor == 16 && t < 3) continue;
+    v1::DiskCounters* disk = c.add_disks();
+    disk->mutable_device()->set_major(8);
+    disk->mutable_device()->set_minor(minor);
+    disk->set_read_bytes(t * 4096 * (minor + 1));
+    for (uint64_t b = 0; b < 26; ++b) {
+      disk->mutable_latency()->add_buckets(b < 14 ? 0 : t * (b + minor) * 5);
+    }
+  }
+  v1::NetCounters* net = c.add_net();
+  net->set_interface("tap0");
+  net->set_rx_drops(t * 3);
+  net->set_tx_drops(t * t);
+  return c;
+}
+
+TEST_F(FleetStateTest, LastIntervalHarmIsTheDeltaOfTheTwoNewestReports) {
+  Hello();
+  std::vector<v1::TenantCounters> at(4);
+  for (uint64_t t = 1; t <= 3; ++t) {
+    v1::UsageReport report = MakeReport(t, t * kSecond, {});
+    at[t] = RichCounters("a", t);
+    *report.add_tenants() = at[t];
+    Ingest(report);
+  }
+  absl::StatusOr<HostInterval> interval = fleet_.LastInterval("h1");
+  ASSERT_TRUE(interval.ok()) << interval.status();
+  ASSERT_EQ(interval->tenants.size(), 1u);
+  ASSERT_TRUE(interval->tenants[0].has_harm);
+  const v1::HarmSignals& harm = interval->tenants[0].harm;
+
+  // The same arithmetic from common/histogram, report 2 -> 3 (one second).
+  const v1::TenantCounters& to = at[3];
+  const v1::TenantCounters& from = at[2];
+  const v1::Log2Histogram runq = Log2Delta(to.cpu().runq_wait_hist(), from.cpu().runq_wait_hist());
+  EXPECT_DOUBLE_EQ(harm.runq_wait_p50_ns(), Log2Quantile(runq, 0.5));
+  EXPECT_DOUBLE_EQ(harm.runq_wait_p99_ns(), Log2Quantile(runq, 0.99));
+  EXPECT_GT(harm.runq_wait_p99_ns(), 0);
+  EXPECT_DOUBLE_EQ(harm.runq_wait_ns_per_s(), 9e6 - 4e6);
+  EXPECT_DOUBLE_EQ(harm.runq_waits_per_s(), 700);
+  EXPECT_TRUE(harm.cpu_psi_present());
+  EXPECT_DOUBLE_EQ(harm.cpu_psi_some_fraction(), 0.12);
+  EXPECT_DOUBLE_EQ(harm.io_psi_some_fraction(), (9 - 4) * 0.04);
+  EXPECT_DOUBLE_EQ(harm.throttled_ns_per_s(), 50e6);
+  EXPECT_DOUBLE_EQ(harm.throttled_periods_fraction(), 0.3);
+  std::vector<uint64_t> io;
+  AddHistogram(Log2Delta(to.disks(0).latency(), from.disks(0).latency()), &io);
+  AddHistogram(to.disks(1).latency(), &io);  // new device: all of its count
+  EXPECT_DOUBLE_EQ(harm.io_latency_p50_ns(), Log2Quantile(io, 0.5));
+  EXPECT_DOUBLE_EQ(harm.io_latency_p99_ns(), Log2Quantile(io, 0.99));
+  EXPECT_DOUBLE_EQ(harm.net_drops_per_s(), 3 + (9 - 4));
+
+  // The operator's detail over one interval shows the same harm.
+  absl::StatusOr<v1::TenantDetail> detail = fleet_.GetTenant("h1", "a", 1);
+  ASSERT_TRUE(detail.ok()) << detail.status();
+  EXPECT_EQ(detail->harm().SerializeAsString(), harm.SerializeAsString());
+  EXPECT_EQ(detail->disks_size(), 2);
+  EXPECT_EQ(detail->interfaces_size(), 1);
+}
+
+TEST_F(FleetStateTest, LastIntervalListsTheNewestReportsTenantsById) {
+  Hello();
+  Ingest(MakeReport(1, 1 * kSecond, {{"c", 1}, {"a", 1}, {"b", 1}}));
+  Ingest(MakeReport(2, 2 * kSecond, {{"b", 2}, {"d", 2}, {"a", 2}}));
+  absl::StatusOr<HostInterval> interval = fleet_.LastInterval("h1");
+  ASSERT_TRUE(interval.ok()) << interval.status();
+  std::vector<std::string> ids;
+  for (const TenantInterval& t : interval->tenants) {
+    ids.push_back(t.id);
+    EXPECT_EQ(t.has_harm, t.id != "d") << t.id << ": only tenants in both reports";
+  }
+  EXPECT_THAT(ids, ElementsAre("a", "b", "d"));
+}
+
+TEST_F(FleetStateTest, LastIntervalHasNamesAndWeightsOfTheInventoryAsItIsNow) {
+  Hello();
+  v1::Tenant a = MakeTenant("a", "Alpha");
+  a.set_weight(2);
+  ASSERT_TRUE(fleet_.ApplyInventory("h1", MakeInventory(true, {a}), kT0).ok());
+  Ingest(MakeReport(1, 1 * kSecond, {{"a", 1}}));
+  Ingest(MakeReport(2, 2 * kSecond, {{"a", 2}}));
+  auto only = [this]() -> TenantInterval {
+    absl::StatusOr<HostInterval> interval = fleet_.LastInterval("h1");
+    EXPECT_TRUE(interval.ok()) << interval.status();
+    if (!interval.ok() || interval->tenants.size() != 1) return {};
+    return interval->tenants[0];
+  };
+  EXPECT_EQ(only().name, "Alpha");
+  EXPECT_EQ(only().weight, 2);
+  // Changed after the newest report: seen at once.
+  a.set_name("Renamed");
+  a.set_weight(3);
+  ASSERT_TRUE(fleet_.ApplyInventory("h1", MakeInventory(false, {a}), kT0).ok());
+  EXPECT_EQ(only().name, "Renamed");
+  EXPECT_EQ(only().weight, 3);
+  Ingest(MakeReport(3, 3 * kSecond, {{"a", 3}}));
+  EXPECT_EQ(only().name, "Renamed");
+  v1::TenantInventory removal;
+  removal.add_removed_ids("a");
+  ASSERT_TRUE(fleet_.ApplyInventory("h1", removal, kT0).ok());
+  EXPECT_TRUE(only().name.empty());
+  EXPECT_EQ(only().weight, 1);
+}
+
+TEST_F(FleetStateTest, LastIntervalNeedsTwoReportsAfterTheClockWentBackwards) {
+  Hello();
+  Ingest(MakeReport(1, 10 * kSecond, {{"a", 1}}));
+  Ingest(MakeReport(2, 11 * kSecond, {{"a", 2}}));
+  ASSERT_TRUE(fleet_.LastInterval("h1").ok());
+  Ingest(MakeReport(3, 5 * kSecond, {{"a", 3}}));
+  EXPECT_EQ(fleet_.LastInterval("h1").status().code(), absl::StatusCode::kFailedPrecondition);
+  Ingest(MakeReport(4, 6 * kSecond, {{"a", 4}}));
+  absl::StatusOr<HostInterval> interval = fleet_.LastInterval("h1");
+  ASSERT_TRUE(interval.ok()) << interval.status();
+  EXPECT_EQ(interval->seq, 4u);
+  EXPECT_DOUBLE_EQ(interval->seconds, 1.0);
+  ASSERT_EQ(interval->tenants.size(), 1u);
+  EXPECT_TRUE(interval->tenants[0].has_harm);
 }
 
 class StaleHostTest : public FleetStateTest {
