@@ -61,7 +61,12 @@ void Judge::Start() {
            " case(s) of a previous run closed: their limits lapse with their leases");
   }
   thread_ = std::thread([this] {
-    while (!stop_.WaitForNotificationWithTimeout(options_.period)) RunOnce(absl::Now());
+    // On a fixed period: a pass that takes long does not push the next one back.
+    absl::Time next = absl::Now() + options_.period;
+    while (!stop_.WaitForNotificationWithDeadline(next)) {
+      RunOnce(absl::Now());
+      next = std::max(next + options_.period, absl::Now());
+    }
   });
 }
 

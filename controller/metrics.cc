@@ -61,6 +61,8 @@ ControllerMetrics CollectControllerMetrics(ControllerServer& server, const Store
     m.exemptions = judge->Exemptions().size();
   }
   if (store != nullptr) m.store = store->stats();
+  m.ingest = fleet.ingest_stats();
+  m.link = server.agent_link().stats();
   return m;
 }
 
@@ -91,6 +93,47 @@ std::string RenderControllerMetrics(const ControllerMetrics& m) {
            "Usage-share series left out by metrics_tenant_series (the smallest shares).");
   w.Sample("fairwatch_controller_tenant_usage_share_dropped", {},
            static_cast<double>(m.shares_dropped));
+
+  w.Family("fairwatch_controller_agent_streams_opened_total", "counter",
+           "Agent streams opened since start.");
+  w.Sample("fairwatch_controller_agent_streams_opened_total", {},
+           static_cast<double>(m.link.streams_opened));
+  w.Family("fairwatch_controller_agent_bytes_received_total", "counter",
+           "Bytes of agent messages received.");
+  w.Sample("fairwatch_controller_agent_bytes_received_total", {},
+           static_cast<double>(m.link.bytes_received));
+  w.Family("fairwatch_controller_reports_total", "counter",
+           "Usage reports by outcome: ingested, duplicate (a resend), rejected.");
+  w.Sample("fairwatch_controller_reports_total", {{"outcome", "ingested"}},
+           static_cast<double>(m.ingest.reports_ingested));
+  w.Sample("fairwatch_controller_reports_total", {{"outcome", "duplicate"}},
+           static_cast<double>(m.ingest.reports_duplicate));
+  w.Sample("fairwatch_controller_reports_total", {{"outcome", "rejected"}},
+           static_cast<double>(m.ingest.reports_rejected));
+  w.Family("fairwatch_controller_tenant_samples_total", "counter",
+           "Tenant entries of ingested reports (the ingest rate, in tenant-samples).");
+  w.Sample("fairwatch_controller_tenant_samples_total", {},
+           static_cast<double>(m.ingest.tenant_samples_ingested));
+  // Log2 buckets of ns: bucket i holds lags in [2^i, 2^(i+1)) ns.
+  w.Family("fairwatch_controller_ingest_lag_seconds", "histogram",
+           "A report's ingest time minus its timestamp (agent clock; <= 0 counts in the first "
+           "bucket).");
+  uint64_t lag_cumulative = 0;
+  uint64_t lag_count = 0;
+  for (uint64_t n : m.link.ingest_lag_hist) lag_count += n;
+  for (size_t i = 0; i < m.link.ingest_lag_hist.size(); ++i) {
+    lag_cumulative += m.link.ingest_lag_hist[i];
+    // Bounds from ~1 ms to ~34 s are worth a series; the rest fold into them.
+    if (i < 19 || i > 34) continue;
+    w.Sample("fairwatch_controller_ingest_lag_seconds_bucket",
+             {{"le", absl::StrCat(static_cast<double>(uint64_t{1} << (i + 1)) / 1e9)}},
+             static_cast<double>(lag_cumulative));
+  }
+  w.Sample("fairwatch_controller_ingest_lag_seconds_bucket", {{"le", "+Inf"}},
+           static_cast<double>(lag_count));
+  w.Sample("fairwatch_controller_ingest_lag_seconds_sum", {},
+           static_cast<double>(m.link.ingest_lag_sum_ns) / 1e9);
+  w.Sample("fairwatch_controller_ingest_lag_seconds_count", {}, static_cast<double>(lag_count));
 
   w.Family("fairwatch_controller_judging", "gauge",
            "1 when the fairness engine runs (the controller has a store).");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "controller/agent_link_service.h"
 #include "controller/judge.h"
 #include "controller/store.h"
 
@@ -34,6 +35,8 @@ struct ControllerMetrics {
   DryRunState dry_run;
   size_t exemptions = 0;
   StoreStats store;
+  FleetIngestStats ingest;
+  AgentLinkStats link;
 };
 
 // Gathers from a running server; `tenant_series` < 0: no per-tenant series.

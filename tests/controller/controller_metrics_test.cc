@@ -92,6 +92,9 @@ TEST_F(ControllerMetricsTest, FleetJudgeAndStoreFiguresAreExposed) {
   EXPECT_THAT(text, HasSubstr("fairwatch_controller_store_write_seconds_bucket{le=\"+Inf\"} "));
   EXPECT_THAT(text, HasSubstr("# TYPE fairwatch_controller_store_write_seconds histogram\n"));
   EXPECT_THAT(text, HasSubstr("fairwatch_controller_dry_run{resource=\"cpu\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("fairwatch_controller_reports_total{outcome=\"ingested\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("fairwatch_controller_tenant_samples_total 6\n"));
+  EXPECT_THAT(text, HasSubstr("fairwatch_controller_ingest_lag_seconds_count 3\n"));
 
   // The largest shares are kept when the series are capped.
   ControllerMetrics capped = CollectControllerMetrics(*server_, store_.get(), 1);
