@@ -415,7 +415,15 @@ absl::StatusOr<std::vector<v1::Case>> Judge::Throttle(
         }
         case_id = Commit(action, &c, now);
       }
-      if (!case_id.ok()) return case_id.status();
+      if (!case_id.ok()) {
+        // Not on record, so not in force either.
+        PlannedAction dropped;
+        if (!have_case) {
+          planner_.Lift(now, tenant.host_id, tenant.tenant_id, resource, by, reason, false,
+                        &dropped);
+        }
+        return case_id.status();
+      }
       case_ids.push_back(*case_id);
     }
   }
