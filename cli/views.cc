@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/format.h"
+#include "common/case_names.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace fairwatch::cli {
@@ -222,25 +223,6 @@ std::string Amount(double value, v1::Resource resource) {
   }
 }
 
-std::string ActionLabel(v1::ActionKind kind) {
-  switch (kind) {
-    case v1::ACTION_KIND_LIMIT:
-      return "limit";
-    case v1::ACTION_KIND_STEP_DOWN:
-      return "step-down";
-    case v1::ACTION_KIND_STEP_UP:
-      return "step-up";
-    case v1::ACTION_KIND_RENEW:
-      return "renew";
-    case v1::ACTION_KIND_RELEASE:
-      return "release";
-    case v1::ACTION_KIND_SKIP:
-      return "skip";
-    default:
-      return "-";
-  }
-}
-
 std::string AckLabel(const v1::CaseAction& a) {
   switch (a.ack()) {
     case v1::ACK_STATE_PENDING:
@@ -257,7 +239,7 @@ std::string AckLabel(const v1::CaseAction& a) {
 }
 
 std::string ActionSummary(const v1::CaseAction& a, v1::Resource resource) {
-  std::string text = ActionLabel(a.kind());
+  std::string text = std::string(ActionKindName(a.kind()));
   if (a.limit() > 0) absl::StrAppend(&text, " ", Amount(a.limit(), resource));
   absl::StrAppend(&text, " (", AckLabel(a), ")");
   return text;
@@ -321,12 +303,12 @@ std::string CaseReport(const v1::Case& c) {
   for (const v1::CaseAction& a : c.actions()) {
     std::string ack = AckLabel(a);
     if (!a.ack_message().empty()) absl::StrAppend(&ack, ": ", a.ack_message());
-    rows.push_back({FormatTimestampUtc(FromNanos(a.at_unix_ns())), ActionLabel(a.kind()),
-                    a.limit() > 0 ? Amount(a.limit(), r) : "-",
-                    a.lease_expires_unix_ns() > 0
-                        ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
-                        : "-",
-                    a.decided_by(), ack, a.reason()});
+    rows.push_back(
+        {FormatTimestampUtc(FromNanos(a.at_unix_ns())), std::string(ActionKindName(a.kind())),
+         a.limit() > 0 ? Amount(a.limit(), r) : "-",
+         a.lease_expires_unix_ns() > 0 ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
+                                       : "-",
+         a.decided_by(), ack, a.reason()});
   }
   absl::StrAppend(&text, RenderTable({{"AT"},
                                       {"ACTION"},

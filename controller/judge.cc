@@ -378,6 +378,15 @@ absl::StatusOr<ResolvedTenant> Judge::Resolve(const std::string& host_id,
   return found.front();
 }
 
+absl::StatusOr<std::vector<v1::Case>> Judge::CasesById(const std::vector<uint64_t>& case_ids) {
+  std::vector<v1::Case> cases;
+  for (uint64_t id : case_ids) {
+    ASSIGN_OR_RETURN(v1::Case c, store_->GetCase(id));
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
 absl::StatusOr<std::vector<v1::Case>> Judge::Throttle(
     const ResolvedTenant& tenant, const std::vector<std::pair<v1::Resource, double>>& limits,
     const std::string& by, const std::string& reason, absl::Time now) {
@@ -427,12 +436,7 @@ absl::StatusOr<std::vector<v1::Case>> Judge::Throttle(
       case_ids.push_back(*case_id);
     }
   }
-  std::vector<v1::Case> cases;
-  for (uint64_t id : case_ids) {
-    ASSIGN_OR_RETURN(v1::Case c, store_->GetCase(id));
-    cases.push_back(std::move(c));
-  }
-  return cases;
+  return CasesById(case_ids);
 }
 
 absl::StatusOr<std::vector<v1::Case>> Judge::Release(const std::string& host_id,
@@ -463,12 +467,7 @@ absl::StatusOr<std::vector<v1::Case>> Judge::Release(const std::string& host_id,
                                             host_id,
                                             resources.empty() ? "" : " for those resources"));
   }
-  std::vector<v1::Case> cases;
-  for (uint64_t id : case_ids) {
-    ASSIGN_OR_RETURN(v1::Case c, store_->GetCase(id));
-    cases.push_back(std::move(c));
-  }
-  return cases;
+  return CasesById(case_ids);
 }
 
 void Judge::ReleasePolicyCases(const std::function<bool(const Planner::CaseRef&)>& covered,

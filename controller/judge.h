@@ -134,6 +134,8 @@ class Judge {
   // for a release, closes its case. Returns the case id.
   absl::StatusOr<uint64_t> Commit(const PlannedAction& action, v1::Case* opening, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The stored cases, in the order given.
+  absl::StatusOr<std::vector<v1::Case>> CasesById(const std::vector<uint64_t>& case_ids);
   bool IsExempt(const std::string& host_id, const std::string& tenant_id, const std::string& name,
                 const std::string& account) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The account of a tenant the fleet knows; empty otherwise.

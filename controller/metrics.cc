@@ -11,10 +11,6 @@
 namespace fairwatch::controller {
 namespace {
 
-constexpr v1::Resource kResources[] = {v1::RESOURCE_CPU, v1::RESOURCE_DISK_BANDWIDTH,
-                                       v1::RESOURCE_DISK_IOPS, v1::RESOURCE_NET_RX,
-                                       v1::RESOURCE_NET_TX};
-
 // "cpu", "disk_bandwidth", ...: the enum name without its prefix, lower case.
 std::string ResourceLabel(v1::Resource resource) {
   std::string name = v1::Resource_Name(resource);
@@ -38,7 +34,7 @@ ControllerMetrics CollectControllerMetrics(ControllerServer& server, const Store
     for (const std::string& host_id : fleet.HostIds()) {
       absl::StatusOr<HostInterval> interval = fleet.LastInterval(host_id);
       if (!interval.ok()) continue;
-      for (v1::Resource resource : kResources) {
+      for (v1::Resource resource : kJudgedResources) {
         const double capacity = ResourceCapacity(interval->capacity, resource);
         if (capacity <= 0) continue;
         for (const TenantInterval& t : interval->tenants) {
@@ -139,7 +135,7 @@ std::string RenderControllerMetrics(const ControllerMetrics& m) {
            "1 when the fairness engine runs (the controller has a store).");
   w.Sample("fairwatch_controller_judging", {}, m.judging ? 1 : 0);
   w.Family("fairwatch_controller_cases_open", "gauge", "Open fairness cases, by resource.");
-  for (v1::Resource resource : kResources) {
+  for (v1::Resource resource : kJudgedResources) {
     auto it = m.judge.open_cases.find(resource);
     w.Sample("fairwatch_controller_cases_open", {{"resource", ResourceLabel(resource)}},
              it == m.judge.open_cases.end() ? 0 : static_cast<double>(it->second));
@@ -169,7 +165,7 @@ std::string RenderControllerMetrics(const ControllerMetrics& m) {
            static_cast<double>(m.judge.intervals_judged));
   w.Family("fairwatch_controller_dry_run", "gauge",
            "1 for each resource the policy only records (sends no limit).");
-  for (v1::Resource resource : kResources) {
+  for (v1::Resource resource : kJudgedResources) {
     const bool dry = m.dry_run.all ||
                      std::find(m.dry_run.resources.begin(), m.dry_run.resources.end(), resource) !=
                          m.dry_run.resources.end();

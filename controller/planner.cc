@@ -36,25 +36,6 @@ const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource
 
 }  // namespace
 
-absl::string_view ActionKindName(v1::ActionKind kind) {
-  switch (kind) {
-    case v1::ACTION_KIND_LIMIT:
-      return "limit";
-    case v1::ACTION_KIND_STEP_DOWN:
-      return "step-down";
-    case v1::ACTION_KIND_STEP_UP:
-      return "step-up";
-    case v1::ACTION_KIND_RENEW:
-      return "renew";
-    case v1::ACTION_KIND_RELEASE:
-      return "release";
-    case v1::ACTION_KIND_SKIP:
-      return "skip";
-    default:
-      return "unknown";
-  }
-}
-
 bool Planner::DryRun(v1::Resource resource) const {
   return params_.dry_run ||
          std::find(params_.dry_run_resources.begin(), params_.dry_run_resources.end(), resource) !=

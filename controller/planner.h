@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/case_names.h"
 #include "controller/engine.h"
 #include "fairwatch/v1/cases.pb.h"
 
@@ -37,8 +38,7 @@ struct PlannerParams {
   std::vector<v1::Resource> dry_run_resources;  // dry run for these only
 };
 
-// "limit", "step-down", ...: the action kinds of fairwatch.v1 (cases.proto).
-absl::string_view ActionKindName(v1::ActionKind kind);
+using ::fairwatch::ActionKindName;  // "limit", "step-down", ... (common/case_names.h)
 
 // Who decided: the policy, or an operator ("operator:<name>").
 inline constexpr absl::string_view kByPolicy = "policy";
