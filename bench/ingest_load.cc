@@ -58,9 +58,11 @@
 #include "fairwatch/v1/agent.pb.h"
 #include "google/protobuf/arena.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
 #include "grpcpp/support/client_callback.h"
 
 namespace fairwatch::bench {
@@ -87,6 +89,7 @@ struct Options {
   bool judge = true;
   bool stages = false;
   bool deadlock_detection = true;
+  bool sink = false;
   uint64_t min_available_mb = 2048;
   std::string log_level = "warning";
 };
@@ -1102,6 +1105,7 @@ class Monitor {
 };
 
 std::string ModeLabel(bool in_process, const Options& o) {
+  if (o.sink) return "gRPC sink (no parsing, no fleet, no judge): the transport's floor";
   if (in_process) {
     return o.judge ? "controller in process with judge (SQLite store)"
                    : "controller in process without judge";
@@ -1408,6 +1412,143 @@ int RunRemote(const Options& o) {
   _exit(status.ok() ? 0 : 1);
 }
 
+// --- sink: what gRPC alone costs ---------------------------------------------
+//
+// A server on the agent-link method that parses nothing: it welcomes each
+// stream, counts messages and acknowledges every report by its position
+// (message 1 is the Hello, 2 the inventory, n >= 3 report n - 2, which is
+// what the generator sends when no limit command reaches it). What it costs
+// is the floor any controller built on gRPC pays on this machine.
+class SinkStream final : public grpc::ServerGenericBidiReactor {
+ public:
+  SinkStream() { StartRead(&read_buffer_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      MaybeFinish();
+      return;
+    }
+    read_buffer_.Clear();
+    ++messages_;
+    if (messages_ == 1) {
+      v1::ControllerMessage welcome;
+      welcome.mutable_welcome()->set_controller_version("sink");
+      Queue(welcome.SerializeAsString());
+    } else if (messages_ >= 3) {
+      v1::ControllerMessage ack;
+      ack.mutable_report_ack()->set_seq(messages_ - 2);
+      Queue(ack.SerializeAsString());
+    }
+    StartRead(&read_buffer_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    write_buffer_.Clear();
+    writing_ = false;
+    if (!ok) pending_.clear();
+    WriteNext();
+    MaybeFinish();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Queue(std::string bytes) {
+    absl::MutexLock lock(&mu_);
+    pending_.push_back(std::move(bytes));
+    WriteNext();
+  }
+  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || pending_.empty()) return;
+    writing_ = true;
+    grpc::Slice slice(pending_.front().data(), pending_.front().size());
+    pending_.erase(pending_.begin());
+    grpc::ByteBuffer buffer(&slice, 1);
+    write_buffer_.Swap(&buffer);
+    StartWrite(&write_buffer_);
+  }
+  void MaybeFinish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || writing_ || finished_) return;
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  grpc::ByteBuffer read_buffer_;  // read reactions only
+  uint64_t messages_ = 0;         // read reactions only
+  absl::Mutex mu_;
+  grpc::ByteBuffer write_buffer_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = true;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class SinkService final : public grpc::CallbackGenericService {
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* context) override {
+    if (context->method() != kConnectMethod) {
+      // Not ours: end it at once.
+      class Refuse final : public grpc::ServerGenericBidiReactor {
+       public:
+        Refuse() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "sink")); }
+        void OnDone() override { delete this; }
+      };
+      return new Refuse;
+    }
+    return new SinkStream;
+  }
+};
+
+// The sink in a forked child; the parent runs the generator as against a
+// remote controller, with the child's CPU and RSS.
+int RunSink(Options o) {
+  int port_pipe[2];
+  if (pipe(port_pipe) != 0) {
+    std::perror("ingest_load: pipe");
+    return 1;
+  }
+  const pid_t child = fork();  // before gRPC starts any thread
+  if (child < 0) {
+    std::perror("ingest_load: fork");
+    return 1;
+  }
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    close(port_pipe[0]);
+    SinkService service;
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterCallbackGenericService(&service);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    if (server == nullptr) port = -1;
+    (void)!write(port_pipe[1], &port, sizeof(port));
+    if (server != nullptr) server->Wait();  // until the parent's death signal
+    _exit(0);
+  }
+  close(port_pipe[1]);
+  int port = 0;
+  if (read(port_pipe[0], &port, sizeof(port)) != sizeof(port) || port <= 0) {
+    std::fprintf(stderr, "ingest_load: the sink server did not start\n");
+    kill(child, SIGTERM);
+    waitpid(child, nullptr, 0);
+    return 1;
+  }
+  close(port_pipe[0]);
+  std::printf("gRPC sink in process %d on 127.0.0.1:%d, generator in process %d\n", child, port,
+              getpid());
+  std::fflush(stdout);
+  o.controller = absl::StrCat("127.0.0.1:", port);
+  o.controller_pid = child;
+  const int rc = RunRemote(o);
+  kill(child, SIGTERM);
+  waitpid(child, nullptr, 0);
+  return rc;
+}
+
 int RunInProcess(const Options& o) {
   int port_pipe[2], snapshot_pipe[2];
   if (pipe(port_pipe) != 0 || pipe(snapshot_pipe) != 0) {
@@ -1523,6 +1664,8 @@ int RunIngestLoad(int argc, char** argv) {
       "                 ingest counters\n"
       "  --controller   connect to a running fairwatch-controller (plaintext); counts are\n"
       "                 acknowledged reports; --controller-pid adds its CPU and RSS\n"
+      "  --sink         a gRPC server that parses nothing and acknowledges every report:\n"
+      "                 what the transport alone costs on this machine (the floor)\n"
       "Example:\n"
       "  build/bin/ingest_load --hosts 10000 --tenants 100 --seconds 30");
   app.add_option("--controller", o.controller, "ADDR of a running controller (plaintext)");
@@ -1550,6 +1693,9 @@ int RunIngestLoad(int argc, char** argv) {
   app.add_flag("--stages", o.stages,
                "no gRPC: time each step of a report (parse, ingest, interval, engine, planner) "
                "in one thread; --seconds reports per host after --warmup");
+  app.add_flag("--sink", o.sink,
+               "measure against a gRPC server that only counts and acknowledges messages "
+               "(in a forked child): the transport's cost without any controller work");
   app.add_option("--min-available-mb", o.min_available_mb,
                  "stop when MemAvailable falls below this");
   app.add_option("--log-level", o.log_level, "controller log level (in-process)");
@@ -1566,6 +1712,13 @@ int RunIngestLoad(int argc, char** argv) {
     return 1;
   }
   if (o.stages) return fairwatch::bench::RunStages(o);
+  if (o.sink) {
+    if (!o.controller.empty()) {
+      std::fprintf(stderr, "ingest_load: --sink and --controller exclude each other\n");
+      return 2;
+    }
+    return fairwatch::bench::RunSink(o);
+  }
   return o.controller.empty() ? fairwatch::bench::RunInProcess(o) : fairwatch::bench::RunRemote(o);
 }
 
