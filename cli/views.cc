@@ -394,10 +394,11 @@ std::string PolicyReport(const v1::PolicyView& policy) {
       &text, "\noffender    over its fair share by more than ", FormatPercent(p.tolerance()),
       " in ", p.required_intervals(), " of ", p.window_intervals(),
       " intervals, while the host is contended (", FormatPercent(p.contention()),
-      " of capacity) or a neighbour is harmed\n", "harm        ", FormatDecimal(h.ratio(), 2),
-      "x its own baseline and above: run-queue p99 ", FormatDecimal(h.runq_p99_floor_ms(), 3),
-      " ms, I/O latency p99 ", FormatDecimal(h.io_latency_p99_floor_ms(), 3), " ms, PSI ",
-      FormatPercent(h.psi_floor()), ", drops ", FormatDecimal(h.drops_floor_per_s(), 1), "/s\n",
+      " of capacity) or a neighbour is harmed\n", "harm        a signal above ",
+      FormatDecimal(h.ratio(), 2),
+      "x the tenant's own baseline and above its detector's floor (below); CPU not while "
+      "throttled by its own quota over ",
+      FormatPercent(h.self_throttled_fraction()), " of the time\n",
       "actions     first limit at fair share +", FormatPercent(a.headroom()), "; x",
       FormatDecimal(a.step_down(), 3), " every ", FormatSeconds(a.step_interval_ms() / 1e3),
       " while harm persists, floor ", FormatPercent(a.floor_fraction()), " of entitlement; x",
@@ -405,6 +406,18 @@ std::string PolicyReport(const v1::PolicyView& policy) {
       " quiet\n", "            lease ", FormatSeconds(a.lease_ms() / 1e3), ", cool-down ",
       FormatSeconds(a.cooldown_ms() / 1e3), ", at most ", FormatPercent(a.max_limited_fraction()),
       " of a host's tenants limited at once\n");
+  if (!policy.detectors().empty()) {
+    std::vector<std::vector<std::string>> rows;
+    for (const v1::HarmDetectorView& d : policy.detectors()) {
+      std::vector<std::string> resources;
+      for (int r : d.resources()) resources.push_back(ResourceName(static_cast<v1::Resource>(r)));
+      rows.push_back({d.name(), d.enabled() ? "on" : "off", absl::StrJoin(resources, ","),
+                      d.floor_text(), d.help()});
+    }
+    absl::StrAppend(
+        &text, "\nharm detectors (off in the config file: harm.disabled_detectors)\n",
+        RenderTable({{"DETECTOR"}, {"STATE"}, {"JUDGES"}, {"FLOOR"}, {"SIGNAL"}}, rows));
+  }
   v1::ListExemptionsResponse exemptions;
   *exemptions.mutable_exemptions() = policy.exemptions();
   absl::StrAppend(&text, "\nexemptions\n",

@@ -7,20 +7,6 @@ namespace {
 
 constexpr size_t kResources = std::size(kJudgedResources);
 
-// Resources whose harm is judged from the same signals (HarmBaseline::Judge).
-int HarmGroup(v1::Resource resource) {
-  switch (resource) {
-    case v1::RESOURCE_DISK_BANDWIDTH:
-    case v1::RESOURCE_DISK_IOPS:
-      return 1;
-    case v1::RESOURCE_NET_RX:
-    case v1::RESOURCE_NET_TX:
-      return 2;
-    default:
-      return 0;
-  }
-}
-
 }  // namespace
 
 Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsInForce& limits) {
@@ -55,7 +41,7 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
     if (!t.has_harm) continue;
     for (size_t k = 0; k < kResources; ++k) {
       HarmVerdict& v = harm[i * kResources + k];
-      if (k > 0 && HarmGroup(kJudgedResources[k]) == HarmGroup(kJudgedResources[k - 1])) {
+      if (k > 0 && HarmGroupOf(kJudgedResources[k]) == HarmGroupOf(kJudgedResources[k - 1])) {
         v = harm[i * kResources + k - 1];
       } else {
         v = state[i]->baseline.Judge(kJudgedResources[k], t.harm, params_.harm);

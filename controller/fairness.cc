@@ -7,29 +7,11 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/string_view.h"
 
 namespace fairwatch::controller {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-std::string Ms(double ns) { return absl::StrFormat("%.1f ms", ns / 1e6); }
-std::string Pct(double fraction) { return absl::StrFormat("%.0f%%", 100 * fraction); }
-
-// Whether `value` is above both the floor and ratio x baseline; adds evidence.
-bool Above(double value, double baseline, double floor, const HarmParams& params,
-           absl::string_view what, std::string (*format)(double), HarmVerdict* verdict) {
-  const double threshold = std::max(floor, params.ratio * baseline);
-  if (!(value > threshold)) return false;
-  verdict->harmed = true;
-  verdict->evidence.push_back(
-      absl::StrCat(what, " ", format(value), " (baseline ", format(baseline), ")"));
-  return true;
-}
-
-std::string Rate(double per_s) { return absl::StrFormat("%.1f/s", per_s); }
 
 double Ewma(double old_value, double sample, double alpha) {
   return old_value + alpha * (sample - old_value);
@@ -40,52 +22,34 @@ double Ewma(double old_value, double sample, double alpha) {
 HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
                                 const HarmParams& params) const {
   HarmVerdict verdict;
-  switch (resource) {
-    case v1::RESOURCE_CPU:
-      // Waiting because its own quota ran out is its choice, not a neighbour's doing.
-      if (s.throttled_ns_per_s() / 1e9 > params.self_throttled_fraction) return verdict;
-      Above(s.runq_wait_p99_ns(), runq_p99_ns_, params.runq_p99_floor_ns, params,
-            "run-queue wait p99", Ms, &verdict);
-      if (s.cpu_psi_present()) {
-        Above(s.cpu_psi_some_fraction(), cpu_psi_, params.psi_floor, params, "CPU pressure", Pct,
-              &verdict);
-      }
-      break;
-    case v1::RESOURCE_DISK_BANDWIDTH:
-    case v1::RESOURCE_DISK_IOPS:
-      Above(s.io_latency_p99_ns(), io_p99_ns_, params.io_latency_p99_floor_ns, params,
-            "I/O latency p99", Ms, &verdict);
-      if (s.io_psi_present()) {
-        Above(s.io_psi_some_fraction(), io_psi_, params.psi_floor, params, "I/O pressure", Pct,
-              &verdict);
-      }
-      break;
-    case v1::RESOURCE_NET_RX:
-    case v1::RESOURCE_NET_TX:
-      Above(s.net_drops_per_s(), drops_, params.drops_floor_per_s, params, "drops", Rate, &verdict);
-      break;
-    default:
-      break;
+  const std::optional<HarmGroup> group = HarmGroupOf(resource);
+  if (!group) return verdict;
+  // Waiting because its own quota ran out is its choice, not a neighbour's doing.
+  if (*group == HarmGroup::kCpu && s.throttled_ns_per_s() / 1e9 > params.self_throttled_fraction) {
+    return verdict;
+  }
+  const auto& detectors = HarmDetectors();
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    const HarmDetector& detector = detectors[d];
+    if (detector.group != *group || !params.enabled[d]) continue;
+    if (detector.present != nullptr && !detector.present(s)) continue;
+    const double value = detector.value(s);
+    // Harm: above both its floor and `ratio` x the tenant's own level.
+    if (!(value > std::max(detector.floor(params), params.ratio * level_[d]))) continue;
+    verdict.harmed = true;
+    verdict.evidence.push_back(absl::StrCat(detector.label, " ", detector.format(value),
+                                            " (baseline ", detector.format(level_[d]), ")"));
   }
   return verdict;
 }
 
 void HarmBaseline::Learn(const v1::HarmSignals& s, const HarmParams& params) {
-  if (!seeded_) {
-    runq_p99_ns_ = s.runq_wait_p99_ns();
-    cpu_psi_ = s.cpu_psi_some_fraction();
-    io_p99_ns_ = s.io_latency_p99_ns();
-    io_psi_ = s.io_psi_some_fraction();
-    drops_ = s.net_drops_per_s();
-    seeded_ = true;
-    return;
+  const auto& detectors = HarmDetectors();
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    const double value = detectors[d].value(s);
+    level_[d] = seeded_ ? Ewma(level_[d], value, params.baseline_alpha) : value;
   }
-  const double a = params.baseline_alpha;
-  runq_p99_ns_ = Ewma(runq_p99_ns_, s.runq_wait_p99_ns(), a);
-  cpu_psi_ = Ewma(cpu_psi_, s.cpu_psi_some_fraction(), a);
-  io_p99_ns_ = Ewma(io_p99_ns_, s.io_latency_p99_ns(), a);
-  io_psi_ = Ewma(io_psi_, s.io_psi_some_fraction(), a);
-  drops_ = Ewma(drops_, s.net_drops_per_s(), a);
+  seeded_ = true;
 }
 
 std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& demands,

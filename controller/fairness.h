@@ -7,31 +7,18 @@
 // replayed from its inputs, which is what a case's evidence records.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
+#include "controller/detectors.h"
 #include "fairwatch/v1/operator.pb.h"
 #include "fairwatch/v1/types.pb.h"
 
 namespace fairwatch::controller {
-
-// When a tenant's own signal counts as harm.
-struct HarmParams {
-  // A signal is harm when above `ratio` x the tenant's baseline and above its floor.
-  double ratio = 2.0;
-  double runq_p99_floor_ns = 1e6;
-  double psi_floor = 0.05;  // share of wall time stalled
-  double io_latency_p99_floor_ns = 5e6;
-  double drops_floor_per_s = 1.0;
-  // CPU pressure of a tenant throttled by its own quota for more than this
-  // share of the interval is self-inflicted, not harm.
-  double self_throttled_fraction = 0.10;
-  // Weight of a quiet interval in the baseline (exponential moving average).
-  double baseline_alpha = 0.05;
-};
 
 struct FairnessParams {
   double tolerance = 0.10;   // over when usage > fair share x (1 + tolerance)
@@ -50,12 +37,12 @@ struct HarmVerdict {
   std::vector<std::string> evidence;  // "run-queue p99 8.2 ms (baseline 0.9 ms)"
 };
 
-// One tenant's quiet-time levels of the harm signals.
+// One tenant's quiet-time levels of the harm signals, one per detector.
 class HarmBaseline {
  public:
-  // Judges `signals` for `resource` against the baseline. CPU: run-queue p99
-  // and CPU PSI, unless throttled by its own quota; disk: I/O latency p99 and
-  // I/O PSI; network: drops.
+  // Judges `signals` for `resource` with the enabled detectors of its group
+  // (controller/detectors.h) against the baseline. CPU is never harmed while
+  // the tenant is throttled by its own quota.
   HarmVerdict Judge(v1::Resource resource, const v1::HarmSignals& signals,
                     const HarmParams& params) const;
   // Folds a quiet interval (host not contended, tenant not harmed) into the
@@ -65,11 +52,7 @@ class HarmBaseline {
 
  private:
   bool seeded_ = false;
-  double runq_p99_ns_ = 0;
-  double cpu_psi_ = 0;
-  double io_p99_ns_ = 0;
-  double io_psi_ = 0;
-  double drops_ = 0;
+  std::array<double, kHarmDetectorCount> level_{};
 };
 
 // One tenant on one (host, resource) in one interval.

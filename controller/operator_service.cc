@@ -10,6 +10,9 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "controller/detectors.h"
+#include "controller/engine.h"
+#include "controller/policy.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -347,6 +350,21 @@ absl::Status ComputeGetPolicy(Judge* judge, const v1::FairnessPolicy& configured
   for (v1::Resource r : state.resources) response->add_dry_run_resources(r);
   if (state.last_change.change_id() != 0) *response->mutable_last_change() = state.last_change;
   for (v1::Exemption& e : judge->Exemptions()) *response->add_exemptions() = std::move(e);
+  ASSIGN_OR_RETURN(const FairnessParams params, FairnessParamsFromPolicy(configured));
+  const auto& detectors = HarmDetectors();
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    const HarmDetector& detector = detectors[d];
+    v1::HarmDetectorView* view = response->add_detectors();
+    view->set_name(std::string(detector.name));
+    view->set_label(std::string(detector.label));
+    view->set_help(std::string(detector.help));
+    for (v1::Resource r : kJudgedResources) {
+      if (HarmGroupOf(r) == detector.group) view->add_resources(r);
+    }
+    view->set_floor(detector.floor(params.harm));
+    view->set_floor_text(detector.format(view->floor()));
+    view->set_enabled(params.harm.enabled[d]);
+  }
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "controller/detectors.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -68,6 +69,20 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("harm.drops_floor_per_s", h.drops_floor_per_s(), 0, 1e9));
   RETURN_IF_ERROR(InRange("harm.self_throttled_fraction", h.self_throttled_fraction(), 0, 1));
   RETURN_IF_ERROR(InRange("harm.baseline_alpha", h.baseline_alpha(), 1e-6, 1));
+  for (int i = 0; i < h.disabled_detectors_size(); ++i) {
+    const std::string& name = h.disabled_detectors(i);
+    if (!FindHarmDetector(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fairness.harm.disabled_detectors has an unknown detector \"", name,
+                       "\"; the detectors are ", HarmDetectorNames()));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (h.disabled_detectors(j) == name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("fairness.harm.disabled_detectors names \"", name, "\" twice"));
+      }
+    }
+  }
   const v1::ActionPolicy& a = p.actions();
   RETURN_IF_ERROR(InRange("actions.headroom", a.headroom(), 0, 10));
   RETURN_IF_ERROR(InRange("actions.step_down", a.step_down(), 0.1, 0.99));
@@ -110,6 +125,9 @@ absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy polic
   params.harm.drops_floor_per_s = h.drops_floor_per_s();
   params.harm.self_throttled_fraction = h.self_throttled_fraction();
   params.harm.baseline_alpha = h.baseline_alpha();
+  for (const std::string& name : h.disabled_detectors()) {
+    params.harm.enabled[*FindHarmDetector(name)] = false;
+  }
   return params;
 }
 

@@ -261,5 +261,45 @@ TEST(HarmBaseline, EachResourceLooksAtItsOwnSignals) {
   EXPECT_FALSE(b.Judge(v1::RESOURCE_NET_RX, only_cpu, params).harmed);
 }
 
+TEST(HarmBaseline, ADisabledDetectorNeverHarms) {
+  HarmParams params;
+  HarmBaseline b;
+  v1::HarmSignals quiet = Cpu(0.3);
+  quiet.set_cpu_psi_present(true);
+  b.Learn(quiet, params);
+  v1::HarmSignals psi_only = Cpu(0.3);
+  psi_only.set_cpu_psi_present(true);
+  psi_only.set_cpu_psi_some_fraction(0.5);
+  HarmVerdict on = b.Judge(v1::RESOURCE_CPU, psi_only, params);
+  ASSERT_TRUE(on.harmed);
+  ASSERT_EQ(on.evidence.size(), 1u);
+  EXPECT_NE(on.evidence[0].find("CPU pressure 50%"), std::string::npos) << on.evidence[0];
+
+  params.enabled[*FindHarmDetector("cpu_psi")] = false;
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_CPU, psi_only, params).harmed);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_CPU, Cpu(12), params).harmed)
+      << "the run-queue detector still judges CPU";
+  psi_only.set_cpu_psi_present(false);
+  params.enabled.fill(true);
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_CPU, psi_only, params).harmed)
+      << "a signal the agent could not read is not judged";
+}
+
+TEST(HarmDetectors, NamesAreUniqueAndEveryJudgedResourceHasOne) {
+  const auto& detectors = HarmDetectors();
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    EXPECT_EQ(FindHarmDetector(detectors[d].name), d) << detectors[d].name;
+    EXPECT_FALSE(detectors[d].label.empty());
+    EXPECT_FALSE(detectors[d].help.empty());
+  }
+  for (v1::Resource r : {v1::RESOURCE_CPU, v1::RESOURCE_DISK_BANDWIDTH, v1::RESOURCE_DISK_IOPS,
+                         v1::RESOURCE_NET_RX, v1::RESOURCE_NET_TX}) {
+    bool judged = false;
+    for (const HarmDetector& d : detectors) judged = judged || d.group == HarmGroupOf(r);
+    EXPECT_TRUE(judged) << v1::Resource_Name(r);
+  }
+  EXPECT_FALSE(FindHarmDetector("no_such_detector"));
+}
+
 }  // namespace
 }  // namespace fairwatch::controller

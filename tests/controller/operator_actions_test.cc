@@ -68,6 +68,7 @@ class OperatorActionsTest : public ::testing::Test {
     config.set_max_message_bytes(kMaxMessageBytes);
     config.set_host_stale_ms(600'000);
     config.mutable_fairness()->add_exempt_accounts("from-config");
+    config.mutable_fairness()->mutable_harm()->add_disabled_detectors("net_drops");
     auto server = ControllerServer::Start(config, grpc::InsecureServerCredentials(), store_.get());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -358,6 +359,10 @@ TEST_F(OperatorActionsTest, ExemptionsAndDryRunAreKeptAcrossARestart) {
   EXPECT_THAT(shown.out, HasSubstr("new SAN"));
   EXPECT_THAT(shown.out, HasSubstr("account acct-a"));
   EXPECT_THAT(shown.out, HasSubstr("account from-config"));
+  // Every detector, with the one the config turns off.
+  EXPECT_THAT(shown.out, ::testing::ContainsRegex("runq_wait_p99 +on +cpu +1.0 ms"));
+  EXPECT_THAT(shown.out, ::testing::ContainsRegex("io_psi +on +disk,disk-iops +5%"));
+  EXPECT_THAT(shown.out, ::testing::ContainsRegex("net_drops +off +net-rx,net-tx"));
   CliResult json = Cli({"-o", "json", "policy", "show"});
   ASSERT_EQ(json.code, cli::kExitOk) << json.err;
   EXPECT_THAT(json.out, HasSubstr("\"dry_run_resources\":[\"RESOURCE_DISK_BANDWIDTH\"]"));

@@ -53,6 +53,9 @@ TEST(Policy, OutOfRangeValuesNameTheFieldAndItsRange) {
       {"actions { max_limited_fraction: 2 }", "actions.max_limited_fraction"},
       {"dry_run_resources: RESOURCE_UNSPECIFIED", "dry_run_resources"},
       {"exempt_tenants: ''", "exempt_tenants"},
+      {"harm { disabled_detectors: 'runq_p99' }",
+       "unknown detector \"runq_p99\"; the detectors are runq_wait_p99, cpu_psi"},
+      {"harm { disabled_detectors: 'cpu_psi' disabled_detectors: 'cpu_psi' }", "\"cpu_psi\" twice"},
   };
   for (const Case& c : cases) {
     v1::FairnessPolicy policy;
@@ -61,6 +64,20 @@ TEST(Policy, OutOfRangeValuesNameTheFieldAndItsRange) {
     ASSERT_FALSE(params.ok()) << c.text;
     EXPECT_NE(params.status().message().find(c.field), std::string::npos)
         << c.text << ": " << params.status();
+  }
+}
+
+TEST(Policy, DisabledDetectorsAreTurnedOffByName) {
+  v1::FairnessPolicy policy;
+  ASSERT_TRUE(
+      ParseTextConfig("harm { disabled_detectors: ['cpu_psi', 'net_drops'] }", "policy", &policy)
+          .ok());
+  absl::StatusOr<FairnessParams> params = FairnessParamsFromPolicy(policy);
+  ASSERT_TRUE(params.ok()) << params.status();
+  const auto& detectors = HarmDetectors();
+  for (size_t d = 0; d < detectors.size(); ++d) {
+    const bool off = detectors[d].name == "cpu_psi" || detectors[d].name == "net_drops";
+    EXPECT_EQ(params->harm.enabled[d], !off) << detectors[d].name;
   }
 }
 
