@@ -118,15 +118,20 @@ absl::Status Agent::Init() {
   reporter_options.credentials = std::move(credentials);
   reporter_options.buffer_reports = config_.report_buffer();
   reporter_options.max_backoff_ms = config_.reconnect_max_backoff_ms();
+  EnforcerOptions enforcer_options;
+  enforcer_options.mounts = mounts;
+  enforcer_options.cpu_hierarchy = cpu_hierarchy;
+  enforcer_options.state_dir = config_.state_dir();
+  enforcer_options.protected_cgroups.assign(config_.protected_cgroups().begin(),
+                                            config_.protected_cgroups().end());
+  if (config_.has_libvirt()) {
+    vm_tuning_ = MakeLibvirtTuning(config_.libvirt().uri());
+    enforcer_options.vm = vm_tuning_.get();
+  }
+  ASSIGN_OR_RETURN(enforcer_, Enforcer::Create(std::move(enforcer_options)));
   reporter_ = std::make_unique<Reporter>(
-      std::move(reporter_options), hello_, [](const v1::LimitCommand& command) {
-        // Enforcement arrives with its own issue; until then every limit is refused.
-        v1::LimitAck ack;
-        ack.set_command_id(command.command_id());
-        ack.set_status_code(static_cast<int>(absl::StatusCode::kUnimplemented));
-        ack.set_status_message("this agent version does not enforce limits");
-        return ack;
-      });
+      std::move(reporter_options), hello_,
+      [this](const v1::LimitCommand& command) { return enforcer_->Handle(command); });
   if (libvirt_) {
     RETURN_IF_ERROR(libvirt_->Start());
     // The first listing (or a failed connection attempt) before the first
@@ -172,6 +177,11 @@ void Agent::RefreshInventory() {
   merge_dropped_logged_ = std::move(dropped_now);
   InventoryDelta delta = registry_->Apply(std::move(merged));
   v1::TenantInventory change;
+  if (!delta.empty() || !enforcer_told_) {
+    // Limits only ever go to tenants discovered here.
+    enforcer_->SetTenants(registry_->tenants());
+    enforcer_told_ = true;
+  }
   if (!delta.empty()) {
     for (auto& c : collectors_) {
       absl::Status status = c->SyncTenants(registry_->tenants());
@@ -214,6 +224,7 @@ void Agent::UpdateInterfaces(v1::TenantInventory* change) {
 
 absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
   RefreshInventory();
+  enforcer_->ExpireLeases();
 
   v1::UsageReport report;
   report.set_seq(++seq_);

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/cgroup_discovery.h"
 #include "agent/collector.h"
+#include "agent/enforcer.h"
 #include "agent/libvirt_source.h"
 #include "agent/metrics.h"
 #include "agent/reporter.h"
@@ -56,6 +57,8 @@ class Agent {
   std::unique_ptr<TenantRegistry> registry_;
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::unique_ptr<Reporter> reporter_;
+  std::unique_ptr<VmTuning> vm_tuning_;
+  std::unique_ptr<Enforcer> enforcer_;
   std::unique_ptr<MetricsServer> metrics_;
   // Owned by collectors_; tells which interfaces carry each tenant.
   class NetCollector* net_collector_ = nullptr;
@@ -65,6 +68,7 @@ class Agent {
   bool refresh_requested_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::set<std::string> merge_dropped_logged_;
   uint64_t seq_ = 0;
+  bool enforcer_told_ = false;  // the enforcer has had a tenant list
 };
 
 }  // namespace fairwatch::agent

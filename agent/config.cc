@@ -17,6 +17,7 @@ void ApplyDefaults(v1::AgentConfig* config) {
   if (config->max_tenants() == 0) config->set_max_tenants(kDefaultMaxTenants);
   if (config->report_buffer() == 0) config->set_report_buffer(kDefaultReportBuffer);
   if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
+  if (config->state_dir().empty()) config->set_state_dir(kDefaultStateDir);
   if (config->has_libvirt()) {
     v1::LibvirtSource* libvirt = config->mutable_libvirt();
     if (libvirt->uri().empty()) libvirt->set_uri(kDefaultLibvirtUri);
@@ -77,6 +78,14 @@ absl::Status Validate(const v1::AgentConfig& config) {
       return absl::InvalidArgumentError(
           absl::StrCat("cgroup_parents '", parent.path(), "': weight must not be negative"));
     }
+  }
+  for (const std::string& path : config.protected_cgroups()) {
+    absl::StatusOr<std::string> normalized = NormalizeRelativeCgroupPath(path);
+    if (!normalized.ok()) return Annotate(normalized.status(), "protected_cgroups");
+  }
+  if (!config.state_dir().empty() && config.state_dir().front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state_dir '", config.state_dir(), "' must be an absolute path"));
   }
   if (config.insecure_plaintext() &&
       (!config.tls().cert_file().empty() || !config.tls().ca_file().empty())) {

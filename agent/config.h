@@ -18,6 +18,7 @@ inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9477";
 inline constexpr char kDefaultLibvirtUri[] = "qemu:///system";
 inline constexpr char kDefaultQemuRunDir[] = "/run/libvirt/qemu";
 inline constexpr uint32_t kDefaultLibvirtResyncMs = 30000;
+inline constexpr char kDefaultStateDir[] = "/var/lib/fairwatch-agent";
 
 // Fills in defaults for unset fields.
 void ApplyDefaults(v1::AgentConfig* config);

@@ -144,6 +144,46 @@ absl::StatusOr<pid_t> TestCgroupTree::SpawnWorkload(const std::string& child, do
   return pid;
 }
 
+absl::StatusOr<pid_t> TestCgroupTree::SpawnCommand(const std::string& child,
+                                                   const std::vector<std::string>& argv) {
+  if (argv.empty()) return absl::InvalidArgumentError("no command");
+  std::vector<std::string> procs_files;
+  for (const auto& mount : mounts_) procs_files.push_back(PathIn(mount, child) + "/cgroup.procs");
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    close(ready[0]);
+    char ok = 1;
+    for (const auto& file : procs_files) {
+      int fd = open(file.c_str(), O_WRONLY);
+      if (fd < 0 || write(fd, "0", 1) != 1) ok = 0;
+      if (fd >= 0) close(fd);
+    }
+    if (!ok) {
+      (void)!write(ready[1], &ok, 1);
+      _exit(127);
+    }
+    execvp(args[0], args.data());
+    ok = 2;  // exec failed; the pipe closes on a successful exec
+    (void)!write(ready[1], &ok, 1);
+    _exit(127);
+  }
+  close(ready[1]);
+  char status = 0;
+  const ssize_t n = read(ready[0], &status, 1);
+  close(ready[0]);
+  pids_.push_back(pid);
+  if (n == 1 && status == 0)
+    return absl::InternalError(absl::StrCat(argv[0], " could not join ", child));
+  if (n == 1) return absl::NotFoundError(absl::StrCat("cannot run ", argv[0]));
+  return pid;
+}
+
 absl::Status TestCgroupTree::WriteFile(const std::string& mount, const std::string& child,
                                        const std::string& file, const std::string& value) {
   std::string path = absl::StrCat(PathIn(mount, child), "/", file);
@@ -173,6 +213,26 @@ void TestCgroupTree::KillWorkloads() {
   for (pid_t pid : pids_) kill(pid, SIGKILL);
   for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
   pids_.clear();
+  // What they started is in the same cgroups, all created by this tree.
+  std::vector<std::string> dirs;
+  for (const auto& mount : mounts_) {
+    for (const auto& child : children_) dirs.push_back(PathIn(mount, child));
+    for (const auto& nested : nested_)
+      dirs.push_back(absl::StrCat(mount, "/", prefix_, "/", nested));
+  }
+  for (int round = 0; round < 50; ++round) {
+    bool any = false;
+    for (const auto& dir : dirs) {
+      std::ifstream in(dir + "/cgroup.procs");
+      pid_t pid = 0;
+      while (in >> pid) {
+        any = true;
+        kill(pid, SIGKILL);
+      }
+    }
+    if (!any) break;
+    usleep(20'000);
+  }
 }
 
 }  // namespace fairwatch::testing

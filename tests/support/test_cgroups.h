@@ -35,12 +35,18 @@ class TestCgroupTree {
   // 1.0 = one busy core, 0.5 = busy half of every 10 ms, 0 = sleeps.
   absl::StatusOr<pid_t> SpawnWorkload(const std::string& child, double duty,
                                       const std::string& sub = "");
+  // Forks a process that joins <prefix>/<child> in every mount and execs
+  // `argv` (e.g. stress-ng). Its own children stay in the cgroup and are
+  // killed with it.
+  absl::StatusOr<pid_t> SpawnCommand(const std::string& child,
+                                     const std::vector<std::string>& argv);
   // Writes `value` to <mount>/<prefix>/<child>/<file>.
   absl::Status WriteFile(const std::string& mount, const std::string& child,
                          const std::string& file, const std::string& value);
   absl::StatusOr<std::string> ReadFile(const std::string& mount, const std::string& child,
                                        const std::string& file) const;
   void StopWorkloads();  // SIGSTOP: freezes their counters without removing them
+  // Kills the workloads and every process still in the cgroups it created.
   void KillWorkloads();
 
   const std::string& prefix() const { return prefix_; }

@@ -1,0 +1,130 @@
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/vm_tuning.h"
+
+namespace fairwatch::agent {
+namespace {
+
+std::string LastError() {
+  const virError* e = virGetLastError();
+  return e != nullptr && e->message != nullptr ? e->message : "unknown libvirt error";
+}
+
+class LibvirtTuning final : public VmTuning {
+ public:
+  explicit LibvirtTuning(std::string uri) : uri_(std::move(uri)) {}
+  ~LibvirtTuning() override {
+    absl::MutexLock lock(&mu_);
+    if (conn_ != nullptr) virConnectClose(conn_);
+  }
+
+  absl::StatusOr<VmCpuQuota> GetCpuQuota(const std::string& uuid) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    int n = 0;
+    char* type = virDomainGetSchedulerType(*dom, &n);
+    if (type == nullptr) {
+      absl::Status status = Failed("reading the scheduler type of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    free(type);  // NOLINT(cppcoreguidelines-no-malloc): libvirt allocates with malloc
+    std::vector<virTypedParameter> params(static_cast<size_t>(n));
+    if (virDomainGetSchedulerParametersFlags(*dom, params.data(), &n, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+      absl::Status status = Failed("reading the scheduler parameters of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    virDomainFree(*dom);
+    VmCpuQuota quota;
+    bool have_period = false, have_quota = false;
+    for (int i = 0; i < n; ++i) {
+      const virTypedParameter& p = params[static_cast<size_t>(i)];
+      if (std::string(p.field) == VIR_DOMAIN_SCHEDULER_GLOBAL_PERIOD) {
+        quota.period_us = p.value.ul;
+        have_period = true;
+      } else if (std::string(p.field) == VIR_DOMAIN_SCHEDULER_GLOBAL_QUOTA) {
+        quota.quota_us = p.value.l;
+        have_quota = true;
+      }
+    }
+    if (!have_period || !have_quota || quota.period_us == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("libvirt does not offer global_period/global_quota for domain ", uuid,
+                       " (the cpu cgroup controller is not available to it)"));
+    }
+    // libvirt reports an unlimited quota as a huge value on some versions.
+    if (quota.quota_us >= 17592186044415LL) quota.quota_us = -1;
+    return quota;
+  }
+
+  absl::Status SetCpuQuota(const std::string& uuid, int64_t quota_us) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    virTypedParameter param{};
+    snprintf(param.field, sizeof(param.field), "%s", VIR_DOMAIN_SCHEDULER_GLOBAL_QUOTA);
+    param.type = VIR_TYPED_PARAM_LLONG;
+    param.value.l = quota_us < 0 ? -1 : quota_us;
+    const int rc = virDomainSetSchedulerParametersFlags(*dom, &param, 1, VIR_DOMAIN_AFFECT_LIVE);
+    absl::Status status = rc < 0 ? Failed("setting global_quota of", uuid) : absl::OkStatus();
+    virDomainFree(*dom);
+    return status;
+  }
+
+ private:
+  absl::Status Failed(absl::string_view what, const std::string& uuid)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::string message =
+        absl::StrCat("libvirt: ", what, " domain ", uuid, ": ", LastError());
+    // A dead connection is reopened on the next call.
+    if (conn_ != nullptr && virConnectIsAlive(conn_) != 1) {
+      virConnectClose(conn_);
+      conn_ = nullptr;
+    }
+    return absl::UnavailableError(message);
+  }
+
+  absl::StatusOr<virDomainPtr> Lookup(const std::string& uuid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (conn_ == nullptr) {
+      conn_ = virConnectOpen(uri_.c_str());
+      if (conn_ == nullptr) {
+        return absl::UnavailableError(
+            absl::StrCat("libvirt: cannot connect to ", uri_, ": ", LastError()));
+      }
+    }
+    virDomainPtr dom = virDomainLookupByUUIDString(conn_, uuid.c_str());
+    if (dom == nullptr) {
+      if (virConnectIsAlive(conn_) != 1) {
+        virConnectClose(conn_);
+        conn_ = nullptr;
+        return absl::UnavailableError(absl::StrCat("libvirt: connection to ", uri_, " lost"));
+      }
+      return absl::NotFoundError(absl::StrCat("libvirt has no domain ", uuid));
+    }
+    if (virDomainIsActive(dom) != 1) {
+      virDomainFree(dom);
+      return absl::NotFoundError(absl::StrCat("domain ", uuid, " is not running"));
+    }
+    return dom;
+  }
+
+  const std::string uri_;
+  absl::Mutex mu_;
+  virConnectPtr conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<VmTuning> MakeLibvirtTuning(std::string uri) {
+  return std::make_unique<LibvirtTuning>(std::move(uri));
+}
+
+}  // namespace fairwatch::agent

@@ -1,0 +1,307 @@
+// The enforcer's logic without root: limits on libvirt VM tenants through a
+// fake VmTuning (what libvirt would hold), a fake clock for leases, the
+// journal in a temp dir; and the path and protection checks.
+#include "agent/enforcer.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "agent/cgroup_dir.h"
+
+namespace fairwatch::agent {
+namespace {
+
+class FakeVms : public VmTuning {
+ public:
+  std::map<std::string, VmCpuQuota> vms;
+  int sets = 0;
+  absl::StatusOr<VmCpuQuota> GetCpuQuota(const std::string& uuid) override {
+    auto it = vms.find(uuid);
+    if (it == vms.end()) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    return it->second;
+  }
+  absl::Status SetCpuQuota(const std::string& uuid, int64_t quota_us) override {
+    auto it = vms.find(uuid);
+    if (it == vms.end()) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    ++sets;
+    it->second.quota_us = quota_us;
+    return absl::OkStatus();
+  }
+};
+
+constexpr char kVm[] = "6c1b3c8e-2a43-4a41-9f0e-0c4b2b6f7a11";
+
+TenantEntry VmTenant(const std::string& uuid) {
+  TenantEntry t;
+  t.tenant.set_id(uuid);
+  t.tenant.set_source(v1::TENANT_SOURCE_LIBVIRT);
+  return t;
+}
+
+TenantEntry CgroupTenant(const std::string& id, const std::string& path) {
+  TenantEntry t;
+  t.tenant.set_id(id);
+  t.tenant.set_source(v1::TENANT_SOURCE_CGROUP_PARENT);
+  v1::CgroupRef* ref = t.tenant.add_cgroups();
+  ref->set_hierarchy("cpu");
+  ref->set_path(path);
+  return t;
+}
+
+v1::LimitCommand Apply(const std::string& tenant, double cores, int64_t lease_ms,
+                       const std::string& id = "c1") {
+  v1::LimitCommand c;
+  c.set_command_id(id);
+  c.set_kind(v1::LimitCommand::KIND_APPLY);
+  c.mutable_limit()->set_tenant_id(tenant);
+  c.mutable_limit()->set_resource(v1::RESOURCE_CPU);
+  c.mutable_limit()->set_value(cores);
+  c.set_lease_ms(lease_ms);
+  return c;
+}
+
+v1::LimitCommand Clear(const std::string& tenant) {
+  v1::LimitCommand c = Apply(tenant, 0, 0, "clear");
+  c.set_kind(v1::LimitCommand::KIND_CLEAR);
+  return c;
+}
+
+class EnforcerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = absl::StrCat(::testing::TempDir(), "/enforcer-", getpid(), "-",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    vms_.vms[kVm] = VmCpuQuota{100000, -1};
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Enforcer> Make() {
+    EnforcerOptions o;
+    o.cpu_hierarchy = "cpu";
+    o.mounts.v1_by_controller["cpu"] = "/nonexistent-cgroup-mount";
+    o.state_dir = dir_;
+    o.own_cgroups = {{"cpu", "agents/fairwatch"}};
+    o.protected_cgroups = {"tenants/vip"};
+    o.vm = &vms_;
+    o.now = [this] { return now_; };
+    auto e = Enforcer::Create(std::move(o));
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() ? std::move(*e) : nullptr;
+  }
+
+  std::string dir_;
+  FakeVms vms_;
+  absl::Time now_ = absl::FromUnixSeconds(1'800'000'000);
+};
+
+TEST_F(EnforcerTest, AppliesReadsBackAndClearRestoresTheOriginal) {
+  auto e = Make();
+  e->SetTenants({VmTenant(kVm)});
+  v1::LimitAck ack = e->Handle(Apply(kVm, 0.5, 30'000));
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ(ack.command_id(), "c1");
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 0.5);
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 50000);
+  ASSERT_EQ(e->InForce().size(), 1u);
+  EXPECT_EQ(e->InForce()[0].original(), "-1");
+
+  // A step down keeps the original from before the first change.
+  ack = e->Handle(Apply(kVm, 0.25, 30'000, "c2"));
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 0.25);
+  EXPECT_EQ(e->InForce()[0].original(), "-1");
+  EXPECT_EQ(e->InForce()[0].command_id(), "c2");
+
+  ack = e->Handle(Clear(kVm));
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ(vms_.vms[kVm].quota_us, -1);
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 0) << "unlimited again";
+  EXPECT_TRUE(e->InForce().empty());
+  EXPECT_EQ(e->stats().cleared, 1u);
+  // Clearing again is not an error: nothing of ours is there.
+  EXPECT_EQ(e->Handle(Clear(kVm)).status_code(), 0);
+}
+
+TEST_F(EnforcerTest, NeverLoosensAStricterLimitThatWasThere) {
+  vms_.vms[kVm].quota_us = 20000;  // the customer's plan: 0.2 cores
+  auto e = Make();
+  e->SetTenants({VmTenant(kVm)});
+  v1::LimitAck ack = e->Handle(Apply(kVm, 0.5, 30'000));
+  ASSERT_EQ(ack.status_code(), 0);
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 0.2) << "the ack says what is really in effect";
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 20000);
+  e->Handle(Clear(kVm));
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 20000);
+}
+
+TEST_F(EnforcerTest, AnUnrenewedLeaseEndsAndTheOriginalComesBack) {
+  auto e = Make();
+  e->SetTenants({VmTenant(kVm)});
+  ASSERT_EQ(e->Handle(Apply(kVm, 0.5, 10'000)).status_code(), 0);
+  now_ += absl::Seconds(6);
+  ASSERT_EQ(e->Handle(Apply(kVm, 0.5, 10'000, "renew")).status_code(), 0);
+  now_ += absl::Seconds(9);
+  e->ExpireLeases();
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 50000) << "renewed 9 s ago with a 10 s lease";
+  now_ += absl::Seconds(2);
+  e->ExpireLeases();
+  EXPECT_EQ(vms_.vms[kVm].quota_us, -1);
+  EXPECT_TRUE(e->InForce().empty());
+  EXPECT_EQ(e->stats().expired, 1u);
+}
+
+TEST_F(EnforcerTest, ARestartReappliesWhatIsLeasedAndRevertsWhatExpired) {
+  constexpr char kOther[] = "0f0e0d0c-0b0a-4908-8706-050403020100";
+  vms_.vms[kOther] = VmCpuQuota{100000, -1};
+  {
+    auto e = Make();
+    e->SetTenants({VmTenant(kVm), VmTenant(kOther)});
+    ASSERT_EQ(e->Handle(Apply(kVm, 0.5, 60'000)).status_code(), 0);
+    ASSERT_EQ(e->Handle(Apply(kOther, 0.3, 5'000)).status_code(), 0);
+    // Gone without clean-up, as after SIGKILL: the journal is all that is left.
+  }
+  vms_.vms[kVm].quota_us = -1;  // the VM was restarted meanwhile: libvirt's default
+  now_ += absl::Seconds(10);
+  auto e = Make();
+  ASSERT_EQ(e->InForce().size(), 2u);
+  e->SetTenants({VmTenant(kVm), VmTenant(kOther)});
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 50000) << "still leased: in force again";
+  EXPECT_EQ(e->stats().reapplied, 1u);
+  e->ExpireLeases();
+  EXPECT_EQ(vms_.vms[kOther].quota_us, -1) << "lease ended while the agent was down";
+  ASSERT_EQ(e->InForce().size(), 1u);
+  EXPECT_EQ(e->InForce()[0].tenant_id(), kVm);
+}
+
+TEST_F(EnforcerTest, ATenantThatComesBackGetsItsLeasedLimitAgain) {
+  auto e = Make();
+  e->SetTenants({VmTenant(kVm)});
+  ASSERT_EQ(e->Handle(Apply(kVm, 0.5, 60'000)).status_code(), 0);
+  e->SetTenants({});
+  vms_.vms[kVm].quota_us = -1;  // restarted by its owner
+  e->SetTenants({VmTenant(kVm)});
+  EXPECT_EQ(vms_.vms[kVm].quota_us, 50000);
+}
+
+TEST_F(EnforcerTest, RefusalsWriteNothing) {
+  auto e = Make();
+  e->SetTenants({VmTenant(kVm), CgroupTenant("vip", "tenants/vip/db"),
+                 CgroupTenant("sys", "system.slice/cron.service"), CgroupTenant("up", "agents"),
+                 CgroupTenant("root", "")});
+  struct Case {
+    v1::LimitCommand command;
+    absl::StatusCode code;
+    const char* says;
+  };
+  v1::LimitCommand disk = Apply(kVm, 1e6, 30'000);
+  disk.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  v1::LimitCommand unknown_kind = Apply(kVm, 0.5, 30'000);
+  unknown_kind.set_kind(v1::LimitCommand::KIND_UNSPECIFIED);
+  const Case cases[] = {
+      {Apply("stranger", 0.5, 30'000), absl::StatusCode::kNotFound,
+       "not one this agent discovered"},
+      {Apply(kVm, 0.5, 0), absl::StatusCode::kInvalidArgument, "needs a lease"},
+      {Apply(kVm, 0.5, 48LL * 3600 * 1000), absl::StatusCode::kInvalidArgument, "needs a lease"},
+      {Apply(kVm, -1, 30'000), absl::StatusCode::kInvalidArgument, "not a positive amount"},
+      {Apply(kVm, std::nan(""), 30'000), absl::StatusCode::kInvalidArgument, "not a positive"},
+      {Apply("vip", 0.5, 30'000), absl::StatusCode::kPermissionDenied,
+       "protected by the agent's config"},
+      {Apply("sys", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "system.slice"},
+      {Apply("up", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "fairwatch agent itself"},
+      {Apply("root", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "root cgroup"},
+      {disk, absl::StatusCode::kUnimplemented, "CPU limits only"},
+      {unknown_kind, absl::StatusCode::kInvalidArgument, "unknown kind"},
+  };
+  for (const Case& c : cases) {
+    v1::LimitAck ack = e->Handle(c.command);
+    EXPECT_EQ(ack.status_code(), static_cast<int>(c.code))
+        << c.says << ": " << ack.status_message();
+    EXPECT_NE(ack.status_message().find(c.says), std::string::npos) << ack.status_message();
+  }
+  EXPECT_EQ(vms_.sets, 0);
+  EXPECT_TRUE(e->InForce().empty());
+  EXPECT_FALSE(std::filesystem::exists(e->journal_path())) << "nothing was ever recorded";
+  EXPECT_EQ(e->stats().refused, std::size(cases));
+}
+
+TEST_F(EnforcerTest, AJournalThatDoesNotParseIsAnErrorNotAFreshStart) {
+  std::filesystem::create_directories(dir_);
+  std::ofstream(absl::StrCat(dir_, "/limits.journal")) << "\xff\xff\xff garbage";
+  EnforcerOptions o;
+  o.state_dir = dir_;
+  o.own_cgroups = {{"cpu", ""}};
+  auto e = Enforcer::Create(std::move(o));
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(e.status().message().find("limits.journal"), std::string::npos);
+}
+
+TEST(ProtectionReason, BuiltInsConfigAndTheAgentsOwnCgroup) {
+  const std::vector<std::string> extra = {"tenants/vip"};
+  EXPECT_EQ(ProtectionReason("machine/vm1", extra, "agents/fw"), "");
+  EXPECT_EQ(ProtectionReason("tenants/vipx", extra, ""), "") << "a prefix, not the same cgroup";
+  EXPECT_NE(ProtectionReason("", extra, ""), "");
+  EXPECT_NE(ProtectionReason("/", extra, ""), "");
+  EXPECT_NE(ProtectionReason("system.slice", extra, ""), "");
+  EXPECT_NE(ProtectionReason("user.slice/user-1000.slice", extra, ""), "");
+  EXPECT_NE(ProtectionReason("init.scope", extra, ""), "");
+  EXPECT_NE(ProtectionReason("tenants/vip/db", extra, ""), "");
+  EXPECT_NE(ProtectionReason("agents", extra, "agents/fw"), "") << "an ancestor of the agent";
+  EXPECT_NE(ProtectionReason("agents/fw", extra, "agents/fw"), "");
+  EXPECT_EQ(ProtectionReason("agents/fw/child", extra, "agents/fw"), "")
+      << "below the agent is not the agent";
+}
+
+TEST(ParseProcCgroup, HybridAndUnified) {
+  auto m =
+      ParseProcCgroup("12:cpu,cpuacct:/agents/fw\n4:blkio:/\n1:name=systemd:/x\n0::/fw.scope\n");
+  EXPECT_EQ(m["cpu"], "agents/fw");
+  EXPECT_EQ(m["cpuacct"], "agents/fw");
+  EXPECT_EQ(m["blkio"], "");
+  EXPECT_EQ(m["systemd"], "x");
+  EXPECT_EQ(m["unified"], "fw.scope");
+}
+
+TEST(CgroupDir, ResolvesComponentByComponentAndNeverFollowsALink) {
+  const std::string root = absl::StrCat(::testing::TempDir(), "/cgroupdir-", getpid());
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root + "/mount/a/b");
+  std::filesystem::create_directories(root + "/outside");
+  std::ofstream(root + "/outside/cpu.max") << "max 100000\n";
+  std::ofstream(root + "/mount/a/b/cpu.max") << "max 100000\n";
+  std::filesystem::create_directory_symlink(root + "/outside", root + "/mount/a/escape");
+  std::filesystem::create_symlink(root + "/outside/cpu.max", root + "/mount/a/cpu.max");
+
+  auto ok = CgroupDir::Open(root + "/mount", "a/b");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  auto text = ok->Read("cpu.max");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "max 100000");
+  EXPECT_TRUE(ok->Write("cpu.max", "50000 100000").ok());
+
+  EXPECT_EQ(CgroupDir::Open(root + "/mount", "a/escape").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CgroupDir::Open(root + "/mount", "a/../../outside").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CgroupDir::Open(root + "/mount", "/a").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CgroupDir::Open(root + "/mount", "a/missing").status().code(),
+            absl::StatusCode::kNotFound);
+  auto a = CgroupDir::Open(root + "/mount", "a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(a->Write("cpu.max", "1 100000").ok()) << "a symlinked control file";
+  EXPECT_FALSE(a->Write("../outside/cpu.max", "1 100000").ok());
+  std::ifstream in(root + "/outside/cpu.max");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "max 100000") << "nothing written outside";
+  std::filesystem::remove_all(root);
+}
+
+}  // namespace
+}  // namespace fairwatch::agent
