@@ -64,6 +64,9 @@ int RunAgent(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "unified", "cpu"}));
   app.add_option("--metrics-address", metrics_address,
                  "Prometheus /metrics listen address host:port, or off (default 127.0.0.1:9477)");
+  std::string state_dir;
+  app.add_option("--state-dir", state_dir,
+                 "Directory of the journal of applied limits (default /var/lib/fairwatch-agent)");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   app.set_version_flag("--version", std::string("fairwatch-agent ") + FAIRWATCH_VERSION);
@@ -97,6 +100,7 @@ int RunAgent(int argc, char** argv) {
   if (interval_ms) config.set_interval_ms(interval_ms);
   if (!cpu_hierarchy.empty()) config.set_cpu_hierarchy(cpu_hierarchy);
   if (!metrics_address.empty()) config.set_metrics_address(metrics_address);
+  if (!state_dir.empty()) config.set_state_dir(state_dir);
   fairwatch::agent::ApplyDefaults(&config);
   if (absl::Status status = fairwatch::agent::Validate(config); !status.ok()) {
     std::cerr << "fairwatch-agent: invalid config: " << status.message() << "\n";
@@ -108,7 +112,9 @@ int RunAgent(int argc, char** argv) {
               << config.host_id() << ", interval " << config.interval_ms() << " ms, "
               << config.cgroup_parents_size() << " cgroup parent(s), libvirt "
               << (config.has_libvirt() ? config.libvirt().uri() : std::string("off"))
-              << ", cpu hierarchy " << config.cpu_hierarchy() << "\n";
+              << ", cpu hierarchy " << config.cpu_hierarchy() << ", state in " << config.state_dir()
+              << ", " << config.protected_cgroups_size()
+              << " protected cgroup(s) beside the built-in ones\n";
     return 0;
   }
   if (geteuid() != 0) {

@@ -302,6 +302,10 @@ std::string CaseReport(const v1::Case& c) {
   std::vector<std::vector<std::string>> rows;
   for (const v1::CaseAction& a : c.actions()) {
     std::string ack = AckLabel(a);
+    if (a.has_in_effect()) {
+      absl::StrAppend(&ack, ", in effect ",
+                      a.in_effect() > 0 ? Amount(a.in_effect(), r) : "no limit");
+    }
     if (!a.ack_message().empty()) absl::StrAppend(&ack, ": ", a.ack_message());
     rows.push_back(
         {FormatTimestampUtc(FromNanos(a.at_unix_ns())), std::string(ActionKindName(a.kind())),

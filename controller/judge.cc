@@ -268,7 +268,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
                                                                   ? "not_sent"
                                                                   : "sent"}];
   if (state == v1::ACK_STATE_NOT_SENT && !action.dry_run) {
-    absl::Status status = store_->RecordAck(action_id, state, message, now);
+    absl::Status status = store_->RecordAck(action_id, state, message, std::nullopt, now);
     if (!status.ok()) ++stats_.store_errors;
   }
   if (action.kind == v1::ACTION_KIND_RELEASE) {
@@ -291,9 +291,11 @@ void Judge::OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Tim
     return;
   }
   const bool applied = ack.status_code() == 0;
-  absl::Status status =
-      store_->RecordAck(action_id, applied ? v1::ACK_STATE_APPLIED : v1::ACK_STATE_FAILED,
-                        applied ? ack.in_effect().ShortDebugString() : ack.status_message(), now);
+  absl::Status status = store_->RecordAck(
+      action_id, applied ? v1::ACK_STATE_APPLIED : v1::ACK_STATE_FAILED, ack.status_message(),
+      applied && ack.has_in_effect() ? std::optional<double>(ack.in_effect().value())
+                                     : std::nullopt,
+      now);
   absl::MutexLock lock(&mu_);
   if (applied) {
     ++stats_.acks_applied;

@@ -107,6 +107,9 @@ CREATE TABLE audit_log (
   result TEXT NOT NULL
 );
 )sql"},
+    {4, R"sql(
+ALTER TABLE case_actions ADD COLUMN in_effect REAL;
+)sql"},
 };
 
 absl::StatusCode SqliteCode(int rc) {
@@ -398,13 +401,14 @@ INSERT INTO case_actions(case_id, kind, limit_value, at_unix_ns, lease_expires_u
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql"));
   ASSIGN_OR_RETURN(case_state_, Prepare("SELECT state FROM cases WHERE case_id = ?1"));
   ASSIGN_OR_RETURN(record_ack_, Prepare(R"sql(
-UPDATE case_actions SET ack = ?2, ack_message = ?3, ack_unix_ns = ?4 WHERE action_id = ?1)sql"));
+UPDATE case_actions SET ack = ?2, ack_message = ?3, ack_unix_ns = ?4, in_effect = ?5
+WHERE action_id = ?1)sql"));
   ASSIGN_OR_RETURN(close_case_, Prepare(R"sql(
 UPDATE cases SET state = 'closed', close_reason = ?2, closed_unix_ns = ?3
 WHERE case_id = ?1 AND state = 'open')sql"));
   ASSIGN_OR_RETURN(list_actions_, Prepare(R"sql(
 SELECT action_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run, reason,
-       decided_by, ack, ack_message, ack_unix_ns
+       decided_by, ack, ack_message, ack_unix_ns, in_effect
 FROM case_actions WHERE case_id = ?1 ORDER BY action_id)sql"));
   return absl::OkStatus();
 }
@@ -582,7 +586,7 @@ absl::StatusOr<v1::CaseAction> SqliteStore::AddAction(uint64_t case_id, v1::Case
 }
 
 absl::Status SqliteStore::RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
-                                    absl::Time at) {
+                                    std::optional<double> in_effect, absl::Time at) {
   absl::MutexLock lock(&mu_);
   sqlite3_stmt* st = record_ack_.get();
   const std::string state = v1::AckState_Name(ack);
@@ -590,6 +594,11 @@ absl::Status SqliteStore::RecordAck(uint64_t action_id, v1::AckState ack, absl::
   BindText(st, 2, state);
   BindText(st, 3, message);
   sqlite3_bind_int64(st, 4, absl::ToUnixNanos(at));
+  if (in_effect) {
+    sqlite3_bind_double(st, 5, *in_effect);
+  } else {
+    sqlite3_bind_null(st, 5);
+  }
   RETURN_IF_ERROR(Run(st, absl::StrCat("recording the acknowledgement of action ", action_id)));
   if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no action ", action_id));
   return absl::OkStatus();
@@ -630,6 +639,7 @@ absl::Status SqliteStore::LoadActions(v1::Case* c) {
     a->set_ack(ack);
     a->set_ack_message(ColumnText(st, 9));
     a->set_ack_unix_ns(sqlite3_column_int64(st, 10));
+    if (sqlite3_column_type(st, 11) != SQLITE_NULL) a->set_in_effect(sqlite3_column_double(st, 11));
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,8 +86,9 @@ class Store {
   // Appends an action to an open case; returns it with its id.
   virtual absl::StatusOr<v1::CaseAction> AddAction(uint64_t case_id, v1::CaseAction action) = 0;
   // What the agent said about an action.
+  // `in_effect`: the value the agent read back, when it said.
   virtual absl::Status RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
-                                 absl::Time at) = 0;
+                                 std::optional<double> in_effect, absl::Time at) = 0;
   virtual absl::Status CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) = 0;
   // NotFound for an unknown id.
   virtual absl::StatusOr<v1::Case> GetCase(uint64_t case_id) = 0;
@@ -131,7 +133,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<v1::Case> OpenCase(v1::Case c) override;
   absl::StatusOr<v1::CaseAction> AddAction(uint64_t case_id, v1::CaseAction action) override;
   absl::Status RecordAck(uint64_t action_id, v1::AckState ack, absl::string_view message,
-                         absl::Time at) override;
+                         std::optional<double> in_effect, absl::Time at) override;
   absl::Status CloseCase(uint64_t case_id, absl::string_view reason, absl::Time at) override;
   absl::StatusOr<v1::Case> GetCase(uint64_t case_id) override;
   absl::StatusOr<std::vector<v1::Case>> ListCases(const CaseFilter& filter) override;

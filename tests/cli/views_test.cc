@@ -161,13 +161,14 @@ v1::Case SampleCase() {
   a->set_lease_expires_unix_ns(c.opened_unix_ns() + 30'000'000'000);
   a->set_decided_by("policy");
   a->set_ack(v1::ACK_STATE_FAILED);
-  a->set_ack_message("this agent version does not enforce limits");
+  a->set_ack_message("refused: cgroup 'x' is protected");
   a->set_reason("using 1.60 cores of 2.00 cores");
   v1::CaseAction* r = c.add_actions();
   r->set_kind(v1::ACTION_KIND_RELEASE);
   r->set_at_unix_ns(c.closed_unix_ns());
   r->set_decided_by("policy");
   r->set_ack(v1::ACK_STATE_APPLIED);
+  r->set_in_effect(0);
   return c;
 }
 
@@ -188,7 +189,7 @@ TEST(CaseReport, TellsWhyWhoWasHarmedEveryActionAndTheEnd) {
        {"case     12 (closed)", "web-1 (0b5c1d52-6a4f-4e57-9b1e-2f0b8c3c9d11)", "on host hv-1",
         "it used 1.60 cores of the host's 2.00 cores", "contended", "fair share was 1.00 cores",
         "neighbour db-2 was harmed: run-queue wait p99 16.7 ms",
-        "failed: this agent version does not enforce limits", "release",
+        "failed: refused: cgroup 'x' is protected", "release", "applied, in effect no limit",
         "closed   2027-01-15T08:01:15Z: no neighbour harmed for 20s"}) {
     EXPECT_NE(text.find(part), std::string::npos) << "missing '" << part << "' in\n" << text;
   }

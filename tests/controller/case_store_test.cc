@@ -80,10 +80,10 @@ TEST(CaseStore, ACaseIsStoredWithItsEvidenceActionsAndAcksAndSurvivesReopen) {
     ASSERT_EQ(opened->actions_size(), 1);
     const uint64_t first_action = opened->actions(0).action_id();
     EXPECT_GT(first_action, 0u);
-    ASSERT_TRUE(store
-                    ->RecordAck(first_action, v1::ACK_STATE_APPLIED, "cpu.cfs_quota_us=110000",
-                                kT0 + absl::Milliseconds(300))
-                    .ok());
+    ASSERT_TRUE(
+        store
+            ->RecordAck(first_action, v1::ACK_STATE_APPLIED, "", 1.1, kT0 + absl::Milliseconds(300))
+            .ok());
     absl::StatusOr<v1::CaseAction> step =
         store->AddAction(id, Action(v1::ACTION_KIND_STEP_DOWN, 0.88, 5));
     ASSERT_TRUE(step.ok()) << step.status();
@@ -105,7 +105,9 @@ TEST(CaseStore, ACaseIsStoredWithItsEvidenceActionsAndAcksAndSurvivesReopen) {
   ASSERT_EQ(c->actions_size(), 2);
   EXPECT_EQ(c->actions(0).kind(), v1::ACTION_KIND_LIMIT);
   EXPECT_EQ(c->actions(0).ack(), v1::ACK_STATE_APPLIED);
-  EXPECT_EQ(c->actions(0).ack_message(), "cpu.cfs_quota_us=110000");
+  ASSERT_TRUE(c->actions(0).has_in_effect());
+  EXPECT_DOUBLE_EQ(c->actions(0).in_effect(), 1.1);
+  EXPECT_FALSE(c->actions(1).has_in_effect()) << "not acknowledged";
   EXPECT_DOUBLE_EQ(c->actions(1).limit(), 0.88);
   EXPECT_EQ(c->actions(1).ack(), v1::ACK_STATE_PENDING);
 }
@@ -117,7 +119,7 @@ TEST(CaseStore, RulesAreEnforcedWithClearErrors) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(store->AddAction(999, Action(v1::ACTION_KIND_RENEW, 1, 1)).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(store->RecordAck(999, v1::ACK_STATE_FAILED, "x", kT0).code(),
+  EXPECT_EQ(store->RecordAck(999, v1::ACK_STATE_FAILED, "x", std::nullopt, kT0).code(),
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(store->CloseCase(c->case_id(), "released", kT0).ok());
   absl::Status twice = store->CloseCase(c->case_id(), "again", kT0);

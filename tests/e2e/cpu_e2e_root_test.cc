@@ -88,7 +88,8 @@ class CpuEndToEndRoot : public ::testing::Test {
     agent_ = std::make_unique<Daemon>(
         std::vector<std::string>{FW_AGENT_BIN, "--insecure-plaintext", "--controller", address_,
                                  "--cgroup-parent", tree_->prefix(), "--host-id", "e2e-host",
-                                 "--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_)},
+                                 "--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_),
+                                 "--state-dir", dir_ + "/agent-state"},
         dir_ + "/agent.log");
     ASSERT_TRUE(agent_->Start());
   }
@@ -246,6 +247,66 @@ TEST_F(CpuEndToEndRoot, TenantsComeAndGoWithoutRestart) {
   EXPECT_LE(gone_s, 2.0);
 }
 
+TEST_F(CpuEndToEndRoot, AnOperatorsThrottleReachesTheCgroupAndReleaseUndoesIt) {
+  ASSERT_TRUE(tree_->Create({"hog"}).ok());
+  StartController();
+  StartAgent();
+  ASSERT_TRUE(WaitForTenants(1, 15000));
+  ASSERT_TRUE(tree_->SpawnCommand("hog", {"stress-ng", "--cpu", "2", "--quiet"}).ok());
+  const std::string tenant = absl::StrCat(tree_->prefix(), "/hog");
+  const char* quota_file = hierarchy_ == "unified" ? "cpu.max" : "cpu.cfs_quota_us";
+  auto quota = [&] {
+    auto text = tree_->ReadFile(cpu_mount_, "hog", quota_file);
+    return std::string(absl::StripAsciiWhitespace(text.value_or("?")));
+  };
+  const std::string before = quota();
+
+  const auto asked = std::chrono::steady_clock::now();
+  CommandResult throttled = Cli({"--operator", "e2e", "throttle", tenant, "--host", "e2e-host",
+                                 "--cpu", "0.4", "--reason", "e2e: abuse report"});
+  ASSERT_EQ(throttled.exit_code, 0) << throttled.err << throttled.out;
+  v1::OperatorActionResponse response;
+  ASSERT_TRUE(ParseJson(throttled.out, &response)) << throttled.out;
+  ASSERT_EQ(response.cases_size(), 1);
+  const uint64_t case_id = response.cases(0).case_id();
+  // The agent's acknowledgement lands in the case: "applied", with the value read back.
+  bool applied = false;
+  v1::Case record;
+  for (int waited = 0; waited < 5000 && !applied; waited += 100) {
+    CommandResult shown = Cli({"case", absl::StrCat(case_id)});
+    if (shown.exit_code == 0 && ParseJson(shown.out, &record) && record.actions_size() > 0 &&
+        record.actions(0).ack() == v1::ACK_STATE_APPLIED) {
+      applied = true;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ASSERT_TRUE(applied) << record.DebugString();
+  const double ack_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  std::cout << "throttle to applied ack: " << ack_s << " s\n";
+  EXPECT_NEAR(record.actions(0).in_effect(), 0.4, 1e-6);
+  EXPECT_EQ(quota(), hierarchy_ == "unified" ? "40000 100000" : "40000");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const double cpu0 = static_cast<double>(KernelNs("hog"));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double used = (static_cast<double>(KernelNs("hog")) - cpu0) / 1e9 /
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "stress-ng --cpu 2 under a 0.4-core limit: " << used << " cores\n";
+  EXPECT_NEAR(used, 0.4, 0.02);
+
+  CommandResult released = Cli(
+      {"--operator", "e2e", "release", tenant, "--host", "e2e-host", "--reason", "e2e: resolved"});
+  ASSERT_EQ(released.exit_code, 0) << released.err << released.out;
+  bool restored = false;
+  for (int waited = 0; waited < 5000 && !restored; waited += 100) {
+    restored = quota() == before;
+    if (!restored) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(restored) << "quota " << quota() << ", before the throttle " << before;
+}
+
 TEST_F(CpuEndToEndRoot, AgentReconnectsAfterControllerRestartWithoutLosingCounts) {
   ASSERT_TRUE(tree_->Create({"busy"}).ok());
   StartController();
@@ -284,6 +345,7 @@ TEST_F(CpuEndToEndRoot, AgentAndCliTalkToTheControllerOverTls) {
         << "host_id: \"e2e-host\"\n"
         << "metrics_address: \"127.0.0.1:" << metrics_port_ << "\"\n"
         << "cgroup_parents { path: \"" << tree_->prefix() << "\" }\n"
+        << "state_dir: \"" << dir_ << "/agent-state\"\n"
         << "tls { ca_file: \"" << dir_ << "/cert.pem\" }\n";
   }
   ASSERT_TRUE(tree_->Create({"t"}).ok());

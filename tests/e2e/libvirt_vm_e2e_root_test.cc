@@ -156,7 +156,8 @@ class LibvirtVmEndToEndRoot : public ::testing::Test {
     agent_ = std::make_unique<Daemon>(
         std::vector<std::string>{FW_AGENT_BIN, "--insecure-plaintext", "--controller", address_,
                                  "--libvirt", "--cgroup-parent", "machine", "--host-id", kHost,
-                                 "--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_)},
+                                 "--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_),
+                                 "--state-dir", dir_ + "/agent-state"},
         dir_ + "/agent.log");
     ASSERT_TRUE(agent_->Start());
   }
