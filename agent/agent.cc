@@ -121,6 +121,10 @@ absl::Status Agent::Init() {
   EnforcerOptions enforcer_options;
   enforcer_options.mounts = mounts;
   enforcer_options.cpu_hierarchy = cpu_hierarchy;
+  ASSIGN_OR_RETURN(enforcer_options.disk_hierarchy, ChooseDiskHierarchy(mounts));
+  for (const v1::DiskCapacity& d : hello_.capacity().disks()) {
+    enforcer_options.host_disks.push_back(d.device());
+  }
   enforcer_options.state_dir = config_.state_dir();
   enforcer_options.protected_cgroups.assign(config_.protected_cgroups().begin(),
                                             config_.protected_cgroups().end());

@@ -87,6 +87,108 @@ double Cores(int64_t quota_us, uint64_t period_us) {
              : static_cast<double>(quota_us) / static_cast<double>(period_us);
 }
 
+// The per-device throttle keys of a disk resource in each interface.
+struct DiskKeys {
+  const char* v2_read;
+  const char* v2_write;
+  const char* v1_read_file;
+  const char* v1_write_file;
+  const char* libvirt_read;
+  const char* libvirt_write;
+};
+
+DiskKeys KeysFor(v1::Resource resource) {
+  if (resource == v1::RESOURCE_DISK_IOPS) {
+    return {"riops",
+            "wiops",
+            "blkio.throttle.read_iops_device",
+            "blkio.throttle.write_iops_device",
+            "device_read_iops_sec",
+            "device_write_iops_sec"};
+  }
+  return {"rbps",
+          "wbps",
+          "blkio.throttle.read_bps_device",
+          "blkio.throttle.write_bps_device",
+          "device_read_bytes_sec",
+          "device_write_bytes_sec"};
+}
+
+// A device's read and write throttles; 0: none.
+struct ReadWrite {
+  uint64_t read = 0;
+  uint64_t write = 0;
+};
+
+std::string Side(uint64_t v) { return v == 0 ? "max" : absl::StrCat(v); }
+std::string FormatPair(ReadWrite rw) { return absl::StrCat(Side(rw.read), " ", Side(rw.write)); }
+
+absl::StatusOr<ReadWrite> ParsePair(const std::string& raw) {
+  std::vector<std::string> parts = absl::StrSplit(raw, ' ', absl::SkipWhitespace());
+  ReadWrite rw;
+  auto side = [](const std::string& text, uint64_t* v) {
+    if (text == "max") {
+      *v = 0;
+      return true;
+    }
+    return absl::SimpleAtoi(text, v);
+  };
+  if (parts.size() != 2 || !side(parts[0], &rw.read) || !side(parts[1], &rw.write)) {
+    return absl::InvalidArgumentError(absl::StrCat("a saved disk throttle reads '", raw, "'"));
+  }
+  return rw;
+}
+
+std::string Dev(const v1::DeviceId& d) { return absl::StrCat(d.major(), ":", d.minor()); }
+
+// One device's keys from io.max ("8:0 rbps=1048576 wbps=max riops=max wiops=max").
+ReadWrite ParseIoMax(const std::string& text, const v1::DeviceId& device, const DiskKeys& keys) {
+  ReadWrite rw;
+  const std::string dev = Dev(device);
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (fields.empty() || fields[0] != dev) continue;
+    for (size_t i = 1; i < fields.size(); ++i) {
+      std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(fields[i], '=');
+      uint64_t v = 0;
+      if (kv.second == "max" || !absl::SimpleAtoi(kv.second, &v)) v = 0;
+      if (kv.first == keys.v2_read) rw.read = v;
+      if (kv.first == keys.v2_write) rw.write = v;
+    }
+  }
+  return rw;
+}
+
+// One device's value from a v1 throttle file ("8:0 1048576" per line).
+uint64_t ParseThrottleFile(const std::string& text, const v1::DeviceId& device) {
+  const std::string dev = Dev(device);
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    uint64_t v = 0;
+    if (fields.size() == 2 && fields[0] == dev && absl::SimpleAtoi(fields[1], &v)) return v;
+  }
+  return 0;
+}
+
+// /dev/<name> of a device number, from /sys/dev/block/M:m/uevent.
+absl::StatusOr<std::string> DevicePath(const std::string& sys_dev_block,
+                                       const v1::DeviceId& device) {
+  const std::string path = absl::StrCat(sys_dev_block, "/", Dev(device), "/uevent");
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "DEVNAME=")) return absl::StrCat("/dev/", line.substr(8));
+  }
+  return absl::NotFoundError(absl::StrCat("no block device ", Dev(device), " (", path, ")"));
+}
+
+// The throttle for `value` (rounded, at least 1), never above one that was
+// there before fairwatch (`original` > 0).
+uint64_t ThrottleFor(double value, uint64_t original) {
+  auto v = static_cast<uint64_t>(std::max(1.0, std::round(value)));
+  return original > 0 ? std::min(v, original) : v;
+}
+
 }  // namespace
 
 std::string ProtectionReason(const std::string& raw_path, const std::vector<std::string>& extra,
@@ -147,8 +249,13 @@ absl::StatusOr<std::unique_ptr<Enforcer>> Enforcer::Create(EnforcerOptions optio
   return enforcer;
 }
 
-std::string Enforcer::Key(const std::string& tenant_id, v1::Resource resource) {
-  return absl::StrCat(tenant_id, "\x1f", static_cast<int>(resource));
+std::string Enforcer::Prefix(const std::string& tenant_id, v1::Resource resource) {
+  return absl::StrCat(tenant_id, "\x1f", static_cast<int>(resource), "\x1f");
+}
+
+std::string Enforcer::Key(const v1::AppliedLimit& l) {
+  return absl::StrCat(Prefix(l.tenant_id(), l.resource()), l.device().major(), ":",
+                      l.device().minor());
 }
 
 absl::Status Enforcer::LoadJournal() {
@@ -175,7 +282,7 @@ absl::Status Enforcer::LoadJournal() {
   }
   absl::MutexLock lock(&mu_);
   for (v1::AppliedLimit& l : *journal.mutable_limits()) {
-    const std::string key = Key(l.tenant_id(), l.resource());
+    const std::string key = Key(l);
     unchecked_[key] = true;
     limits_[key] = std::move(l);
   }
@@ -222,43 +329,84 @@ absl::Status Enforcer::SaveJournal() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::AppliedLimit> Enforcer::Target(const v1::Tenant& tenant,
-                                                  v1::Resource resource) const {
-  if (resource != v1::RESOURCE_CPU) {
-    return absl::UnimplementedError(absl::StrCat(
-        "this agent version enforces CPU limits only, not ", v1::Resource_Name(resource)));
-  }
-  v1::AppliedLimit target;
-  target.set_tenant_id(tenant.id());
-  target.set_resource(resource);
-  if (tenant.source() == v1::TENANT_SOURCE_LIBVIRT) {
-    if (options_.vm == nullptr) {
-      return absl::FailedPreconditionError("libvirt VM tenants cannot be limited: no libvirt link");
-    }
-    target.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA);
-    target.set_domain_uuid(tenant.id());
-    return target;
-  }
+absl::StatusOr<v1::CgroupRef> Enforcer::CgroupOf(const v1::Tenant& tenant,
+                                                 const std::string& hierarchy) const {
   const v1::CgroupRef* ref = nullptr;
   for (const v1::CgroupRef& c : tenant.cgroups()) {
-    if (c.hierarchy() == options_.cpu_hierarchy) ref = &c;
+    if (c.hierarchy() == hierarchy) ref = &c;
   }
   if (ref == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tenant ", tenant.id(), " has no cgroup in the '", options_.cpu_hierarchy, "' hierarchy"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("tenant ", tenant.id(), " has no cgroup in the '", hierarchy, "' hierarchy"));
   }
-  auto own = options_.own_cgroups.find(options_.cpu_hierarchy);
+  auto own = options_.own_cgroups.find(hierarchy);
   const std::string reason = ProtectionReason(ref->path(), options_.protected_cgroups,
                                               own == options_.own_cgroups.end() ? "" : own->second);
   if (!reason.empty()) {
     return absl::PermissionDeniedError(
         absl::StrCat("refused: cgroup '", ref->path(), "' is protected (", reason, ")"));
   }
-  target.set_hierarchy(options_.cpu_hierarchy);
-  target.set_cgroup_path(ref->path());
-  target.set_knob(options_.cpu_hierarchy == "unified" ? v1::AppliedLimit::KNOB_CGROUP2_CPU_MAX
+  return *ref;
+}
+
+absl::StatusOr<std::vector<v1::AppliedLimit>> Enforcer::Targets(const v1::Tenant& tenant,
+                                                                const v1::Limit& limit) const {
+  const v1::Resource resource = limit.resource();
+  const bool vm = tenant.source() == v1::TENANT_SOURCE_LIBVIRT;
+  if (vm && options_.vm == nullptr) {
+    return absl::FailedPreconditionError("libvirt VM tenants cannot be limited: no libvirt link");
+  }
+  v1::AppliedLimit base;
+  base.set_tenant_id(tenant.id());
+  base.set_resource(resource);
+  if (resource == v1::RESOURCE_CPU) {
+    if (vm) {
+      base.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA);
+      base.set_domain_uuid(tenant.id());
+      return std::vector<v1::AppliedLimit>{base};
+    }
+    ASSIGN_OR_RETURN(v1::CgroupRef ref, CgroupOf(tenant, options_.cpu_hierarchy));
+    base.set_hierarchy(ref.hierarchy());
+    base.set_cgroup_path(ref.path());
+    base.set_knob(options_.cpu_hierarchy == "unified" ? v1::AppliedLimit::KNOB_CGROUP2_CPU_MAX
                                                       : v1::AppliedLimit::KNOB_CGROUP1_CFS_QUOTA);
-  return target;
+    return std::vector<v1::AppliedLimit>{base};
+  }
+  if (resource != v1::RESOURCE_DISK_BANDWIDTH && resource != v1::RESOURCE_DISK_IOPS) {
+    return absl::UnimplementedError(absl::StrCat(
+        "this agent version enforces CPU and disk limits, not ", v1::Resource_Name(resource)));
+  }
+  // The devices: the one named, else the tenant's own disks, else every disk of the host.
+  std::vector<v1::DeviceId> devices;
+  if (limit.has_device() && (limit.device().major() != 0 || limit.device().minor() != 0)) {
+    devices.push_back(limit.device());
+  } else if (tenant.disks_size() > 0) {
+    devices.assign(tenant.disks().begin(), tenant.disks().end());
+  } else {
+    devices = options_.host_disks;
+  }
+  if (devices.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no block device is known for tenant ", tenant.id()));
+  }
+  if (vm) {
+    base.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_BLKIO);
+    base.set_domain_uuid(tenant.id());
+  } else {
+    ASSIGN_OR_RETURN(v1::CgroupRef ref, CgroupOf(tenant, options_.disk_hierarchy));
+    base.set_hierarchy(ref.hierarchy());
+    base.set_cgroup_path(ref.path());
+    base.set_knob(options_.disk_hierarchy == "unified"
+                      ? v1::AppliedLimit::KNOB_CGROUP2_IO_MAX
+                      : v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE);
+  }
+  std::vector<v1::AppliedLimit> targets;
+  for (const v1::DeviceId& d : devices) {
+    v1::AppliedLimit t = base;
+    *t.mutable_device() = d;
+    targets.push_back(std::move(t));
+  }
+  return targets;
 }
 
 namespace {
@@ -289,6 +437,33 @@ absl::StatusOr<std::string> Enforcer::ReadRaw(const v1::AppliedLimit& t) const {
       ASSIGN_OR_RETURN(VmCpuQuota q, options_.vm->GetCpuQuota(t.domain_uuid()));
       return absl::StrCat(q.quota_us);
     }
+    case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX: {
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      absl::StatusOr<std::string> text = dir.Read("io.max");
+      if (absl::IsNotFound(text.status())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(dir.path(), " has no io.max: the io controller is not enabled for it"));
+      }
+      if (!text.ok()) return text.status();
+      return FormatPair(ParseIoMax(*text, t.device(), KeysFor(t.resource())));
+    }
+    case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE: {
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      const DiskKeys keys = KeysFor(t.resource());
+      ASSIGN_OR_RETURN(std::string read, dir.Read(keys.v1_read_file));
+      ASSIGN_OR_RETURN(std::string write, dir.Read(keys.v1_write_file));
+      return FormatPair(
+          {ParseThrottleFile(read, t.device()), ParseThrottleFile(write, t.device())});
+    }
+    case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
+      ASSIGN_OR_RETURN(std::string path, DevicePath(options_.sys_dev_block, t.device()));
+      const DiskKeys keys = KeysFor(t.resource());
+      ASSIGN_OR_RETURN(uint64_t read,
+                       options_.vm->GetBlkioThrottle(t.domain_uuid(), keys.libvirt_read, path));
+      ASSIGN_OR_RETURN(uint64_t write,
+                       options_.vm->GetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path));
+      return FormatPair({read, write});
+    }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
   }
@@ -307,6 +482,30 @@ absl::Status Enforcer::WriteRaw(const v1::AppliedLimit& t, const std::string& ra
     case v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA: {
       ASSIGN_OR_RETURN(int64_t quota, ParseInt(raw, "the saved global_quota"));
       return options_.vm->SetCpuQuota(t.domain_uuid(), quota);
+    }
+    case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX: {
+      ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
+      const DiskKeys keys = KeysFor(t.resource());
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      return dir.Write("io.max",
+                       absl::StrCat(Dev(t.device()), " ", keys.v2_read, "=", Side(rw.read), " ",
+                                    keys.v2_write, "=", Side(rw.write)));
+    }
+    case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE: {
+      ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
+      const DiskKeys keys = KeysFor(t.resource());
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      // 0 removes the device's rule.
+      RETURN_IF_ERROR(dir.Write(keys.v1_read_file, absl::StrCat(Dev(t.device()), " ", rw.read)));
+      return dir.Write(keys.v1_write_file, absl::StrCat(Dev(t.device()), " ", rw.write));
+    }
+    case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
+      ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
+      const DiskKeys keys = KeysFor(t.resource());
+      ASSIGN_OR_RETURN(std::string path, DevicePath(options_.sys_dev_block, t.device()));
+      RETURN_IF_ERROR(
+          options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_read, path, rw.read));
+      return options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path, rw.write);
     }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
@@ -335,6 +534,15 @@ absl::Status Enforcer::WriteValue(const v1::AppliedLimit& r) const {
       return options_.vm->SetCpuQuota(r.domain_uuid(),
                                       QuotaFor(r.value(), now.period_us, original));
     }
+    case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX:
+    case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE:
+    case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
+      // Reads and writes each get the whole value: what a tenant's disk use is
+      // measured as does not tell them apart (docs/enforcement.md).
+      ASSIGN_OR_RETURN(ReadWrite original, ParsePair(r.original()));
+      return WriteRaw(r, FormatPair({ThrottleFor(r.value(), original.read),
+                                     ThrottleFor(r.value(), original.write)}));
+    }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
   }
@@ -360,6 +568,14 @@ absl::StatusOr<double> Enforcer::ReadValue(const v1::AppliedLimit& t) const {
     case v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA: {
       ASSIGN_OR_RETURN(VmCpuQuota q, options_.vm->GetCpuQuota(t.domain_uuid()));
       return Cores(q.quota_us, q.period_us);
+    }
+    case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX:
+    case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE:
+    case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
+      ASSIGN_OR_RETURN(std::string raw, ReadRaw(t));
+      ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
+      // Unlimited on either side is unlimited.
+      return rw.read == 0 || rw.write == 0 ? 0.0 : static_cast<double>(std::max(rw.read, rw.write));
     }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
@@ -397,6 +613,17 @@ v1::LimitAck Enforcer::Handle(const v1::LimitCommand& command) {
   return ack;
 }
 
+double Enforcer::InEffect(const std::vector<v1::AppliedLimit>& records) const {
+  double loosest = 0;
+  for (const v1::AppliedLimit& r : records) {
+    absl::StatusOr<double> v = ReadValue(r);
+    if (!v.ok()) continue;
+    if (*v == 0) return 0;  // one device unlimited: so is the tenant there
+    loosest = std::max(loosest, *v);
+  }
+  return loosest;
+}
+
 absl::StatusOr<v1::Limit> Enforcer::Apply(const v1::LimitCommand& command) {
   const v1::Limit& limit = command.limit();
   auto refuse = [&](absl::Status status) {
@@ -418,92 +645,110 @@ absl::StatusOr<v1::Limit> Enforcer::Apply(const v1::LimitCommand& command) {
     return refuse(absl::NotFoundError(absl::StrCat(
         "tenant '", limit.tenant_id(), "' is not one this agent discovered; nothing written")));
   }
-  absl::StatusOr<v1::AppliedLimit> target = Target(tenant->second, limit.resource());
-  if (!target.ok()) return refuse(target.status());
+  absl::StatusOr<std::vector<v1::AppliedLimit>> targets = Targets(tenant->second, limit);
+  if (!targets.ok()) return refuse(targets.status());
 
   const absl::Time now = options_.now();
-  const std::string key = Key(limit.tenant_id(), limit.resource());
-  auto existing = limits_.find(key);
-  const bool first = existing == limits_.end();
-  v1::AppliedLimit record;
-  if (first) {
-    record = std::move(*target);
-    absl::StatusOr<std::string> original = ReadRaw(record);
-    if (!original.ok()) return refuse(original.status());
-    record.set_original(*original);
-    record.set_applied_unix_ns(absl::ToUnixNanos(now));
-  } else {
-    record = existing->second;
+  const std::map<std::string, v1::AppliedLimit> before = limits_;
+  std::vector<v1::AppliedLimit> records;
+  std::vector<bool> first;
+  for (v1::AppliedLimit& target : *targets) {
+    const std::string key = Key(target);
+    auto existing = limits_.find(key);
+    v1::AppliedLimit record;
+    if (existing == limits_.end()) {
+      record = std::move(target);
+      absl::StatusOr<std::string> original = ReadRaw(record);
+      if (!original.ok()) return refuse(original.status());
+      record.set_original(*original);
+      record.set_applied_unix_ns(absl::ToUnixNanos(now));
+    } else {
+      record = existing->second;
+    }
+    first.push_back(existing == limits_.end());
+    record.set_value(limit.value());
+    record.set_command_id(command.command_id());
+    record.set_lease_expires_unix_ns(absl::ToUnixNanos(now + lease));
+    records.push_back(std::move(record));
   }
-  record.set_value(limit.value());
-  record.set_command_id(command.command_id());
-  record.set_lease_expires_unix_ns(absl::ToUnixNanos(now + lease));
   // On record before the kernel sees it: a crash between the two leaves a
   // journal entry to revert, never a limit nobody knows about.
-  limits_[key] = record;
-  unchecked_.erase(key);
+  for (const v1::AppliedLimit& r : records) {
+    limits_[Key(r)] = r;
+    unchecked_.erase(Key(r));
+  }
   absl::Status saved = SaveJournal();
   if (!saved.ok()) {
-    if (first) {
-      limits_.erase(key);
-    } else {
-      limits_[key] = existing->second;
-    }
+    limits_ = before;
     ++stats_.failed;
     return Annotate(saved, "limit journal; nothing written");
   }
-  absl::Status written = WriteValue(record);
-  if (!written.ok()) {
+  for (size_t i = 0; i < records.size(); ++i) {
+    absl::Status written = WriteValue(records[i]);
+    if (written.ok()) continue;
     ++stats_.failed;
-    if (first) {
-      limits_.erase(key);
-      (void)SaveJournal();
+    // All or nothing for a new limit: the devices already done go back.
+    for (size_t k = 0; k < i; ++k) {
+      if (first[k]) (void)Restore(records[k]);
     }
+    for (size_t k = 0; k < records.size(); ++k) {
+      if (first[k]) limits_.erase(Key(records[k]));
+    }
+    (void)SaveJournal();
     return written;
   }
-  ASSIGN_OR_RETURN(double in_effect, ReadValue(record));
+  const double in_effect = InEffect(records);
   ++stats_.applied;
   v1::Limit out = limit;
   out.set_value(in_effect);
-  FW_LOG(Info, first ? "limit applied: " : "limit renewed: ", limit.tenant_id(), " ",
-         v1::Resource_Name(limit.resource()), " ", in_effect, " (asked ", limit.value(),
-         "), lease ", absl::FormatDuration(lease));
+  FW_LOG(Info, first[0] ? "limit applied: " : "limit renewed: ", limit.tenant_id(), " ",
+         v1::Resource_Name(limit.resource()), " ", in_effect, " (asked ", limit.value(), ") on ",
+         records.size(), records.size() == 1 ? " knob" : " devices", ", lease ",
+         absl::FormatDuration(lease));
   return out;
 }
 
 absl::StatusOr<v1::Limit> Enforcer::Clear(const v1::LimitCommand& command) {
   const v1::Limit& limit = command.limit();
-  const std::string key = Key(limit.tenant_id(), limit.resource());
-  auto it = limits_.find(key);
+  const std::string prefix = Prefix(limit.tenant_id(), limit.resource());
+  std::vector<v1::AppliedLimit> records;
+  for (auto it = limits_.lower_bound(prefix);
+       it != limits_.end() && absl::StartsWith(it->first, prefix); ++it) {
+    records.push_back(it->second);
+  }
   v1::Limit out;
   out.set_tenant_id(limit.tenant_id());
   out.set_resource(limit.resource());
-  if (it == limits_.end()) {
+  if (records.empty()) {
     // Nothing of ours: already cleared, expired, or never applied. Say what is there.
     auto tenant = tenants_.find(limit.tenant_id());
     if (tenant == tenants_.end()) return out;
-    absl::StatusOr<v1::AppliedLimit> target = Target(tenant->second, limit.resource());
-    if (!target.ok()) return out;
-    absl::StatusOr<double> now_value = ReadValue(*target);
-    if (now_value.ok()) out.set_value(*now_value);
+    absl::StatusOr<std::vector<v1::AppliedLimit>> targets = Targets(tenant->second, limit);
+    if (targets.ok()) out.set_value(InEffect(*targets));
     return out;
   }
-  const v1::AppliedLimit record = it->second;
-  absl::Status restored = Restore(record);
-  if (!restored.ok() && !absl::IsNotFound(restored)) {
-    ++stats_.failed;
-    return restored;  // kept: the lease end retries
+  absl::Status failed;
+  std::vector<v1::AppliedLimit> restored;
+  for (const v1::AppliedLimit& r : records) {
+    absl::Status status = Restore(r);
+    if (!status.ok() && !absl::IsNotFound(status)) {
+      failed.Update(status);  // kept: the lease end retries
+      continue;
+    }
+    limits_.erase(Key(r));
+    unchecked_.erase(Key(r));
+    if (status.ok()) restored.push_back(r);
   }
-  limits_.erase(it);
-  unchecked_.erase(key);
   (void)SaveJournal();
-  ++stats_.cleared;
-  if (restored.ok()) {
-    absl::StatusOr<double> now_value = ReadValue(record);
-    if (now_value.ok()) out.set_value(*now_value);
+  if (!failed.ok()) {
+    ++stats_.failed;
+    return failed;
   }
+  ++stats_.cleared;
+  out.set_value(InEffect(restored));
   FW_LOG(Info, "limit cleared: ", limit.tenant_id(), " ", v1::Resource_Name(limit.resource()),
-         ", restored '", record.original(), "'");
+         ", restored '", records[0].original(), "'",
+         records.size() > 1 ? absl::StrCat(" and ", records.size() - 1, " more device(s)") : "");
   return out;
 }
 

@@ -31,8 +31,13 @@ namespace fairwatch::agent {
 
 struct EnforcerOptions {
   CgroupMounts mounts;
-  std::string cpu_hierarchy;  // "cpu" (v1) or "unified"
-  std::string state_dir;      // the journal lives here
+  std::string cpu_hierarchy;   // "cpu" (v1) or "unified"
+  std::string disk_hierarchy;  // "blkio" (v1) or "unified"
+  // Whole disks of the host: where a cgroup tenant's disk limit goes when the
+  // command names no device and the tenant declares none.
+  std::vector<v1::DeviceId> host_disks;
+  std::string sys_dev_block = "/sys/dev/block";  // device numbers -> /dev names (libvirt)
+  std::string state_dir;                         // the journal lives here
   // Relative cgroup paths never limited, nor anything below (beside the
   // built-in ones: see ProtectionReason).
   std::vector<std::string> protected_cgroups;
@@ -94,9 +99,17 @@ class Enforcer {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Limit> Clear(const v1::LimitCommand& command)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Where a limit on `resource` of `tenant` goes; refuses protected or
-  // unsupported targets before anything is read or written.
-  absl::StatusOr<v1::AppliedLimit> Target(const v1::Tenant& tenant, v1::Resource resource) const;
+  // Where a limit on `limit.resource()` of `tenant` goes: one knob for CPU,
+  // one per device for disk. Refuses protected or unsupported targets before
+  // anything is read or written.
+  absl::StatusOr<std::vector<v1::AppliedLimit>> Targets(const v1::Tenant& tenant,
+                                                        const v1::Limit& limit) const;
+  // The tenant's cgroup in `hierarchy`, checked against the protected ones.
+  absl::StatusOr<v1::CgroupRef> CgroupOf(const v1::Tenant& tenant,
+                                         const std::string& hierarchy) const;
+  // What is in effect over `records` (disk: the loosest device; 0 if any is
+  // unlimited).
+  double InEffect(const std::vector<v1::AppliedLimit>& records) const;
   // The knob's raw value now ("max 100000", "-1").
   absl::StatusOr<std::string> ReadRaw(const v1::AppliedLimit& target) const;
   // Writes `value` (resource units), never above what `original` allowed.
@@ -107,7 +120,8 @@ class Enforcer {
   // Puts the original value back. NOT_FOUND: the tenant is gone.
   absl::Status Restore(const v1::AppliedLimit& record) const;
 
-  static std::string Key(const std::string& tenant_id, v1::Resource resource);
+  static std::string Key(const v1::AppliedLimit& l);
+  static std::string Prefix(const std::string& tenant_id, v1::Resource resource);
 
   const EnforcerOptions options_;
   const std::string journal_path_;

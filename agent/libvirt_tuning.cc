@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/vm_tuning.h"
 
@@ -75,6 +77,64 @@ class LibvirtTuning final : public VmTuning {
     param.value.l = quota_us < 0 ? -1 : quota_us;
     const int rc = virDomainSetSchedulerParametersFlags(*dom, &param, 1, VIR_DOMAIN_AFFECT_LIVE);
     absl::Status status = rc < 0 ? Failed("setting global_quota of", uuid) : absl::OkStatus();
+    virDomainFree(*dom);
+    return status;
+  }
+
+  absl::StatusOr<uint64_t> GetBlkioThrottle(const std::string& uuid, const std::string& field,
+                                            const std::string& device) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    int n = 0;
+    if (virDomainGetBlkioParameters(*dom, nullptr, &n, VIR_DOMAIN_AFFECT_LIVE) < 0 || n <= 0) {
+      absl::Status status = Failed("reading the blkio parameters of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    std::vector<virTypedParameter> params(static_cast<size_t>(n));
+    if (virDomainGetBlkioParameters(*dom, params.data(), &n, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+      absl::Status status = Failed("reading the blkio parameters of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    virDomainFree(*dom);
+    uint64_t value = 0;
+    bool offered = false;
+    for (int i = 0; i < n; ++i) {
+      virTypedParameter& p = params[static_cast<size_t>(i)];
+      if (field == p.field && p.type == VIR_TYPED_PARAM_STRING) {
+        offered = true;
+        // "/dev/sda,1048576,/dev/sdb,0"
+        std::vector<std::string> parts =
+            absl::StrSplit(p.value.s == nullptr ? "" : p.value.s, ',', absl::SkipEmpty());
+        for (size_t k = 0; k + 1 < parts.size(); k += 2) {
+          if (parts[k] == device) (void)absl::SimpleAtoi(parts[k + 1], &value);
+        }
+      }
+    }
+    virTypedParamsClear(params.data(), n);
+    if (!offered) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "libvirt does not offer ", field, " for domain ", uuid, " (no blkio cgroup controller)"));
+    }
+    return value;
+  }
+
+  absl::Status SetBlkioThrottle(const std::string& uuid, const std::string& field,
+                                const std::string& device, uint64_t value) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    // libvirt merges per-device entries: this device changes, the others stay.
+    std::string text = absl::StrCat(device, ",", value);
+    virTypedParameter param{};
+    snprintf(param.field, sizeof(param.field), "%s", field.c_str());
+    param.type = VIR_TYPED_PARAM_STRING;
+    param.value.s = text.data();
+    const int rc = virDomainSetBlkioParameters(*dom, &param, 1, VIR_DOMAIN_AFFECT_LIVE);
+    absl::Status status =
+        rc < 0 ? Failed(absl::StrCat("setting ", field, " of"), uuid) : absl::OkStatus();
     virDomainFree(*dom);
     return status;
   }

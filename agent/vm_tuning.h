@@ -26,6 +26,14 @@ class VmTuning {
   virtual absl::StatusOr<VmCpuQuota> GetCpuQuota(const std::string& uuid) = 0;
   // Sets the live global_quota (microseconds per global_period; -1 lifts it).
   virtual absl::Status SetCpuQuota(const std::string& uuid, int64_t quota_us) = 0;
+  // A live per-device blkio throttle of the domain: `field` is libvirt's
+  // name ("device_read_bytes_sec", "device_write_iops_sec", ...), `device`
+  // the host block device's path (/dev/sda). 0: no throttle.
+  virtual absl::StatusOr<uint64_t> GetBlkioThrottle(const std::string& uuid,
+                                                    const std::string& field,
+                                                    const std::string& device) = 0;
+  virtual absl::Status SetBlkioThrottle(const std::string& uuid, const std::string& field,
+                                        const std::string& device, uint64_t value) = 0;
 };
 
 // Opens its own connection to `uri` on first use and again after a failure.

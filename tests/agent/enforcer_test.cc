@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "agent/cgroup_dir.h"
@@ -30,6 +31,22 @@ class FakeVms : public VmTuning {
     if (it == vms.end()) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
     ++sets;
     it->second.quota_us = quota_us;
+    return absl::OkStatus();
+  }
+  // (uuid, field, device) -> value, as libvirt keeps a domain's blkio tuning.
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> blkio;
+  absl::StatusOr<uint64_t> GetBlkioThrottle(const std::string& uuid, const std::string& field,
+                                            const std::string& device) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    auto it = blkio.find({uuid, field, device});
+    return it == blkio.end() ? 0 : it->second;
+  }
+  absl::Status SetBlkioThrottle(const std::string& uuid, const std::string& field,
+                                const std::string& device, uint64_t value) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    if (device == "/dev/broken") return absl::UnavailableError("libvirt: I/O error");
+    ++sets;
+    blkio[{uuid, field, device}] = value;
     return absl::OkStatus();
   }
 };
@@ -198,6 +215,8 @@ TEST_F(EnforcerTest, RefusalsWriteNothing) {
     absl::StatusCode code;
     const char* says;
   };
+  v1::LimitCommand net = Apply(kVm, 1e6, 30'000);
+  net.mutable_limit()->set_resource(v1::RESOURCE_NET_TX);
   v1::LimitCommand disk = Apply(kVm, 1e6, 30'000);
   disk.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
   v1::LimitCommand unknown_kind = Apply(kVm, 0.5, 30'000);
@@ -214,7 +233,8 @@ TEST_F(EnforcerTest, RefusalsWriteNothing) {
       {Apply("sys", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "system.slice"},
       {Apply("up", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "fairwatch agent itself"},
       {Apply("root", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "root cgroup"},
-      {disk, absl::StatusCode::kUnimplemented, "CPU limits only"},
+      {net, absl::StatusCode::kUnimplemented, "CPU and disk limits"},
+      {disk, absl::StatusCode::kFailedPrecondition, "no block device is known"},
       {unknown_kind, absl::StatusCode::kInvalidArgument, "unknown kind"},
   };
   for (const Case& c : cases) {
@@ -227,6 +247,57 @@ TEST_F(EnforcerTest, RefusalsWriteNothing) {
   EXPECT_TRUE(e->InForce().empty());
   EXPECT_FALSE(std::filesystem::exists(e->journal_path())) << "nothing was ever recorded";
   EXPECT_EQ(e->stats().refused, std::size(cases));
+}
+
+TEST_F(EnforcerTest, DiskLimitsGoPerDeviceThroughLibvirtAndComeBackOut) {
+  // /sys/dev/block as the kernel lays it out, for the device names libvirt wants.
+  const std::string sys = dir_ + "-sys";
+  for (const auto& [dev, name] : {std::pair{"8:0", "sda"}, {"8:16", "broken"}}) {
+    std::filesystem::create_directories(absl::StrCat(sys, "/", dev));
+    std::ofstream(absl::StrCat(sys, "/", dev, "/uevent")) << "MAJOR=8\nDEVNAME=" << name << "\n";
+  }
+  EnforcerOptions o;
+  o.state_dir = dir_;
+  o.own_cgroups = {{"cpu", ""}};
+  o.vm = &vms_;
+  o.sys_dev_block = sys;
+  o.now = [this] { return now_; };
+  auto made = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(made.ok()) << made.status();
+  Enforcer& e = **made;
+  TenantEntry vm = VmTenant(kVm);
+  v1::DeviceId* sda = vm.tenant.add_disks();
+  sda->set_major(8);
+  vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}] = 5'000'000;  // its plan: 5 MB/s reads
+  e.SetTenants({vm});
+
+  v1::LimitCommand bw = Apply(kVm, 10e6, 30'000);
+  bw.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  v1::LimitAck ack = e.Handle(bw);
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ((vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}]), 5'000'000u)
+      << "a stricter read limit stays";
+  EXPECT_EQ((vms_.blkio[{kVm, "device_write_bytes_sec", "/dev/sda"}]), 10'000'000u);
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 10e6);
+  v1::LimitCommand clear = Clear(kVm);
+  clear.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  ASSERT_EQ(e.Handle(clear).status_code(), 0);
+  EXPECT_EQ((vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}]), 5'000'000u);
+  EXPECT_EQ((vms_.blkio[{kVm, "device_write_bytes_sec", "/dev/sda"}]), 0u);
+
+  // Two disks, the second fails: the first is put back, nothing stays in force.
+  v1::DeviceId* broken = vm.tenant.add_disks();
+  broken->set_major(8);
+  broken->set_minor(16);
+  e.SetTenants({vm});
+  v1::LimitCommand iops = Apply(kVm, 300, 30'000);
+  iops.mutable_limit()->set_resource(v1::RESOURCE_DISK_IOPS);
+  ack = e.Handle(iops);
+  EXPECT_EQ(ack.status_code(), static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ((vms_.blkio[{kVm, "device_read_iops_sec", "/dev/sda"}]), 0u);
+  EXPECT_EQ((vms_.blkio[{kVm, "device_write_iops_sec", "/dev/sda"}]), 0u);
+  EXPECT_TRUE(e.InForce().empty());
+  std::filesystem::remove_all(sys);
 }
 
 TEST_F(EnforcerTest, AJournalThatDoesNotParseIsAnErrorNotAFreshStart) {
