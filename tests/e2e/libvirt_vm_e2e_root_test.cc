@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -425,6 +426,48 @@ TEST_F(LibvirtVmEndToEndRoot, VmsAreFollowedThroughTheirLifecycleAndMeasuredLike
       EXPECT_NEAR(ar, kr, 0.01 * kr) << vm.name;
       EXPECT_NEAR(aw, kw, 0.01 * kw) << vm.name;
     }
+  }
+
+  // --- Enforcement through libvirt: an operator's CPU limit on the cpu VM
+  // becomes its live global_quota, holds the VM to within 5 %, and the
+  // release puts the VM's own cap back.
+  {
+    const Vm& vm = vms[0];  // a busy guest under its own 30 % cap
+    auto global_quota = [&] {
+      CommandResult r = Virsh({"schedinfo", vm.name, "--live"});
+      for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+        std::vector<std::string> kv = absl::StrSplit(line, ':');
+        if (kv.size() == 2 && absl::StripAsciiWhitespace(kv[0]) == "global_quota") {
+          return std::string(absl::StripAsciiWhitespace(kv[1]));
+        }
+      }
+      return std::string("?");
+    };
+    auto wait_quota = [&](const std::string& want) {
+      for (int i = 0; i < 50 && global_quota() != want; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      return global_quota();
+    };
+    const std::string own = global_quota();
+    CommandResult throttled = Cli({"--operator", "e2e", "throttle", vm.uuid, "--host", kHost,
+                                   "--cpu", "0.15", "--reason", "e2e: libvirt enforcement"});
+    ASSERT_EQ(throttled.exit_code, 0) << throttled.err << throttled.out;
+    EXPECT_EQ(wait_quota("15000"), "15000") << "its own cap was " << own;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const Reading a = Read(vm, "");
+    const auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    const Reading b = Read(vm, "");
+    const double cores =
+        static_cast<double>(b.kernel_cpu_ns - a.kernel_cpu_ns) / 1e9 / Seconds(Clock::now() - t0);
+    std::cout << vm.name << " under a 0.15-core limit through libvirt: " << cores
+              << " cores in its cgroup\n";
+    EXPECT_NEAR(cores, 0.15, 0.05 * 0.15);
+    CommandResult released =
+        Cli({"--operator", "e2e", "release", vm.uuid, "--host", kHost, "--reason", "e2e: done"});
+    ASSERT_EQ(released.exit_code, 0) << released.err << released.out;
+    EXPECT_EQ(wait_quota(own), own) << "the VM's own cap is back";
   }
 
   // --- libvirtd restart: no tenant lost, none added twice.
