@@ -132,7 +132,10 @@ absl::Status Agent::Init() {
     vm_tuning_ = MakeLibvirtTuning(config_.libvirt().uri());
     enforcer_options.vm = vm_tuning_.get();
   }
+  shaper_ = std::make_unique<NetShaper>();
+  enforcer_options.shaper = shaper_.get();
   ASSIGN_OR_RETURN(enforcer_, Enforcer::Create(std::move(enforcer_options)));
+  enforcer_->RemoveOrphanIfbs();
   reporter_ = std::make_unique<Reporter>(
       std::move(reporter_options), hello_,
       [this](const v1::LimitCommand& command) { return enforcer_->Handle(command); });

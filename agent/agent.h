@@ -58,6 +58,7 @@ class Agent {
   std::vector<std::unique_ptr<Collector>> collectors_;
   std::unique_ptr<Reporter> reporter_;
   std::unique_ptr<VmTuning> vm_tuning_;
+  std::unique_ptr<NetShaper> shaper_;
   std::unique_ptr<Enforcer> enforcer_;
   std::unique_ptr<MetricsServer> metrics_;
   // Owned by collectors_; tells which interfaces carry each tenant.

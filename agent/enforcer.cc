@@ -1,6 +1,7 @@
 #include "agent/enforcer.h"
 
 #include <fcntl.h>
+#include <net/if.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -255,7 +256,7 @@ std::string Enforcer::Prefix(const std::string& tenant_id, v1::Resource resource
 
 std::string Enforcer::Key(const v1::AppliedLimit& l) {
   return absl::StrCat(Prefix(l.tenant_id(), l.resource()), l.device().major(), ":",
-                      l.device().minor());
+                      l.device().minor(), "/", l.interface());
 }
 
 absl::Status Enforcer::LoadJournal() {
@@ -353,7 +354,8 @@ absl::StatusOr<std::vector<v1::AppliedLimit>> Enforcer::Targets(const v1::Tenant
                                                                 const v1::Limit& limit) const {
   const v1::Resource resource = limit.resource();
   const bool vm = tenant.source() == v1::TENANT_SOURCE_LIBVIRT;
-  if (vm && options_.vm == nullptr) {
+  const bool net = resource == v1::RESOURCE_NET_RX || resource == v1::RESOURCE_NET_TX;
+  if (vm && !net && options_.vm == nullptr) {
     return absl::FailedPreconditionError("libvirt VM tenants cannot be limited: no libvirt link");
   }
   v1::AppliedLimit base;
@@ -372,9 +374,44 @@ absl::StatusOr<std::vector<v1::AppliedLimit>> Enforcer::Targets(const v1::Tenant
                                                       : v1::AppliedLimit::KNOB_CGROUP1_CFS_QUOTA);
     return std::vector<v1::AppliedLimit>{base};
   }
+  if (resource == v1::RESOURCE_NET_RX || resource == v1::RESOURCE_NET_TX) {
+    if (options_.shaper == nullptr) {
+      return absl::UnimplementedError("network limits are off in this agent (no shaper)");
+    }
+    // The interface named, if it is the tenant's, else each of its interfaces.
+    std::vector<std::string> interfaces(tenant.interfaces().begin(), tenant.interfaces().end());
+    if (!limit.interface().empty()) {
+      if (std::find(interfaces.begin(), interfaces.end(), limit.interface()) == interfaces.end()) {
+        return absl::PermissionDeniedError(absl::StrCat("refused: interface '", limit.interface(),
+                                                        "' is not one of tenant ", tenant.id(),
+                                                        "'s"));
+      }
+      interfaces = {limit.interface()};
+    }
+    if (interfaces.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("no host-side interface is known for tenant ", tenant.id()));
+    }
+    std::vector<v1::AppliedLimit> targets;
+    for (const std::string& name : interfaces) {
+      RETURN_IF_ERROR(ValidInterfaceName(name));
+      v1::AppliedLimit t = base;
+      t.set_interface(name);
+      // To the tenant is the host side's egress; from the tenant its ingress.
+      if (resource == v1::RESOURCE_NET_RX) {
+        t.set_knob(v1::AppliedLimit::KNOB_TC_EGRESS_TBF);
+      } else {
+        t.set_knob(v1::AppliedLimit::KNOB_TC_INGRESS_IFB);
+        ASSIGN_OR_RETURN(std::string ifb, options_.shaper->IfbName(name));
+        t.set_ifb(ifb);
+      }
+      targets.push_back(std::move(t));
+    }
+    return targets;
+  }
   if (resource != v1::RESOURCE_DISK_BANDWIDTH && resource != v1::RESOURCE_DISK_IOPS) {
-    return absl::UnimplementedError(absl::StrCat(
-        "this agent version enforces CPU and disk limits, not ", v1::Resource_Name(resource)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit on an unknown resource (", static_cast<int>(resource), ")"));
   }
   // The devices: the one named, else the tenant's own disks, else every disk of the host.
   std::vector<v1::DeviceId> devices;
@@ -437,6 +474,14 @@ absl::StatusOr<std::string> Enforcer::ReadRaw(const v1::AppliedLimit& t) const {
       ASSIGN_OR_RETURN(VmCpuQuota q, options_.vm->GetCpuQuota(t.domain_uuid()));
       return absl::StrCat(q.quota_us);
     }
+    case v1::AppliedLimit::KNOB_TC_EGRESS_TBF:
+      // Only the kernel's default qdisc (or ours) is replaced: what comes back is the default.
+      RETURN_IF_ERROR(options_.shaper->CheckEgressFree(t.interface()));
+      return std::string("default");
+    case v1::AppliedLimit::KNOB_TC_INGRESS_IFB: {
+      ASSIGN_OR_RETURN(bool clsact, options_.shaper->HasClsact(t.interface()));
+      return std::string(clsact ? "clsact" : "no-clsact");
+    }
     case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX: {
       ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
       absl::StatusOr<std::string> text = dir.Read("io.max");
@@ -482,6 +527,17 @@ absl::Status Enforcer::WriteRaw(const v1::AppliedLimit& t, const std::string& ra
     case v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA: {
       ASSIGN_OR_RETURN(int64_t quota, ParseInt(raw, "the saved global_quota"));
       return options_.vm->SetCpuQuota(t.domain_uuid(), quota);
+    }
+    case v1::AppliedLimit::KNOB_TC_EGRESS_TBF:
+      return options_.shaper->ClearEgress(t.interface());
+    case v1::AppliedLimit::KNOB_TC_INGRESS_IFB: {
+      absl::Status cleared = options_.shaper->ClearIngress(t.interface(), raw == "no-clsact");
+      // The interface went first (a VM or container torn down): the IFB
+      // outlives it unless removed here.
+      if (absl::IsNotFound(cleared) && !t.ifb().empty() && if_nametoindex(t.ifb().c_str()) != 0) {
+        RETURN_IF_ERROR(options_.shaper->DeleteLink(t.ifb()));
+      }
+      return cleared;
     }
     case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX: {
       ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
@@ -534,6 +590,12 @@ absl::Status Enforcer::WriteValue(const v1::AppliedLimit& r) const {
       return options_.vm->SetCpuQuota(r.domain_uuid(),
                                       QuotaFor(r.value(), now.period_us, original));
     }
+    case v1::AppliedLimit::KNOB_TC_EGRESS_TBF:
+      return options_.shaper->SetEgress(r.interface(), r.value());
+    case v1::AppliedLimit::KNOB_TC_INGRESS_IFB: {
+      bool created = false;
+      return options_.shaper->SetIngress(r.interface(), r.value(), &created);
+    }
     case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX:
     case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE:
     case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
@@ -569,6 +631,10 @@ absl::StatusOr<double> Enforcer::ReadValue(const v1::AppliedLimit& t) const {
       ASSIGN_OR_RETURN(VmCpuQuota q, options_.vm->GetCpuQuota(t.domain_uuid()));
       return Cores(q.quota_us, q.period_us);
     }
+    case v1::AppliedLimit::KNOB_TC_EGRESS_TBF:
+      return options_.shaper->EgressRate(t.interface());
+    case v1::AppliedLimit::KNOB_TC_INGRESS_IFB:
+      return options_.shaper->IngressRate(t.interface());
     case v1::AppliedLimit::KNOB_CGROUP2_IO_MAX:
     case v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE:
     case v1::AppliedLimit::KNOB_LIBVIRT_BLKIO: {
@@ -790,8 +856,27 @@ void Enforcer::SetTenants(const std::vector<TenantEntry>& tenants) {
   std::map<std::string, v1::Tenant> before = std::move(tenants_);
   tenants_.clear();
   for (const TenantEntry& t : tenants) tenants_[t.tenant.id()] = t.tenant;
-  for (const auto& [key, r] : limits_) {
-    if (tenants_.contains(r.tenant_id()) && !before.contains(r.tenant_id())) unchecked_[key] = true;
+  for (auto it = limits_.begin(); it != limits_.end();) {
+    const v1::AppliedLimit& r = it->second;
+    if (tenants_.contains(r.tenant_id()) && !before.contains(r.tenant_id())) {
+      unchecked_[it->first] = true;
+    }
+    // A tenant that went takes its shaping with it at once: an IFB and a
+    // redirect must not wait for the lease to end.
+    const bool net = r.knob() == v1::AppliedLimit::KNOB_TC_EGRESS_TBF ||
+                     r.knob() == v1::AppliedLimit::KNOB_TC_INGRESS_IFB;
+    if (net && before.contains(r.tenant_id()) && !tenants_.contains(r.tenant_id())) {
+      absl::Status restored = Restore(r);
+      if (restored.ok() || absl::IsNotFound(restored)) {
+        FW_LOG(Info, "tenant ", r.tenant_id(), " gone: its ", v1::Resource_Name(r.resource()),
+               " shaping on ", r.interface(), " removed");
+        unchecked_.erase(it->first);
+        it = limits_.erase(it);
+        (void)SaveJournal();
+        continue;
+      }
+    }
+    ++it;
   }
   // Journal entries from an earlier run, or of a tenant that came back (a VM
   // restarted by its owner gets libvirt's defaults): put the limit back while
@@ -818,6 +903,32 @@ void Enforcer::SetTenants(const std::vector<TenantEntry>& tenants) {
       FW_LOG(Warning, "limit from the journal for ", r.tenant_id(), ": ", written.message());
     }
     it = unchecked_.erase(it);
+  }
+}
+
+void Enforcer::RemoveOrphanIfbs() {
+  if (options_.shaper == nullptr) return;
+  absl::StatusOr<std::vector<std::string>> ifbs = options_.shaper->ListIfbs();
+  if (!ifbs.ok()) {
+    FW_LOG(Warning, "listing IFB devices: ", ifbs.status().message());
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  for (const std::string& ifb : *ifbs) {
+    bool owned = false;
+    for (const auto& [key, l] : limits_) owned = owned || l.ifb() == ifb;
+    if (owned) continue;
+    // "fwi<ifindex>": the redirect to it sits on that interface; it goes first,
+    // so no packet is sent to a device that is gone.
+    char name[IF_NAMESIZE] = {};
+    uint32_t index = 0;
+    if (absl::SimpleAtoi(ifb.substr(std::strlen(kIfbPrefix)), &index) &&
+        if_indextoname(index, name) != nullptr) {
+      options_.shaper->RemoveRedirect(name);
+    }
+    absl::Status removed = options_.shaper->DeleteLink(ifb);
+    FW_LOG(Info, "IFB ", ifb,
+           " owned by no limit: ", removed.ok() ? "removed" : std::string(removed.message()));
   }
 }
 

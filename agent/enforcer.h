@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/cgroup_layout.h"
+#include "agent/net_shaper.h"
 #include "agent/tenant_registry.h"
 #include "agent/vm_tuning.h"
 #include "fairwatch/v1/agent.pb.h"
@@ -44,7 +45,8 @@ struct EnforcerOptions {
   // The agent's own cgroup per hierarchy ("unified", "cpu", ...); empty: read
   // from /proc/self/cgroup.
   std::map<std::string, std::string> own_cgroups;
-  VmTuning* vm = nullptr;  // libvirt VM tenants; null: they are refused
+  VmTuning* vm = nullptr;       // libvirt VM tenants; null: they are refused
+  NetShaper* shaper = nullptr;  // network limits; null: they are refused
   std::function<absl::Time()> now = [] { return absl::Now(); };
   absl::Duration max_lease = absl::Hours(24);
 };
@@ -85,6 +87,10 @@ class Enforcer {
   v1::LimitAck Handle(const v1::LimitCommand& command);
   // Reverts every limit whose lease has ended.
   void ExpireLeases();
+  // Removes IFB devices of ours (and the redirects to them) that no journal
+  // entry owns: left by an agent that died between the two writes, or by a
+  // journal moved away. Once, at start.
+  void RemoveOrphanIfbs();
 
   std::vector<v1::AppliedLimit> InForce() const;
   EnforcerStats stats() const;

@@ -12,6 +12,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#ifndef TC_ACT_UNSPEC
+/* Counted, then on to the next filter: the agent's own traffic shaping
+ * (a redirect at a later priority, agent/net_shaper.h) must still see it. */
+#define TC_ACT_UNSPEC (-1)
+#endif
 #ifndef TC_ACT_OK
 #define TC_ACT_OK 0
 #endif
@@ -80,14 +85,14 @@ static __always_inline int charge_iface(struct __sk_buff *skb, bool tenant_tx)
 	/* Only interfaces the agent registered are counted. */
 	slot = bpf_map_lookup_elem(&iface_slots, &ifindex);
 	if (!slot)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	c = bpf_map_lookup_elem(&iface_counters, slot);
 	if (!c) {
 		__sync_fetch_and_add(&lost_events, 1);
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	}
 	charge(c, skb->len, tenant_tx);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* Host-side ingress: the tenant sent the packet. */

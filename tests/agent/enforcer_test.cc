@@ -233,7 +233,7 @@ TEST_F(EnforcerTest, RefusalsWriteNothing) {
       {Apply("sys", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "system.slice"},
       {Apply("up", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "fairwatch agent itself"},
       {Apply("root", 0.5, 30'000), absl::StatusCode::kPermissionDenied, "root cgroup"},
-      {net, absl::StatusCode::kUnimplemented, "CPU and disk limits"},
+      {net, absl::StatusCode::kUnimplemented, "network limits are off"},
       {disk, absl::StatusCode::kFailedPrecondition, "no block device is known"},
       {unknown_kind, absl::StatusCode::kInvalidArgument, "unknown kind"},
   };
