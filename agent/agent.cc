@@ -256,6 +256,15 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     report.mutable_host()->set_cpu_total_ns(host->total_ns);
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
+  const EnforcerStats enforced = enforcer_->stats();
+  v1::EnforcementCounters* limits = report.mutable_agent()->mutable_enforcement();
+  limits->set_in_force(static_cast<uint32_t>(enforced.in_force));
+  limits->set_applied(enforced.applied);
+  limits->set_cleared(enforced.cleared);
+  limits->set_expired(enforced.expired);
+  limits->set_refused(enforced.refused);
+  limits->set_failed(enforced.failed);
+  limits->set_reapplied(enforced.reapplied);
   if (libvirt_) {
     const LibvirtSourceStats lv = libvirt_->stats();
     v1::LibvirtSourceCounters* out = report.mutable_agent()->mutable_libvirt();

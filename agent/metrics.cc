@@ -59,6 +59,22 @@ std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& re
   w.Family("fairwatch_agent_tenants_unmeasured", "gauge",
            "Tenants discovered but not measured: every slot was taken (raise max_tenants).");
   w.Sample("fairwatch_agent_tenants_unmeasured", {}, self.tenants_unmeasured());
+  const v1::EnforcementCounters& limits = self.enforcement();
+  w.Family("fairwatch_agent_limits_in_force", "gauge",
+           "Limits the agent holds applied now (one per cgroup knob, device or interface).");
+  w.Sample("fairwatch_agent_limits_in_force", {}, limits.in_force());
+  w.Family("fairwatch_agent_limit_commands_total", "counter",
+           "Limit commands and lease ends by outcome: applied (renewals too), cleared, expired, "
+           "refused (nothing written), failed (while writing), reapplied (after a restart).");
+  for (const auto& [outcome, n] : {std::pair<const char*, uint64_t>{"applied", limits.applied()},
+                                   {"cleared", limits.cleared()},
+                                   {"expired", limits.expired()},
+                                   {"refused", limits.refused()},
+                                   {"failed", limits.failed()},
+                                   {"reapplied", limits.reapplied()}}) {
+    w.Sample("fairwatch_agent_limit_commands_total", {{"outcome", outcome}},
+             static_cast<double>(n));
+  }
   if (self.has_libvirt()) {
     const v1::LibvirtSourceCounters& lv = self.libvirt();
     w.Family("fairwatch_agent_libvirt_connected", "gauge", "1 while connected to libvirt.");

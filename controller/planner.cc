@@ -34,6 +34,16 @@ const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource
   return nullptr;
 }
 
+// Whether the interval has the tenant on any judged resource.
+bool InInterval(const Evaluation& evaluation, const std::string& tenant_id) {
+  for (const ResourceVerdict& v : evaluation.verdicts) {
+    for (const TenantShare& s : v.judgement.tenants) {
+      if (s.id == tenant_id) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 bool Planner::DryRun(v1::Resource resource) const {
@@ -88,9 +98,14 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     uint32_t others_harmed = 0;
     const TenantShare* share = FindShare(evaluation, resource, std::get<1>(key), &others_harmed);
     if (share == nullptr) {
-      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run, "the tenant is gone from the host");
-      it = cases_.erase(it);
-      continue;
+      if (!InInterval(evaluation, std::get<1>(key))) {
+        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run, "the tenant is gone from the host");
+        it = cases_.erase(it);
+        continue;
+      }
+      // The tenant is there but this resource was not judged (its capacity is
+      // unknown on the host): no neighbour is seen harmed on it.
+      others_harmed = 0;
     }
     bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;

@@ -67,6 +67,25 @@ TEST(AgentMetrics, LibvirtSourceSeriesOnlyWhenLibvirtIsASource) {
   EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_libvirt_unresolved_domains 1\n"));
 }
 
+TEST(AgentMetrics, LimitsInForceAndCommandsByOutcome) {
+  v1::UsageReport report = Report();
+  v1::EnforcementCounters* limits = report.mutable_agent()->mutable_enforcement();
+  limits->set_in_force(3);
+  limits->set_applied(17);
+  limits->set_refused(2);
+  limits->set_expired(1);
+  const std::string text = RenderAgentMetrics(v1::Hello(), report, {}, {});
+  EXPECT_TRUE(absl::StrContains(text, "fairwatch_agent_limits_in_force 3\n")) << text;
+  EXPECT_TRUE(
+      absl::StrContains(text, "fairwatch_agent_limit_commands_total{outcome=\"applied\"} 17\n"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "fairwatch_agent_limit_commands_total{outcome=\"refused\"} 2\n"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "fairwatch_agent_limit_commands_total{outcome=\"expired\"} 1\n"));
+  EXPECT_TRUE(
+      absl::StrContains(text, "fairwatch_agent_limit_commands_total{outcome=\"failed\"} 0\n"));
+}
+
 TEST(AgentMetrics, EscapeHandlesBackslashQuoteNewline) {
   EXPECT_EQ(EscapeLabelValue("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
 }

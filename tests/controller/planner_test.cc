@@ -179,6 +179,28 @@ TEST(Planner, ACaseOfATenantThatLeftIsReleased) {
   EXPECT_TRUE(planner.Plan(At(2), Evaluation{}, 1).empty()) << "an already-judged interval";
 }
 
+TEST(Planner, ALimitOnAResourceNotJudgedOnTheHostIsKeptWhileTheTenantIsThere) {
+  // A disk limit on a host whose disk capacity is unknown: intervals carry
+  // only CPU verdicts. The tenant is there, so the case stays and is renewed.
+  Planner planner{PlannerParams{}};
+  planner.Impose(At(0), "hv", "hog", v1::RESOURCE_DISK_BANDWIDTH, 4e6, "operator:alice", "t");
+  std::vector<v1::ActionKind> kinds;
+  for (int t = 1; t <= 40; ++t) {
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(t, false, false, 0.3), 2)) {
+      kinds.push_back(a.kind);
+    }
+  }
+  ASSERT_FALSE(kinds.empty());
+  for (v1::ActionKind k : kinds) EXPECT_EQ(k, v1::ACTION_KIND_RENEW);
+  EXPECT_EQ(planner.active_cases(), 1u);
+  // Gone from every verdict: gone from the host.
+  Evaluation gone = Interval(41, false, false, 0.3);
+  gone.verdicts[0].judgement.tenants.erase(gone.verdicts[0].judgement.tenants.begin());
+  std::vector<PlannedAction> actions = planner.Plan(At(41), gone, 1);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_RELEASE);
+}
+
 TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
   PlannerParams params;
   params.dry_run = true;  // operators' limits are sent regardless

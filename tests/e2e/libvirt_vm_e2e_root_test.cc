@@ -470,6 +470,50 @@ TEST_F(LibvirtVmEndToEndRoot, VmsAreFollowedThroughTheirLifecycleAndMeasuredLike
     EXPECT_EQ(wait_quota(own), own) << "the VM's own cap is back";
   }
 
+  // --- The same for a disk limit: through libvirt's blkio tuning of the disk
+  // VM (whose own throttle is the 1 TB/s set above), measured in its cgroup.
+  {
+    const Vm& vm = vms[1];
+    auto read_throttle = [&] {
+      CommandResult r = Virsh({"blkiotune", vm.name, "--live"});
+      for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+        if (absl::ConsumePrefix(&line, "device_read_bytes_sec:")) {
+          return std::string(absl::StripAsciiWhitespace(line));
+        }
+      }
+      return std::string("?");
+    };
+    auto wait_throttle = [&](const std::string& want) {
+      for (int i = 0; i < 50 && read_throttle() != want; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      return read_throttle();
+    };
+    const std::string own = read_throttle();
+    CommandResult throttled = Cli({"--operator", "e2e", "throttle", vm.uuid, "--host", kHost,
+                                   "--disk-bps", "4000000", "--reason", "e2e: libvirt blkio"});
+    ASSERT_EQ(throttled.exit_code, 0) << throttled.err << throttled.out;
+    const std::string want = absl::StrCat("/dev/", devname, ",4000000");
+    EXPECT_EQ(wait_throttle(want), want) << "its own was " << own;
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    const Reading a = Read(vm, Scrape());
+    const auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    const Reading b = Read(vm, Scrape());
+    // The guest writes its whole disk, then reads it, in turn: one direction
+    // at a time, each held to the limit.
+    const double rate = static_cast<double>((b.kernel_disk_read - a.kernel_disk_read) +
+                                            (b.kernel_disk_write - a.kernel_disk_write)) /
+                        Seconds(Clock::now() - t0);
+    std::cout << vm.name << " doing direct I/O under a 4 MB/s limit through libvirt: " << rate / 1e6
+              << " MB/s in its cgroup\n";
+    EXPECT_NEAR(rate, 4e6, 0.10 * 4e6);
+    CommandResult released =
+        Cli({"--operator", "e2e", "release", vm.uuid, "--host", kHost, "--reason", "e2e: done"});
+    ASSERT_EQ(released.exit_code, 0) << released.err << released.out;
+    EXPECT_EQ(wait_throttle(own), own) << "the VM's own throttle is back";
+  }
+
   // --- libvirtd restart: no tenant lost, none added twice.
   const std::string log_before = agent_->Log();
   const auto restart_t0 = Clock::now();
