@@ -91,7 +91,8 @@ say "controller on 127.0.0.1:$PORT, SQLite at $STATE/controller.db, metrics on h
 PIDS+=($!)
 say "agent watching $CG/$PARENT (each child cgroup is a tenant)"
 "$BIN/fairwatch-agent" --insecure-plaintext --controller "127.0.0.1:$PORT" \
-  --cgroup-parent "$PARENT" --host-id "$(hostname)" 2>"$STATE/agent.log" &
+  --cgroup-parent "$PARENT" --host-id "$(hostname)" --state-dir "$STATE/agent-state" \
+  2>"$STATE/agent.log" &
 PIDS+=($!)
 
 start_in() {  # start_in <tenant> <command...>: runs the command inside the tenant's cgroup
@@ -119,7 +120,7 @@ if ((DEMO_SECONDS > 0)); then
   say "showing top for $DEMO_SECONDS s"
   timeout --foreground "$DEMO_SECONDS" "${CLI[@]}" top || true
   echo
-  say "cases the controller opened (this agent cannot enforce limits yet and says so)"
+  say "cases the controller opened, and what the agent applied (read back from the kernel)"
   "${CLI[@]}" cases || true
   newest=$("${CLI[@]}" -o json cases --limit 1 | grep -o '"case_id":"[0-9]*"' | grep -o '[0-9]\+' || true)
   if [[ -n $newest ]]; then
