@@ -134,7 +134,9 @@ absl::StatusOr<std::string> CgroupDir::Read(const std::string& file) const {
 }
 
 absl::Status CgroupDir::Write(const std::string& file, const std::string& value) const {
-  absl::StatusOr<int> fd = OpenFile(file, O_WRONLY);
+  // O_TRUNC as a shell redirection does: kernfs ignores it, a plain file
+  // (tests) needs it.
+  absl::StatusOr<int> fd = OpenFile(file, O_WRONLY | O_TRUNC);
   if (!fd.ok()) return fd.status();
   ssize_t n;
   do {

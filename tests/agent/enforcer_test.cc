@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -298,6 +299,77 @@ TEST_F(EnforcerTest, DiskLimitsGoPerDeviceThroughLibvirtAndComeBackOut) {
   EXPECT_EQ((vms_.blkio[{kVm, "device_write_iops_sec", "/dev/sda"}]), 0u);
   EXPECT_TRUE(e.InForce().empty());
   std::filesystem::remove_all(sys);
+}
+
+// cgroup v2's files as plain files in a directory standing in for the
+// unified mount (this machine's unified hierarchy has no cpu or io
+// controller): what is read, written and restored, byte for byte.
+TEST_F(EnforcerTest, CgroupV2CpuMaxAndIoMaxAreWrittenAndRestoredAsTheKernelSpellsThem) {
+  const std::string mount = dir_ + "-unified";
+  const std::string tenant_dir = mount + "/machine/vm1";
+  std::filesystem::create_directories(tenant_dir);
+  auto put = [&](const char* file, const std::string& text) {
+    std::ofstream(absl::StrCat(tenant_dir, "/", file)) << text;
+  };
+  auto get = [&](const char* file) {
+    std::ifstream in(absl::StrCat(tenant_dir, "/", file));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text;
+  };
+  put("cpu.max", "max 100000\n");
+  put("io.max", "");
+  EnforcerOptions o;
+  o.mounts.unified = mount;
+  o.cpu_hierarchy = "unified";
+  o.disk_hierarchy = "unified";
+  v1::DeviceId disk;
+  disk.set_major(8);
+  o.host_disks = {disk};
+  o.state_dir = dir_;
+  o.own_cgroups = {{"unified", "system.slice/fairwatch-agent.service"}};
+  o.now = [this] { return now_; };
+  auto made = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(made.ok()) << made.status();
+  Enforcer& e = **made;
+  TenantEntry t;
+  t.tenant.set_id("machine/vm1");
+  t.tenant.set_source(v1::TENANT_SOURCE_CGROUP_PARENT);
+  v1::CgroupRef* ref = t.tenant.add_cgroups();
+  ref->set_hierarchy("unified");
+  ref->set_path("machine/vm1");
+  e.SetTenants({t});
+
+  // CPU: quota in the period that was there; read back from the file.
+  v1::LimitAck ack = e.Handle(Apply("machine/vm1", 0.5, 30'000));
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ(get("cpu.max"), "50000 100000");
+  put("cpu.max", "50000 100000\n");  // as the kernel shows it
+  EXPECT_DOUBLE_EQ(e.InForce()[0].value(), 0.5);
+  ASSERT_EQ(e.Handle(Clear("machine/vm1")).status_code(), 0);
+  EXPECT_EQ(get("cpu.max"), "max 100000");
+
+  // Disk: one io.max line for the device, only the keys of the resource.
+  v1::LimitCommand bw = Apply("machine/vm1", 8e6, 30'000);
+  bw.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  ack = e.Handle(bw);
+  EXPECT_EQ(get("io.max"), "8:0 rbps=8000000 wbps=8000000");
+  put("io.max", "8:0 rbps=8000000 wbps=8000000 riops=max wiops=max\n");
+  v1::LimitCommand bw_clear = Clear("machine/vm1");
+  bw_clear.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  ASSERT_EQ(e.Handle(bw_clear).status_code(), 0);
+  EXPECT_EQ(get("io.max"), "8:0 rbps=max wbps=max");
+
+  // A stricter IOPS rule of the customer's stays stricter, and comes back.
+  put("io.max", "8:0 rbps=max wbps=max riops=100 wiops=max\n");
+  v1::LimitCommand iops = Apply("machine/vm1", 300, 30'000);
+  iops.mutable_limit()->set_resource(v1::RESOURCE_DISK_IOPS);
+  ack = e.Handle(iops);
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ(get("io.max"), "8:0 riops=100 wiops=300");
+  now_ += absl::Seconds(31);
+  e.ExpireLeases();
+  EXPECT_EQ(get("io.max"), "8:0 riops=100 wiops=max") << "lease ended: the original again";
+  std::filesystem::remove_all(mount);
 }
 
 TEST_F(EnforcerTest, AJournalThatDoesNotParseIsAnErrorNotAFreshStart) {

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -222,7 +223,10 @@ TEST_F(RunqHarmRootBpf, VictimP99RisesThreefoldWithHogOnItsCpuAndFallsBackWithou
   EXPECT_GT(hogged.waits, 100u);
   EXPECT_GE(hogged.p99_ns, 3 * quiet.p99_ns);
   EXPECT_GE(hogged.p99_ns, 2e6);
-  EXPECT_GE(hogged.mean_ns, 5 * quiet.mean_ns);
+  // Against the quieter of the two windows without the hog: on this shared VM
+  // one of them now and then catches a burst of steal (a CI run saw a quiet
+  // mean of 137 us with its p99 at 41 us, then 12 us after the hog).
+  EXPECT_GE(hogged.mean_ns, 5 * std::min(quiet.mean_ns, after.mean_ns));
   EXPECT_LE(after.p99_ns, hogged.p99_ns / 2);
   EXPECT_EQ(Read("hog").waits > 0, true) << "the hog is a tenant too and was preempted";
 }
