@@ -107,11 +107,6 @@ absl::StatusOr<int> CgroupDir::OpenFile(const std::string& file, int flags) cons
   return fd;
 }
 
-bool CgroupDir::Has(const std::string& file) const {
-  struct stat st {};
-  return fstatat(fd_, file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-}
-
 absl::StatusOr<std::string> CgroupDir::Read(const std::string& file) const {
   absl::StatusOr<int> fd = OpenFile(file, O_RDONLY);
   if (!fd.ok()) return fd.status();

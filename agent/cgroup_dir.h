@@ -31,7 +31,6 @@ class CgroupDir {
   absl::StatusOr<std::string> Read(const std::string& file) const;
   // Writes `value` in one write(2), as the kernel expects.
   absl::Status Write(const std::string& file, const std::string& value) const;
-  bool Has(const std::string& file) const;
 
   const std::string& path() const { return path_; }  // for messages
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <set>
@@ -143,6 +144,27 @@ class LibvirtVmEndToEndRoot : public ::testing::Test {
   CommandResult Virsh(std::vector<std::string> args) {
     args.insert(args.begin(), {kVirsh, "-q", "-c", kUri});
     return RunCommand(args, 60);
+  }
+
+  // A "key : value" line of `virsh <args> --live` (schedinfo, blkiotune), or "?".
+  std::string LiveField(std::vector<std::string> args, const std::string& key) {
+    args.push_back("--live");
+    for (absl::string_view line : absl::StrSplit(Virsh(std::move(args)).out, '\n')) {
+      std::pair<absl::string_view, absl::string_view> kv =
+          absl::StrSplit(line, absl::MaxSplits(':', 1));
+      if (absl::StripAsciiWhitespace(kv.first) == key) {
+        return std::string(absl::StripAsciiWhitespace(kv.second));
+      }
+    }
+    return "?";
+  }
+
+  // Polls `read` for up to 5 s until it gives `want`; returns its last answer.
+  static std::string WaitField(const std::function<std::string()>& read, const std::string& want) {
+    for (int i = 0; i < 50 && read() != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return read();
   }
 
   void StartDaemons() {
@@ -433,22 +455,8 @@ TEST_F(LibvirtVmEndToEndRoot, VmsAreFollowedThroughTheirLifecycleAndMeasuredLike
   // release puts the VM's own cap back.
   {
     const Vm& vm = vms[0];  // a busy guest under its own 30 % cap
-    auto global_quota = [&] {
-      CommandResult r = Virsh({"schedinfo", vm.name, "--live"});
-      for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-        std::vector<std::string> kv = absl::StrSplit(line, ':');
-        if (kv.size() == 2 && absl::StripAsciiWhitespace(kv[0]) == "global_quota") {
-          return std::string(absl::StripAsciiWhitespace(kv[1]));
-        }
-      }
-      return std::string("?");
-    };
-    auto wait_quota = [&](const std::string& want) {
-      for (int i = 0; i < 50 && global_quota() != want; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      return global_quota();
-    };
+    auto global_quota = [&] { return LiveField({"schedinfo", vm.name}, "global_quota"); };
+    auto wait_quota = [&](const std::string& want) { return WaitField(global_quota, want); };
     const std::string own = global_quota();
     CommandResult throttled = Cli({"--operator", "e2e", "throttle", vm.uuid, "--host", kHost,
                                    "--cpu", "0.15", "--reason", "e2e: libvirt enforcement"});
@@ -474,21 +482,8 @@ TEST_F(LibvirtVmEndToEndRoot, VmsAreFollowedThroughTheirLifecycleAndMeasuredLike
   // VM (whose own throttle is the 1 TB/s set above), measured in its cgroup.
   {
     const Vm& vm = vms[1];
-    auto read_throttle = [&] {
-      CommandResult r = Virsh({"blkiotune", vm.name, "--live"});
-      for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-        if (absl::ConsumePrefix(&line, "device_read_bytes_sec:")) {
-          return std::string(absl::StripAsciiWhitespace(line));
-        }
-      }
-      return std::string("?");
-    };
-    auto wait_throttle = [&](const std::string& want) {
-      for (int i = 0; i < 50 && read_throttle() != want; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      return read_throttle();
-    };
+    auto read_throttle = [&] { return LiveField({"blkiotune", vm.name}, "device_read_bytes_sec"); };
+    auto wait_throttle = [&](const std::string& want) { return WaitField(read_throttle, want); };
     const std::string own = read_throttle();
     CommandResult throttled = Cli({"--operator", "e2e", "throttle", vm.uuid, "--host", kHost,
                                    "--disk-bps", "4000000", "--reason", "e2e: libvirt blkio"});

@@ -115,72 +115,67 @@ absl::StatusOr<pid_t> TestCgroupTree::SpawnWorkload(const std::string& child, do
     }
     rel = acc;
   }
-  // Everything the child needs is prepared here: after fork it only makes syscalls.
-  std::vector<std::string> procs_files;
-  for (const auto& mount : mounts_) procs_files.push_back(PathIn(mount, rel) + "/cgroup.procs");
-  int ready[2];
-  if (pipe(ready) != 0) return ErrnoStatus(errno, "pipe");
-  pid_t pid = fork();
-  if (pid < 0) return ErrnoStatus(errno, "fork");
-  if (pid == 0) {
-    close(ready[0]);
-    char ok = 1;
-    for (const auto& file : procs_files) {
-      int fd = open(file.c_str(), O_WRONLY);
-      // "0" moves the writing process itself.
-      if (fd < 0 || write(fd, "0", 1) != 1) ok = 0;
-      if (fd >= 0) close(fd);
-    }
-    if (write(ready[1], &ok, 1) != 1) _exit(1);
-    close(ready[1]);
-    RunDuty(duty);
-  }
-  close(ready[1]);
-  char ok = 0;
-  ssize_t n = read(ready[0], &ok, 1);
-  close(ready[0]);
-  pids_.push_back(pid);
-  if (n != 1 || !ok) return absl::InternalError(absl::StrCat("workload could not join ", rel));
-  return pid;
+  return Spawn(rel, nullptr, duty);
 }
 
 absl::StatusOr<pid_t> TestCgroupTree::SpawnCommand(const std::string& child,
                                                    const std::vector<std::string>& argv) {
   if (argv.empty()) return absl::InvalidArgumentError("no command");
+  return Spawn(child, &argv, 0);
+}
+
+absl::StatusOr<pid_t> TestCgroupTree::Spawn(const std::string& rel,
+                                            const std::vector<std::string>* argv, double duty) {
+  // Everything the child needs is prepared here: after fork it only makes syscalls.
   std::vector<std::string> procs_files;
-  for (const auto& mount : mounts_) procs_files.push_back(PathIn(mount, child) + "/cgroup.procs");
+  for (const auto& mount : mounts_) procs_files.push_back(PathIn(mount, rel) + "/cgroup.procs");
   std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+  if (argv != nullptr) {
+    for (const auto& a : *argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+  }
+  // The child answers 0 (could not join), 1 (joined, running the busy loop)
+  // or 2 (exec failed); a successful exec closes the pipe unanswered.
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
   pid_t pid = fork();
   if (pid < 0) return ErrnoStatus(errno, "fork");
   if (pid == 0) {
     close(ready[0]);
-    char ok = 1;
+    char answer = 1;
     for (const auto& file : procs_files) {
       int fd = open(file.c_str(), O_WRONLY);
-      if (fd < 0 || write(fd, "0", 1) != 1) ok = 0;
+      // "0" moves the writing process itself.
+      if (fd < 0 || write(fd, "0", 1) != 1) answer = 0;
       if (fd >= 0) close(fd);
     }
-    if (!ok) {
-      (void)!write(ready[1], &ok, 1);
+    if (answer == 0) {
+      (void)!write(ready[1], &answer, 1);
       _exit(127);
     }
+    if (argv == nullptr) {
+      if (write(ready[1], &answer, 1) != 1) _exit(1);
+      close(ready[1]);
+      RunDuty(duty);
+    }
     execvp(args[0], args.data());
-    ok = 2;  // exec failed; the pipe closes on a successful exec
-    (void)!write(ready[1], &ok, 1);
+    answer = 2;
+    (void)!write(ready[1], &answer, 1);
     _exit(127);
   }
   close(ready[1]);
-  char status = 0;
-  const ssize_t n = read(ready[0], &status, 1);
+  char answer = 1;
+  const ssize_t n = read(ready[0], &answer, 1);
   close(ready[0]);
   pids_.push_back(pid);
-  if (n == 1 && status == 0)
-    return absl::InternalError(absl::StrCat(argv[0], " could not join ", child));
-  if (n == 1) return absl::NotFoundError(absl::StrCat("cannot run ", argv[0]));
+  const std::string what = argv != nullptr ? (*argv)[0] : std::string("workload");
+  if (n < 0 || (n == 1 && answer == 0)) {
+    return absl::InternalError(absl::StrCat(what, " could not join ", rel));
+  }
+  if (n == 1 && answer == 2) return absl::NotFoundError(absl::StrCat("cannot run ", what));
+  if (n == 0 && argv == nullptr) {
+    return absl::InternalError(absl::StrCat("workload died before joining ", rel));
+  }
   return pid;
 }
 

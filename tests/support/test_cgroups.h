@@ -53,6 +53,10 @@ class TestCgroupTree {
   std::string PathIn(const std::string& mount, const std::string& child) const;
 
  private:
+  // Forks a child that joins <prefix>/<rel> in every mount, then execs `argv`
+  // or, when it is null, runs `duty` of a busy loop.
+  absl::StatusOr<pid_t> Spawn(const std::string& rel, const std::vector<std::string>* argv,
+                              double duty);
   std::vector<std::string> mounts_;
   std::string prefix_;
   std::vector<std::string> children_;
