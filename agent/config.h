@@ -18,7 +18,9 @@ inline constexpr char kDefaultMetricsAddress[] = "127.0.0.1:9477";
 inline constexpr char kDefaultLibvirtUri[] = "qemu:///system";
 inline constexpr char kDefaultQemuRunDir[] = "/run/libvirt/qemu";
 inline constexpr uint32_t kDefaultLibvirtResyncMs = 30000;
-inline constexpr char kDefaultStateDir[] = "/var/lib/fairwatch-agent";
+// tmpfs: outlives the agent, not the boot, like the kernel limits it records;
+// and its fsync does not wait behind a tenant flooding a disk.
+inline constexpr char kDefaultStateDir[] = "/run/fairwatch-agent";
 
 // Fills in defaults for unset fields.
 void ApplyDefaults(v1::AgentConfig* config);

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -23,6 +24,20 @@ namespace fairwatch::agent {
 namespace {
 
 constexpr char kJournalFile[] = "limits.journal";
+
+// When this boot began (btime of /proc/stat), in unix seconds; 0 if unknown.
+int64_t BootTimeUnix() {
+  std::ifstream in("/proc/stat");
+  std::string key;
+  while (in >> key) {
+    if (key == "btime") {
+      int64_t t = 0;
+      return in >> t ? t : 0;
+    }
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
 constexpr uint32_t kJournalVersion = 1;
 // The kernel refuses a CFS quota under 1 ms.
 constexpr int64_t kMinQuotaUs = 1000;
@@ -265,6 +280,15 @@ absl::Status Enforcer::LoadJournal() {
     if (errno == ENOENT) return absl::OkStatus();
     return ErrnoStatus(absl::StrCat("the limit journal ", journal_path_));
   }
+  // Written before this boot: the limits it records went with that kernel
+  // (and, written without fsync, it may be torn). Overwritten by the next save.
+  const int64_t boot = BootTimeUnix();
+  if (boot > 0 && st.st_mtim.tv_sec < boot) {
+    FW_LOG(Info, "limit journal ", journal_path_,
+           " is from before this boot; its limits went "
+           "with that boot: ignored");
+    return absl::OkStatus();
+  }
   std::ifstream in(journal_path_, std::ios::binary);
   if (!in) return ErrnoStatus(absl::StrCat("opening the limit journal ", journal_path_));
   std::stringstream bytes;
@@ -313,19 +337,13 @@ absl::Status Enforcer::SaveJournal() {
     }
     done += static_cast<size_t>(n);
   }
-  if (fsync(fd) != 0) {
-    absl::Status status = ErrnoStatus(absl::StrCat("fsync ", tmp));
-    close(fd);
-    return status;
-  }
+  // No fsync: the journal must outlive the agent, not the kernel. The limits
+  // it records die with the boot, and a journal from an earlier boot is
+  // ignored (LoadJournal). An fsync here queued behind the very tenant being
+  // limited for flooding the disk: ~1 s before the limit (docs/enforcement.md).
   close(fd);
   if (rename(tmp.c_str(), journal_path_.c_str()) != 0) {
     return ErrnoStatus(absl::StrCat("renaming ", tmp));
-  }
-  const int dir = open(options_.state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)fsync(dir);
-    close(dir);
   }
   return absl::OkStatus();
 }

@@ -66,7 +66,7 @@ int RunAgent(int argc, char** argv) {
                  "Prometheus /metrics listen address host:port, or off (default 127.0.0.1:9477)");
   std::string state_dir;
   app.add_option("--state-dir", state_dir,
-                 "Directory of the journal of applied limits (default /var/lib/fairwatch-agent)");
+                 "Directory of the journal of applied limits (default /run/fairwatch-agent)");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   app.set_version_flag("--version", std::string("fairwatch-agent ") + FAIRWATCH_VERSION);

@@ -413,7 +413,7 @@ static __always_inline int complete_unrecorded(struct request *rq, bool btf, __u
 
 static __always_inline int on_complete(struct request *rq, bool btf, __u32 nr_bytes)
 {
-	__u64 key = (__u64)rq, start_ns, now;
+	__u64 key = (__u64)rq, start_ns, now, from;
 	struct fw_disk_counters *counters;
 	struct fw_disk_key ckey = {};
 	struct fw_disk_inflight *rec;
@@ -448,8 +448,13 @@ static __always_inline int on_complete(struct request *rq, bool btf, __u32 nr_by
 	ckey.slot = rec->slot;
 	ckey.dev = rec->dev;
 	counters = bpf_map_lookup_elem(&disk_usage, &ckey);
+	/* From the request's allocation where the kernel stamps it: the time it
+	 * sat in the I/O scheduler behind others' requests is what a tenant
+	 * waits for when a neighbour floods the disk. Else from its issue. */
+	from = rec->start_time_ns && rec->start_time_ns <= rec->issue_ns ? rec->start_time_ns
+									 : rec->issue_ns;
 	if (counters)
-		counters->latency[hist_bucket(now > rec->issue_ns ? now - rec->issue_ns : 0)]++;
+		counters->latency[hist_bucket(now > from ? now - from : 0)]++;
 	else
 		/* The slot was cleared for a new tenant while this request was in flight. */
 		count_stat(FW_STAT_LOST);

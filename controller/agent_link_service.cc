@@ -373,6 +373,7 @@ class AgentLinkService::AgentStream final
       FW_LOG(Debug, "host ", host_id_, " resent report seq ", report.seq(), "; already held");
     } else {
       service_->RecordIngestLag(absl::GetCurrentTimeNanos() - report.timestamp_unix_ns());
+      if (service_->options_.on_report) service_->options_.on_report(host_id_);
     }
     v1::ControllerMessage ack;
     ack.mutable_report_ack()->set_seq(report.seq());

@@ -31,6 +31,8 @@ struct AgentLinkOptions {
   std::string controller_version = FAIRWATCH_VERSION;
   // Called (on a gRPC thread) with each LimitAck an agent sends.
   std::function<void(const std::string& host_id, const v1::LimitAck& ack)> on_limit_ack;
+  // Called (on a gRPC thread) after each report new to the fleet is ingested.
+  std::function<void(const std::string& host_id)> on_report;
 };
 
 // Counters since the service was made (for /metrics and benchmarks).

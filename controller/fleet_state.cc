@@ -216,6 +216,8 @@ struct FleetState::Host {
   absl::Time disconnected_at ABSL_GUARDED_BY(mu);
   // Report indices count reports ingested in the current epoch, from 1.
   uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
+  uint64_t first_seq ABSL_GUARDED_BY(mu) = 0;     // the first received in this epoch
+  uint64_t missing_seqs ABSL_GUARDED_BY(mu) = 0;  // skipped seqs since first_seq
   uint64_t report_count ABSL_GUARDED_BY(mu) = 0;
   // Rates never reach back before this index (set when the monotonic clock
   // went backwards inside an epoch).
@@ -410,6 +412,8 @@ void FillHostInfo(const FleetState::Host& host, uint32_t window, v1::HostInfo* i
   info->set_connected(host.connected);
   info->set_first_seen_unix_ns(host.first_seen_unix_ns);
   info->set_last_report_seq(host.last_seq);
+  info->set_first_report_seq(host.first_seq);
+  info->set_reports_missing(host.missing_seqs);
   if (host.report_count > 0) {
     info->set_last_report_unix_ns(
         host.reports[host.report_count % host.reports.size()].timestamp_unix_ns);
@@ -468,6 +472,8 @@ void BuildInterval(FleetState::Host& host, uint64_t newest) ABSL_EXCLUSIVE_LOCKS
 void ResetHistory(FleetState::Host& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
   host.interval.clear();
   host.last_seq = 0;
+  host.first_seq = 0;
+  host.missing_seqs = 0;
   host.report_count = 0;
   host.floor_index = 1;
   std::fill(host.reports.begin(), host.reports.end(), ReportSlot{});
@@ -633,6 +639,11 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
   host->reports[index % history] =
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
   host->report_count = index;
+  if (host->last_seq == 0) {
+    host->first_seq = report.seq();
+  } else {
+    host->missing_seqs += report.seq() - host->last_seq - 1;
+  }
   host->last_seq = report.seq();
 
   uint64_t samples = 0;
@@ -1018,6 +1029,13 @@ absl::StatusOr<CpuRate> FleetState::TenantCpu(absl::string_view host_id,
         absl::StrCat("tenant ", tenant_id, " is not known on host ", host_id));
   }
   return ComputeCpu(*host, it->second, *window);
+}
+
+uint64_t FleetState::LastReportSeq(absl::string_view host_id) const {
+  std::shared_ptr<Host> host = FindHost(host_id);
+  if (!host) return 0;
+  absl::MutexLock lock(&host->mu);
+  return host->last_seq;
 }
 
 absl::StatusOr<HostInterval> FleetState::LastInterval(absl::string_view host_id) const {

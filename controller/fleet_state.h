@@ -155,6 +155,9 @@ class FleetState {
   // The last interval of a host (NotFound: unknown host; FailedPrecondition:
   // fewer than two reports in this epoch).
   absl::StatusOr<HostInterval> LastInterval(absl::string_view host_id) const;
+  // The seq of the host's newest report (0: none, or unknown host); cheap, so
+  // a caller can skip hosts with nothing new before asking for LastInterval.
+  uint64_t LastReportSeq(absl::string_view host_id) const;
   // Ids of every known host.
   std::vector<std::string> HostIds() const;
 

@@ -61,17 +61,30 @@ void Judge::Start() {
            " case(s) of a previous run closed: their limits lapse with their leases");
   }
   thread_ = std::thread([this] {
-    // On a fixed period: a pass that takes long does not push the next one back.
     absl::Time next = absl::Now() + options_.period;
-    while (!stop_.WaitForNotificationWithDeadline(next)) {
+    while (!stop_.HasBeenNotified()) {
+      {
+        absl::MutexLock lock(&wake_mu_);
+        wake_mu_.AwaitWithDeadline(absl::Condition(&wake_), next);
+        wake_ = false;
+      }
+      if (stop_.HasBeenNotified()) break;
       RunOnce(absl::Now());
-      next = std::max(next + options_.period, absl::Now());
+      next = absl::Now() + options_.period;
+      // Reports of a burst that arrive meanwhile are judged together.
+      if (stop_.WaitForNotificationWithTimeout(options_.min_gap)) break;
     }
   });
 }
 
+void Judge::Wake() {
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = true;
+}
+
 void Judge::Stop() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
+  Wake();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -114,8 +127,9 @@ void Judge::RunOnce(absl::Time now) {
     }
     const std::string gone = *it;
     engine_.ForgetHost(gone);
-    skip_logged_.erase(skip_logged_.lower_bound(Key(gone, "", v1::RESOURCE_UNSPECIFIED)),
-                       skip_logged_.lower_bound(Key(gone + '\0', "", v1::RESOURCE_UNSPECIFIED)));
+    judged_seq_.erase(gone);
+    skips_.erase(skips_.lower_bound(Key(gone, "", v1::RESOURCE_UNSPECIFIED)),
+                 skips_.lower_bound(Key(gone + '\0', "", v1::RESOURCE_UNSPECIFIED)));
     for (const Planner::CaseRef& ref : planner_.Cases()) {
       if (ref.host_id != gone) continue;
       PlannedAction release;
@@ -129,9 +143,14 @@ void Judge::RunOnce(absl::Time now) {
     judged_hosts_.erase(it++);
   }
   for (const std::string& host_id : host_ids) {
+    // Nothing new since this host was last judged: skip it before copying its interval.
+    const uint64_t seq = fleet_->LastReportSeq(host_id);
+    auto judged = judged_seq_.find(host_id);
+    if (judged != judged_seq_.end() && judged->second == seq) continue;
     absl::StatusOr<HostInterval> interval = fleet_->LastInterval(host_id);
     if (!interval.ok()) continue;  // fewer than two reports yet, or gone meanwhile
     const Evaluation evaluation = engine_.Evaluate(*interval, planner_.LimitsOn(host_id));
+    judged_seq_[host_id] = interval->seq;
     if (evaluation.seq == 0) continue;  // judged already
     judged_hosts_.insert(host_id);
     ++stats_.intervals_judged;
@@ -140,7 +159,7 @@ void Judge::RunOnce(absl::Time now) {
       for (const TenantInterval& t : interval->tenants) {
         if (t.id == tenant_id) name = t.name;
       }
-      return IsExempt(host, tenant_id, name, AccountOf(host, tenant_id));
+      return ExemptionOf(host, tenant_id, name, AccountOf(host, tenant_id));
     };
     for (const PlannedAction& action :
          planner_.Plan(now, evaluation, interval->tenants.size(), exempt)) {
@@ -177,15 +196,18 @@ void Judge::Handle(const PlannedAction& action, const Evaluation& evaluation,
                    const HostInterval& interval, absl::Time now) {
   const Key key(action.host_id, action.tenant_id, action.resource);
   if (action.kind == v1::ACTION_KIND_SKIP) {
+    // One record per episode: the same reason again within a cool-down of
+    // the last is the same story, not a new case.
     std::string kind = SkipKind(action.reason);
-    if (skip_logged_[key] != kind) {
-      FW_LOG(Info, "host ", action.host_id, ": offender ", action.tenant_id, " (",
-             v1::Resource_Name(action.resource), ") left alone: ", action.reason);
-      skip_logged_[key] = std::move(kind);
-    }
-    return;
-  }
-  if (action.kind != v1::ACTION_KIND_LIMIT) {
+    SkipEpisode& episode = skips_[key];
+    const bool same_episode =
+        episode.kind == kind && now - episode.last_seen < options_.planner.cooldown;
+    episode.kind = std::move(kind);
+    episode.last_seen = now;
+    if (same_episode) return;
+    FW_LOG(Info, "host ", action.host_id, ": offender ", action.tenant_id, " (",
+           v1::Resource_Name(action.resource), ") left alone: ", action.reason);
+  } else if (action.kind != v1::ACTION_KIND_LIMIT) {
     Commit(action, nullptr, now).IgnoreError();  // logged and counted there
     return;
   }
@@ -236,9 +258,24 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
     }
     case_id = stored->case_id();
     action_id = stored->actions(0).action_id();
-    open_cases_[key] = case_id;
-    skip_logged_.erase(key);
     ++stats_.cases_opened;
+    if (action.kind == v1::ACTION_KIND_SKIP) {
+      // On record, as a case an operator can read; nothing is sent.
+      ++stats_.actions[{std::string(ActionKindName(action.kind)), "not_sent"}];
+      absl::Status status = store_->RecordAck(action_id, v1::ACK_STATE_NOT_SENT,
+                                              "left alone: nothing sent", std::nullopt, now);
+      if (status.ok()) {
+        status = store_->CloseCase(case_id, absl::StrCat("left alone: ", action.reason), now);
+      }
+      if (!status.ok()) {
+        ++stats_.store_errors;
+        FW_LOG(Error, "recording case ", case_id, " (left alone): ", status.message());
+      }
+      ++stats_.cases_closed;
+      return case_id;
+    }
+    open_cases_[key] = case_id;
+    skips_.erase(key);
     FW_LOG(Info, "case ", case_id, " opened by ", action.decided_by, ": host ", action.host_id,
            ", tenant ", action.tenant_id, ", ", v1::Resource_Name(action.resource),
            action.dry_run ? " (dry run)" : "", ": ", action.reason);
@@ -336,22 +373,31 @@ std::string Judge::AccountOf(const std::string& host_id, const std::string& tena
   return "";
 }
 
-bool Judge::IsExempt(const std::string& host_id, const std::string& tenant_id,
-                     const std::string& name, const std::string& account) const {
+std::optional<std::string> Judge::ExemptionOf(const std::string& host_id,
+                                              const std::string& tenant_id, const std::string& name,
+                                              const std::string& account) const {
   for (const v1::Exemption& e : exemptions_) {
-    if (!e.account().empty() && e.account() == account) return true;
-    if (!e.tenant_id().empty() && e.tenant_id() == tenant_id &&
-        (e.host_id().empty() || e.host_id() == host_id)) {
-      return true;
+    const bool by_account = !e.account().empty() && e.account() == account;
+    const bool by_tenant = !e.tenant_id().empty() && e.tenant_id() == tenant_id &&
+                           (e.host_id().empty() || e.host_id() == host_id);
+    if (by_account || by_tenant) {
+      return absl::StrCat(by_account ? absl::StrCat("account ", account) : std::string("tenant"),
+                          " exempted by ", e.created_by(), " (exemption ", e.exemption_id(), ": ",
+                          e.reason(), ")");
     }
   }
   for (const std::string& t : options_.exempt_tenants) {
-    if (t == tenant_id || (!name.empty() && t == name)) return true;
+    if (t == tenant_id || (!name.empty() && t == name)) {
+      return std::string("tenant exempt in the controller's config (fairness.exempt_tenants)");
+    }
   }
   for (const std::string& a : options_.exempt_accounts) {
-    if (!account.empty() && a == account) return true;
+    if (!account.empty() && a == account) {
+      return absl::StrCat("account ", account,
+                          " exempt in the controller's config (fairness.exempt_accounts)");
+    }
   }
-  return false;
+  return std::nullopt;
 }
 
 absl::StatusOr<ResolvedTenant> Judge::Resolve(const std::string& host_id,

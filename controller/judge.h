@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -31,7 +32,11 @@ namespace fairwatch::controller {
 struct JudgeOptions {
   FairnessParams fairness;
   PlannerParams planner;
+  // A pass runs when a report arrives (Wake), at least `min_gap` after the
+  // last one so a burst of reports is judged in one pass, and at the latest
+  // `period` after it.
   absl::Duration period = absl::Seconds(1);
+  absl::Duration min_gap = absl::Milliseconds(50);
   // From the policy file: never limited by the policy (tenant id or name; account).
   std::vector<std::string> exempt_tenants;
   std::vector<std::string> exempt_accounts;
@@ -86,6 +91,8 @@ class Judge {
   void RunOnce(absl::Time now);
   void Start();
   void Stop();
+  // A host sent a new report: judge soon (from any thread; cheap).
+  void Wake();
 
   // An agent's answer to a command (command_id is the action id).
   void OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Time now);
@@ -136,8 +143,10 @@ class Judge {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The stored cases, in the order given.
   absl::StatusOr<std::vector<v1::Case>> CasesById(const std::vector<uint64_t>& case_ids);
-  bool IsExempt(const std::string& host_id, const std::string& tenant_id, const std::string& name,
-                const std::string& account) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why the tenant is exempt (who exempted it and their reason); nullopt when it is not.
+  std::optional<std::string> ExemptionOf(const std::string& host_id, const std::string& tenant_id,
+                                         const std::string& name, const std::string& account) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The account of a tenant the fleet knows; empty otherwise.
   std::string AccountOf(const std::string& host_id, const std::string& tenant_id) const;
   // Releases the policy's (not operators') cases `covered` selects.
@@ -157,13 +166,22 @@ class Judge {
   FairnessEngine engine_ ABSL_GUARDED_BY(mu_);
   Planner planner_ ABSL_GUARDED_BY(mu_);
   std::map<Key, uint64_t> open_cases_ ABSL_GUARDED_BY(mu_);  // -> case id
-  std::map<Key, std::string> skip_logged_ ABSL_GUARDED_BY(mu_);
+  // The last time each offender was left alone, and why (one case per episode).
+  struct SkipEpisode {
+    std::string kind;
+    absl::Time last_seen = absl::InfinitePast();
+  };
+  std::map<Key, SkipEpisode> skips_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> judged_hosts_ ABSL_GUARDED_BY(mu_);  // the engine holds state for these
   JudgeStats stats_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::Exemption> exemptions_ ABSL_GUARDED_BY(mu_);  // the store's, in force
   v1::PolicyChange last_change_ ABSL_GUARDED_BY(mu_);
 
+  std::map<std::string, uint64_t> judged_seq_ ABSL_GUARDED_BY(mu_);  // host -> last report judged
+
   absl::Notification stop_;
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;  // a report arrived, or stopping
   std::thread thread_;
 };
 

@@ -109,12 +109,30 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     }
     bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;
+    // Usage is unknown when the resource was not judged: never "stopped".
+    const bool idle = share != nullptr && share->usage < params_.release_below_fraction * c.limit;
+    if (!idle) {
+      c.idle_since = absl::InfinitePast();
+    } else if (c.idle_since == absl::InfinitePast()) {
+      c.idle_since = now;
+    }
     if (c.manual) {
       // Renewed below.
+    } else if (idle && now - c.idle_since >= params_.quiet_period) {
+      action(
+          key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+          absl::StrCat("its usage stayed under ", std::lround(100 * params_.release_below_fraction),
+                       " % of its limit ", Amount(c.limit, resource), " for ",
+                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                       " (now ", Amount(share->usage, resource), "): it no longer needs one"));
+      cooldown_until_[key] = now + params_.cooldown;
+      it = cases_.erase(it);
+      continue;
     } else if (others_harmed > 0) {
       c.quiet_since = absl::InfinitePast();
       const double lower = std::max(c.floor, c.limit * params_.step_down);
-      if (step_due && lower < c.limit) {
+      // A limit it does not use is not what harms them: no step down then.
+      if (step_due && !idle && lower < c.limit) {
         c.limit = lower;
         c.last_step = now;
         c.lease_expires = now + params_.lease;
@@ -129,10 +147,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       if (step_due && now - c.quiet_since >= params_.quiet_period) {
         const double higher = c.limit * params_.step_up;
         if (higher >= c.opening_usage) {
-          action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-                 absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
-                              "; limit back above its usage when the case opened (",
-                              Amount(c.opening_usage, resource), ")"));
+          action(
+              key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+              absl::StrCat("no neighbour harmed for ",
+                           absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
+                           "; limit back above its usage when the case opened (",
+                           Amount(c.opening_usage, resource), ")"));
           cooldown_until_[key] = now + params_.cooldown;
           it = cases_.erase(it);
           continue;
@@ -140,9 +160,11 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.limit = higher;
         c.last_step = now;
         c.lease_expires = now + params_.lease;
-        action(key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,
-               absl::StrCat("no neighbour harmed for ", absl::FormatDuration(now - c.quiet_since),
-                            "; limit raised to ", Amount(c.limit, resource)));
+        action(
+            key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,
+            absl::StrCat("no neighbour harmed for ",
+                         absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
+                         "; limit raised to ", Amount(c.limit, resource)));
         acted = true;
       }
     }
@@ -165,13 +187,14 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     const Key key(host, f.offender.id, f.resource);
     if (cases_.contains(key)) continue;
     const bool dry_run = DryRun(f.resource);
-    if (exempt && exempt(host, f.offender.id)) {
-      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run, "exempt");
+    if (std::optional<std::string> why = exempt ? exempt(host, f.offender.id) : std::nullopt) {
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run, absl::StrCat("exempt: ", *why));
       continue;
     }
     if (auto cool = cooldown_until_.find(key); cool != cooldown_until_.end()) {
       action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
-             absl::StrCat("cooling down for another ", absl::FormatDuration(cool->second - now),
+             absl::StrCat("cooling down for another ",
+                          absl::FormatDuration(absl::Trunc(cool->second - now, absl::Seconds(1))),
                           " after its last release"));
       continue;
     }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -34,6 +35,10 @@ struct PlannerParams {
   absl::Duration cooldown = absl::Seconds(60);      // after a release, before a new limit
   // At most this share of a host's tenants limited at once (at least one).
   double max_limited_fraction = 0.25;
+  // Released when its usage stayed below this share of its limit for the
+  // quiet period: it stopped, so the limit binds nothing and whatever harm
+  // remains is not its doing (nor is such harm a reason to step down).
+  double release_below_fraction = 0.5;
   bool dry_run = false;                         // decide and record, send nothing
   std::vector<v1::Resource> dry_run_resources;  // dry run for these only
 };
@@ -60,8 +65,9 @@ class Planner {
  public:
   explicit Planner(PlannerParams params) : params_(std::move(params)) {}
 
-  // Whether a tenant is exempt (by its id or its account); default: none.
-  using ExemptFn = std::function<bool(const std::string& host_id, const std::string& tenant_id)>;
+  // Whether a tenant is exempt (by its id or its account), and why; default: none.
+  using ExemptFn = std::function<std::optional<std::string>(const std::string& host_id,
+                                                            const std::string& tenant_id)>;
 
   // Plans for one host at `now` from its latest evaluation. `host_tenants`:
   // how many tenants the host has (for the cap on limited tenants).
@@ -110,6 +116,9 @@ class Planner {
     double opening_usage = 0;  // released once the limit is back up to this
     absl::Time last_step;
     absl::Time quiet_since = absl::InfinitePast();  // InfinitePast: harm now
+    // Since when its usage has stayed below release_below_fraction of the
+    // limit (InfinitePast: it is using its limit).
+    absl::Time idle_since = absl::InfinitePast();
     absl::Time lease_expires;
     bool dry_run = false;
     bool manual = false;  // an operator's: renewed, never stepped or released by policy

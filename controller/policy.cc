@@ -49,6 +49,7 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   a->set_lease_ms(ms(a->lease_ms(), pd.lease));
   a->set_cooldown_ms(ms(a->cooldown_ms(), pd.cooldown));
   a->set_max_limited_fraction(set(a->max_limited_fraction(), pd.max_limited_fraction));
+  a->set_release_below_fraction(set(a->release_below_fraction(), pd.release_below_fraction));
 }
 
 absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
@@ -93,6 +94,7 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("actions.lease_ms", a.lease_ms(), 1000, 3600000));
   RETURN_IF_ERROR(InRange("actions.cooldown_ms", a.cooldown_ms(), 100, 86400000));
   RETURN_IF_ERROR(InRange("actions.max_limited_fraction", a.max_limited_fraction(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("actions.release_below_fraction", a.release_below_fraction(), 0.01, 1));
   for (int r : p.dry_run_resources()) {
     if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
       return absl::InvalidArgumentError(
@@ -145,6 +147,7 @@ absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy)
   params.lease = absl::Milliseconds(a.lease_ms());
   params.cooldown = absl::Milliseconds(a.cooldown_ms());
   params.max_limited_fraction = a.max_limited_fraction();
+  params.release_below_fraction = a.release_below_fraction();
   params.dry_run = policy.dry_run();
   for (int r : policy.dry_run_resources()) {
     params.dry_run_resources.push_back(static_cast<v1::Resource>(r));

@@ -24,6 +24,9 @@ AgentLinkOptions LinkOptions(ControllerServer* server) {
   options.on_limit_ack = [server](const std::string& host_id, const v1::LimitAck& ack) {
     if (server->judge() != nullptr) server->judge()->OnAck(host_id, ack, absl::Now());
   };
+  options.on_report = [server](const std::string&) {
+    if (server->judge() != nullptr) server->judge()->Wake();
+  };
   return options;
 }
 

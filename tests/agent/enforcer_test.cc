@@ -3,6 +3,7 @@
 // journal in a temp dir; and the path and protection checks.
 #include "agent/enforcer.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -382,6 +383,22 @@ TEST_F(EnforcerTest, AJournalThatDoesNotParseIsAnErrorNotAFreshStart) {
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(e.status().message().find("limits.journal"), std::string::npos);
+}
+
+TEST_F(EnforcerTest, AJournalFromBeforeThisBootIsIgnored) {
+  // Whatever it holds (here garbage, as a write torn by a power cut could
+  // leave), its limits went with the boot that wrote it.
+  std::filesystem::create_directories(dir_);
+  const std::string path = absl::StrCat(dir_, "/limits.journal");
+  std::ofstream(path) << "\xff\xff\xff torn";
+  const struct timespec long_ago[2] = {{1'000'000'000, 0}, {1'000'000'000, 0}};  // 2001
+  ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), long_ago, 0), 0);
+  EnforcerOptions o;
+  o.state_dir = dir_;
+  o.own_cgroups = {{"cpu", ""}};
+  auto e = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->stats().in_force, 0u);
 }
 
 TEST(ProtectionReason, BuiltInsConfigAndTheAgentsOwnCgroup) {

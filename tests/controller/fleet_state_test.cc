@@ -213,6 +213,11 @@ TEST_F(FleetStateTest, SeqGapIsAcceptedSinceCountersAreCumulative) {
   Ingest(MakeReport(5, 5 * kSecond, {{"t", 2 * kSecond}}));
   EXPECT_DOUBLE_EQ(Cpu().cores, 0.5);
   EXPECT_DOUBLE_EQ(Cpu().window_s, 4.0);
+  // The gap is on the host's record: 2, 3 and 4 never arrived.
+  EXPECT_EQ(fleet_.GetHost("h1")->first_report_seq(), 1u);
+  EXPECT_EQ(fleet_.GetHost("h1")->reports_missing(), 3u);
+  Ingest(MakeReport(6, 6 * kSecond, {{"t", 3 * kSecond}}));
+  EXPECT_EQ(fleet_.GetHost("h1")->reports_missing(), 3u);
 }
 
 TEST_F(FleetStateTest, EpochChangeDropsHistoryAndSeq) {
@@ -223,6 +228,7 @@ TEST_F(FleetStateTest, EpochChangeDropsHistoryAndSeq) {
   EXPECT_TRUE(again->epoch_changed);
   EXPECT_EQ(again->last_report_seq, 0u);
   EXPECT_EQ(fleet_.GetHost("h1")->last_report_seq(), 0u);
+  EXPECT_EQ(fleet_.GetHost("h1")->first_report_seq(), 0u);
   EXPECT_EQ(fleet_.TenantCpu("h1", "t", 0).status().code(), absl::StatusCode::kNotFound);
   // The new epoch starts again at seq 1 with small counters.
   Ingest(MakeReport(1, 100 * kSecond, {{"t", kSecond}}));

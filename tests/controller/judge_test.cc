@@ -169,9 +169,22 @@ TEST_F(JudgeTest, ExemptingAnAccountReleasesItsPolicyLimitAndKeepsItUnlimited) {
   EXPECT_EQ(cases[0].close_reason(), "exempted by operator:alice: backup service");
   EXPECT_EQ(cases[0].actions().rbegin()->decided_by(), "operator:alice");
   EXPECT_EQ(sent_.back().kind(), v1::LimitCommand::KIND_CLEAR);
-  // Still offending, never limited again; no cool-down needed for that.
+  // Still offending, never limited again; no cool-down needed for that. It is
+  // on record once, as a case left alone with who exempted it and why.
+  const size_t sent_before = sent_.size();
   for (int i = 0; i < 10; ++i) Tick(true);
-  EXPECT_EQ(Cases().size(), 1u);
+  EXPECT_EQ(sent_.size(), sent_before);
+  cases = Cases();
+  ASSERT_EQ(cases.size(), 2u);
+  const v1::Case& skipped = cases[0].case_id() > cases[1].case_id() ? cases[0] : cases[1];
+  EXPECT_EQ(skipped.state(), v1::CASE_STATE_CLOSED);
+  EXPECT_EQ(skipped.close_reason(),
+            "left alone: exempt: account acct exempted by operator:alice (exemption 1: backup "
+            "service)");
+  ASSERT_EQ(skipped.actions_size(), 1);
+  EXPECT_EQ(skipped.actions(0).kind(), v1::ACTION_KIND_SKIP);
+  EXPECT_EQ(skipped.actions(0).ack(), v1::ACK_STATE_NOT_SENT);
+  EXPECT_GT(skipped.opening().usage(), skipped.opening().fair_share());
   // A new judge on the same store knows the exemption.
   Judge next(
       &fleet_, store_.get(),

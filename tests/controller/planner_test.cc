@@ -105,6 +105,50 @@ TEST(Planner, LimitStepDownToTheFloorRenewQuietStepUpReleaseCoolDown) {
   EXPECT_EQ(relimit->t, 135);
 }
 
+TEST(Planner, AnOffenderThatStoppedIsReleasedAfterTheQuietPeriodNotSteppedBackUp) {
+  Planner planner{PlannerParams{}};
+  std::vector<Step> got;
+  uint64_t seq = 0;
+  for (int t = 0; t <= 60; ++t) {
+    // Limited at 0; the hog stops at 20 (a trickle of 0.02 cores) while its
+    // neighbours stay harmed until 40, by something else: its limit binds
+    // nothing, so it is neither stepped down nor kept.
+    const double usage = t < 20 ? 1.6 : 0.02;
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(++seq, t == 0, t < 40, usage), 2)) {
+      got.push_back({t, a.kind, a.limit});
+      if (a.kind == v1::ACTION_KIND_RELEASE) {
+        EXPECT_NE(a.reason.find("no longer needs one"), std::string::npos) << a.reason;
+      }
+    }
+  }
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back().kind, v1::ACTION_KIND_RELEASE);
+  EXPECT_EQ(got.back().t, 30);  // idle since 20, for the quiet period (10 s)
+  for (const Step& s : got) {
+    EXPECT_NE(s.kind, v1::ACTION_KIND_STEP_UP) << "at t=" << s.t;
+    if (s.t >= 20) {
+      EXPECT_NE(s.kind, v1::ACTION_KIND_STEP_DOWN) << "at t=" << s.t;
+    }
+  }
+}
+
+TEST(Planner, ABriefLullIsNotAStop) {
+  Planner planner{PlannerParams{}};
+  uint64_t seq = 0;
+  std::vector<Step> got;
+  for (int t = 0; t <= 40; ++t) {
+    // No harm after 0; idle from 1 to 8, busy again at 9 and after: up to
+    // its limit, so it is stepped up rather than released as stopped.
+    const double usage = t == 0 ? 1.6 : t <= 8 ? 0.01 : 1.1;
+    for (const PlannedAction& a : planner.Plan(At(t), Interval(++seq, t == 0, t == 0, usage), 2)) {
+      got.push_back({t, a.kind, a.limit});
+    }
+  }
+  ASSERT_GE(got.size(), 2u);
+  EXPECT_EQ(got[1].kind, v1::ACTION_KIND_STEP_UP) << "at t=" << got[1].t;
+  EXPECT_EQ(got[1].t, 11);
+}
+
 TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
   Planner planner{PlannerParams{}};
   std::vector<PlannedAction> first = planner.Plan(At(0), Interval(1, true, true), 2);
@@ -139,11 +183,15 @@ TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
 
 TEST(Planner, ExemptTenantsAreRecordedButNeverLimited) {
   Planner planner{PlannerParams{}};
-  auto exempt = [](const std::string&, const std::string& tenant) { return tenant == "hog"; };
+  auto exempt = [](const std::string&, const std::string& tenant) -> std::optional<std::string> {
+    if (tenant == "hog") return "tenant exempted by operator:alice (exemption 1: backup window)";
+    return std::nullopt;
+  };
   std::vector<PlannedAction> actions = planner.Plan(At(0), Interval(1, true, true), 2, exempt);
   ASSERT_EQ(actions.size(), 1u);
   EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_SKIP);
-  EXPECT_EQ(actions[0].reason, "exempt");
+  EXPECT_EQ(actions[0].reason,
+            "exempt: tenant exempted by operator:alice (exemption 1: backup window)");
   EXPECT_EQ(planner.active_cases(), 0u);
 }
 

@@ -70,7 +70,10 @@ TestCgroupTree::~TestCgroupTree() {
     for (auto it = nested_.rbegin(); it != nested_.rend(); ++it) {
       rmdir(absl::StrCat(mount, "/", prefix_, "/", *it).c_str());
     }
-    for (const auto& child : children_) rmdir(PathIn(mount, child).c_str());
+    // Newest first: a child may be nested in an earlier one ("gold", "gold/big").
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+      rmdir(PathIn(mount, *it).c_str());
+    }
     rmdir(absl::StrCat(mount, "/", prefix_).c_str());
   }
 }
@@ -202,6 +205,26 @@ absl::StatusOr<std::string> TestCgroupTree::ReadFile(const std::string& mount,
 
 void TestCgroupTree::StopWorkloads() {
   for (pid_t pid : pids_) kill(pid, SIGSTOP);
+}
+
+void TestCgroupTree::KillIn(const std::string& child) {
+  for (int round = 0; round < 100; ++round) {
+    bool any = false;
+    for (const auto& mount : mounts_) {
+      std::ifstream in(PathIn(mount, child) + "/cgroup.procs");
+      pid_t pid = 0;
+      while (in >> pid) {
+        any = true;
+        kill(pid, SIGKILL);
+      }
+    }
+    // Ours among them leave the cgroup's list only once reaped.
+    for (auto it = pids_.begin(); it != pids_.end();) {
+      it = waitpid(*it, nullptr, WNOHANG) == *it ? pids_.erase(it) : std::next(it);
+    }
+    if (!any) return;
+    usleep(20'000);
+  }
 }
 
 void TestCgroupTree::KillWorkloads() {

@@ -46,6 +46,9 @@ class TestCgroupTree {
   absl::StatusOr<std::string> ReadFile(const std::string& mount, const std::string& child,
                                        const std::string& file) const;
   void StopWorkloads();  // SIGSTOP: freezes their counters without removing them
+  // Kills every process in <prefix>/<child> (in every mount) and reaps those
+  // this tree started.
+  void KillIn(const std::string& child);
   // Kills the workloads and every process still in the cgroups it created.
   void KillWorkloads();
 

@@ -6,7 +6,7 @@
 # host and runs tiny TCG guests on it: a stock Debian kernel booted directly
 # with a busybox initramfs whose /init (tests/vm/guest-init.sh) runs one
 # workload: cpu (busy loop), disk (O_DIRECT dd on its virtio disk), net (steady
-# ping to the host end of its tap) or idle.  Every guest is 1 vCPU, 128 MiB,
+# ping to the host end of its tap) or idle.  Every guest is 1 vCPU (--vcpus: more), 128 MiB,
 # has a raw virtio disk (cache=none, io=native), a virtio NIC on a tap with a
 # fixed name, a CPU cap (<cputune><global_quota>) and its serial console in a
 # file, so fairwatch sees ordinary libvirt tenants with real cgroups, block
@@ -88,10 +88,11 @@ Commands:
                         start virtlogd + libvirtd if not running, build the
                         guest kernel + initramfs into the cache (reused)
   define NAME [--workload cpu|disk|net|idle] [--quota-pct N] [--disk-mb N]
-              [--tap TAP] [--mem-mb N] [--cmdline-extra 'k=v ...']
+              [--tap TAP] [--mem-mb N] [--vcpus N] [--cmdline-extra 'k=v ...']
                         create the disk image and define the domain
                         (defaults: idle, ${DEFAULT_QUOTA_PCT}% of one core, ${DEFAULT_DISK_MB} MiB,
-                        tap derived from NAME; --quota-pct 0 = no cap)
+                        1 vCPU (cpu: one busy loop per vCPU), tap derived
+                        from NAME; --quota-pct 0 = no cap)
   start NAME [--fast-boot]
                         start the domain, put the host address on its tap;
                         --fast-boot boots without the CPU cap (TCG boots ~3x
@@ -718,7 +719,7 @@ write_domain_xml() {
     <fwvm:vm xmlns:fwvm="$META_NS" workload="$WORKLOAD" tap="$TAP" image="$IMAGE" serial="$SERIAL_LOG" xml="$XML_FILE" host_ip="$HOST_IP" guest_ip="$GUEST_IP" prefixlen="30" net_index="$NET_INDEX" quota_pct="$QUOTA_PCT"/>
   </metadata>
   <memory unit='MiB'>$MEM_MB</memory>
-  <vcpu placement='static'>1</vcpu>
+  <vcpu placement='static'>$VCPUS</vcpu>
 $cputune
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
@@ -780,7 +781,7 @@ cmd_define() {
     NAME=$1
     shift
     validate_name "$NAME"
-    WORKLOAD=idle QUOTA_PCT=$DEFAULT_QUOTA_PCT DISK_MB=$DEFAULT_DISK_MB MEM_MB=$DEFAULT_MEM_MB
+    WORKLOAD=idle QUOTA_PCT=$DEFAULT_QUOTA_PCT DISK_MB=$DEFAULT_DISK_MB MEM_MB=$DEFAULT_MEM_MB VCPUS=1
     TAP="" CMDLINE_EXTRA=""
     while (($#)); do
         case $1 in
@@ -788,6 +789,7 @@ cmd_define() {
             --quota-pct) (($# >= 2)) || usage_error "--quota-pct needs a value"; QUOTA_PCT=$2; shift 2 ;;
             --disk-mb) (($# >= 2)) || usage_error "--disk-mb needs a value"; DISK_MB=$2; shift 2 ;;
             --mem-mb) (($# >= 2)) || usage_error "--mem-mb needs a value"; MEM_MB=$2; shift 2 ;;
+            --vcpus) (($# >= 2)) || usage_error "--vcpus needs a value"; VCPUS=$2; shift 2 ;;
             --tap) (($# >= 2)) || usage_error "--tap needs a value"; TAP=$2; shift 2 ;;
             --cmdline-extra) (($# >= 2)) || usage_error "--cmdline-extra needs a value"; CMDLINE_EXTRA=$2; shift 2 ;;
             *) usage_error "define: unknown argument '$1'" ;;
@@ -797,6 +799,7 @@ cmd_define() {
     QUOTA_PCT=$(check_uint --quota-pct "$QUOTA_PCT" 0 100)
     DISK_MB=$(check_uint --disk-mb "$DISK_MB" 1 65536)
     MEM_MB=$(check_uint --mem-mb "$MEM_MB" 64 4096)
+    VCPUS=$(check_uint --vcpus "$VCPUS" 1 8)
     [[ $CMDLINE_EXTRA != *$'\n'* ]] || usage_error "--cmdline-extra must be one line"
     if [[ -n $TAP ]]; then
         [[ $TAP =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$ ]] || usage_error "--tap must be 1..15 chars of letters, digits, '_', '.', '-'"

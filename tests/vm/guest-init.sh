@@ -82,7 +82,10 @@ fi
 
 case $fw_workload in
     cpu)
-        ( while :; do :; done ) &
+        # One busy loop per vCPU.
+        for _ in $(seq "$(grep -c '^processor' /proc/cpuinfo)"); do
+            ( while :; do :; done ) &
+        done
         ;;
     disk)
         wait_for /dev/vda 100 || fail "no /dev/vda"

@@ -1,0 +1,238 @@
+// fairwatch-scenarios: runs the end-to-end scenarios (tests/e2e/scenarios.cc)
+// on this host, as root, one after the other, each with its own controller,
+// agent and tenants. One line per run with its timings; with --narrate the
+// story as it happens (the demo); with --repeat the median and worst of each
+// figure (docs/performance.md).
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "tests/e2e/scenarios.h"
+
+namespace fe = fairwatch::testing::e2e;
+
+namespace {
+
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitSkipped = 77;  // ctest's SKIP_RETURN_CODE
+
+std::string TailOf(const std::string& path, size_t lines) {
+  std::ifstream in(path);
+  std::vector<std::string> kept;
+  for (std::string line; std::getline(in, line);) {
+    kept.push_back(line + "\n");
+    if (kept.size() > lines) kept.erase(kept.begin());
+  }
+  return absl::StrJoin(kept, "");
+}
+
+std::string FigureText(const fe::Outcome::Value& f) {
+  return absl::StrFormat("%s %.2f%s%s", f.name, f.value, f.unit.empty() ? "" : " ", f.unit);
+}
+
+// A steady tenant's work: `fraction` of a core's CPU time every 10 ms, done
+// as soon as it can be, like a service with a steady request rate. Unlike a
+// wall-clock duty cycle (stress-ng --cpu-load) it gets its work done when it
+// waits to run, as long as there is CPU for it; work owed for more than
+// 100 ms is dropped (requests time out). Runs until killed.
+[[noreturn]] void SteadyWork(double fraction) {
+  auto cpu_ns = [] {
+    struct timespec ts {};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  };
+  auto mono_ns = [] {
+    struct timespec ts {};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  };
+  constexpr int64_t kPeriodNs = 10'000'000;
+  const auto budget = static_cast<int64_t>(fraction * kPeriodNs);
+  int64_t target = cpu_ns();
+  int64_t next = mono_ns();
+  volatile uint64_t sink = 0;
+  while (true) {
+    target += budget;
+    while (cpu_ns() < target) {
+      for (int i = 0; i < 1000; ++i) sink = sink + static_cast<uint64_t>(i);
+    }
+    next += kPeriodNs;
+    const int64_t now = mono_ns();
+    if (now - next > 10 * kPeriodNs) {
+      next = now;  // too far behind: drop the backlog
+      target = cpu_ns();
+    } else if (next > now) {
+      struct timespec ts {
+        next / 1'000'000'000, next % 1'000'000'000
+      };
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Runs fairwatch's end-to-end scenarios on this host: a real controller and agent, real "
+      "tenant cgroups and workloads, judged through the operator CLI and the kernel. Needs "
+      "root. Everything a scenario creates is removed when it ends, also on failure or Ctrl-C.",
+      "fairwatch-scenarios"};
+  std::vector<std::string> names;
+  bool list = false;
+  bool narrate = false;
+  bool keep = false;
+  int repeat = 1;
+  std::string bin_dir = FW_BIN_DIR;
+  app.add_option("scenario", names, "Scenarios to run, in order (default: all)");
+  app.add_flag("--list", list, "List the scenarios and exit");
+  app.add_flag("--narrate", narrate, "Tell what happens as it happens (the demo)");
+  app.add_flag("--keep", keep,
+               "Keep each run's directory (controller database, daemons' logs) and say where");
+  app.add_option("--repeat", repeat, "Run each scenario this many times; prints median and worst")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  double steady = 0;
+  app.add_option("--steady-work", steady,
+                 "Internal: be a steady tenant's workload, this share of a core, until killed")
+      ->check(CLI::Range(0.01, 1.0))
+      ->group("");
+  app.add_option("--bin-dir", bin_dir, "Where fairwatch-agent, -controller and fairwatch are")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (steady > 0) SteadyWork(steady);
+
+  const std::vector<fe::Scenario>& all = fe::AllScenarios();
+  if (list) {
+    for (const fe::Scenario& s : all) std::printf("%-20s %s\n", s.name.c_str(), s.summary.c_str());
+    return 0;
+  }
+  std::vector<const fe::Scenario*> chosen;
+  for (const std::string& n : names) {
+    auto it =
+        std::find_if(all.begin(), all.end(), [&](const fe::Scenario& s) { return s.name == n; });
+    if (it == all.end()) {
+      std::vector<std::string> known;
+      for (const fe::Scenario& s : all) known.push_back(s.name);
+      std::fprintf(stderr, "fairwatch-scenarios: no scenario '%s'; known: %s\n", n.c_str(),
+                   absl::StrJoin(known, ", ").c_str());
+      return kExitUsage;
+    }
+    chosen.push_back(&*it);
+  }
+  if (chosen.empty()) {
+    for (const fe::Scenario& s : all) chosen.push_back(&s);
+  }
+  if (geteuid() != 0) {
+    std::fprintf(stderr,
+                 "fairwatch-scenarios: skipped: needs root (the agent loads eBPF programs; "
+                 "scenarios create cgroups)\n");
+    return kExitSkipped;
+  }
+  fe::Binaries binaries{bin_dir + "/fairwatch-agent", bin_dir + "/fairwatch-controller",
+                        bin_dir + "/fairwatch"};
+  for (const std::string* b : {&binaries.agent, &binaries.controller, &binaries.cli}) {
+    if (access(b->c_str(), X_OK) != 0) {
+      std::fprintf(stderr, "fairwatch-scenarios: %s is missing; build first or give --bin-dir\n",
+                   b->c_str());
+      return kExitUsage;
+    }
+  }
+  absl::StatusOr<fe::TenantMounts> mounts = fe::FindCgroupMounts();
+  if (!mounts.ok()) {
+    std::fprintf(stderr, "fairwatch-scenarios: %s\n", mounts.status().ToString().c_str());
+    return kExitFailed;
+  }
+  fe::InstallInterruptHandlers();
+
+  int failed = 0;
+  int skipped = 0;
+  int interrupted = 0;
+  for (const fe::Scenario* s : chosen) {
+    std::vector<std::string> missing;
+    for (const std::string& tool : s->needs) {
+      if (fe::Which(tool).empty()) missing.push_back(tool);
+    }
+    if (!missing.empty()) {
+      std::printf("SKIP %s: needs %s\n", s->name.c_str(), absl::StrJoin(missing, ", ").c_str());
+      ++skipped;
+      continue;
+    }
+    std::map<std::string, std::vector<double>> figures;
+    std::map<std::string, std::string> units;
+    for (int run = 0; run < repeat && interrupted == 0; ++run) {
+      fe::Narrator narrator(narrate);
+      if (narrate) std::printf("\n=== %s: %s\n", s->name.c_str(), s->summary.c_str());
+      char tmpl[] = "/tmp/fairwatch-scenario-XXXXXX";
+      if (mkdtemp(tmpl) == nullptr) {
+        std::perror("mkdtemp");
+        return kExitFailed;
+      }
+      fe::ScenarioContext ctx{binaries, &narrator, tmpl, *mounts};
+      fe::Outcome outcome;
+      std::string logs;
+      const absl::Time start = absl::Now();
+      try {
+        s->run(ctx, outcome);
+      } catch (const fe::Interrupted&) {
+        interrupted = 1;
+      }
+      const double took = absl::ToDoubleSeconds(absl::Now() - start);
+      std::vector<std::string> parts;
+      for (const fe::Outcome::Value& f : outcome.figures()) {
+        parts.push_back(FigureText(f));
+        figures[f.name].push_back(f.value);
+        units[f.name] = f.unit;
+      }
+      const char* verdict = interrupted != 0 ? "STOP" : outcome.passed() ? "PASS" : "FAIL";
+      std::printf("%s %s (%.0f s)%s%s\n", verdict, s->name.c_str(), took, parts.empty() ? "" : ": ",
+                  absl::StrJoin(parts, ", ").c_str());
+      for (const std::string& f : outcome.failures()) std::printf("  failed: %s\n", f.c_str());
+      if (!outcome.passed() && interrupted == 0) {
+        ++failed;
+        for (const char* log : {"controller.log", "agent.log"}) {
+          std::printf("  --- last lines of the %s ---\n%s", log,
+                      TailOf(absl::StrCat(tmpl, "/", log), 30).c_str());
+        }
+      }
+      if (keep) {
+        std::printf("  kept %s (controller.db, controller.log, agent.log)\n", tmpl);
+      } else {
+        std::filesystem::remove_all(tmpl);
+      }
+      std::fflush(stdout);
+    }
+    if (repeat > 1 && interrupted == 0) {
+      for (auto& [name, values] : figures) {
+        std::sort(values.begin(), values.end());
+        const double median = values.size() % 2 == 1
+                                  ? values[values.size() / 2]
+                                  : (values[values.size() / 2 - 1] + values[values.size() / 2]) / 2;
+        std::printf("  %s %s over %zu runs: median %.2f, min %.2f, max %.2f %s\n", s->name.c_str(),
+                    name.c_str(), values.size(), median, values.front(), values.back(),
+                    units[name].c_str());
+      }
+    }
+    if (interrupted != 0) break;
+  }
+  if (interrupted != 0) {
+    std::printf("interrupted: everything the scenario created has been removed\n");
+    return 130;
+  }
+  if (failed > 0) return kExitFailed;
+  if (skipped == static_cast<int>(chosen.size())) return kExitSkipped;
+  return 0;
+}
