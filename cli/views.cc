@@ -405,9 +405,12 @@ std::string PolicyReport(const v1::PolicyView& policy) {
       FormatPercent(h.self_throttled_fraction()), " of the time\n",
       "actions     first limit at fair share +", FormatPercent(a.headroom()), "; x",
       FormatDecimal(a.step_down(), 3), " every ", FormatSeconds(a.step_interval_ms() / 1e3),
-      " while harm persists, floor ", FormatPercent(a.floor_fraction()), " of entitlement; x",
-      FormatDecimal(a.step_up(), 3), " after ", FormatSeconds(a.quiet_period_ms() / 1e3),
-      " quiet\n", "            lease ", FormatSeconds(a.lease_ms() / 1e3), ", cool-down ",
+      " while harm persists (a neighbour harmed in ", FormatPercent(a.step_down_harmed_fraction()),
+      " of the intervals since the last step), floor ", FormatPercent(a.floor_fraction()),
+      " of entitlement; x", FormatDecimal(a.step_up(), 3), " after ",
+      FormatSeconds(a.quiet_period_ms() / 1e3), " quiet\n", "            released once under ",
+      FormatPercent(a.release_below_fraction()), " of its limit for the quiet period\n",
+      "            lease ", FormatSeconds(a.lease_ms() / 1e3), ", cool-down ",
       FormatSeconds(a.cooldown_ms() / 1e3), ", at most ", FormatPercent(a.max_limited_fraction()),
       " of a host's tenants limited at once\n");
   if (!policy.detectors().empty()) {

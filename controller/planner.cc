@@ -116,6 +116,10 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     } else if (c.idle_since == absl::InfinitePast()) {
       c.idle_since = now;
     }
+    ++c.intervals_since_step;
+    if (others_harmed > 0) ++c.harmed_since_step;
+    const bool harm_persists =
+        c.harmed_since_step >= params_.step_down_harmed_fraction * c.intervals_since_step;
     if (c.manual) {
       // Renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
@@ -131,10 +135,14 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     } else if (others_harmed > 0) {
       c.quiet_since = absl::InfinitePast();
       const double lower = std::max(c.floor, c.limit * params_.step_down);
-      // A limit it does not use is not what harms them: no step down then.
-      if (step_due && !idle && lower < c.limit) {
+      // A limit it does not use is not what harms them: no step down then;
+      // nor for harm now and then (a tenant that bursts): it would be
+      // stepped every step interval.
+      if (step_due && !idle && harm_persists && lower < c.limit) {
         c.limit = lower;
         c.last_step = now;
+        c.intervals_since_step = 0;
+        c.harmed_since_step = 0;
         c.lease_expires = now + params_.lease;
         action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
                absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
@@ -159,6 +167,8 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         }
         c.limit = higher;
         c.last_step = now;
+        c.intervals_since_step = 0;
+        c.harmed_since_step = 0;
         c.lease_expires = now + params_.lease;
         action(
             key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,

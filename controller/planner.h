@@ -39,6 +39,9 @@ struct PlannerParams {
   // quiet period: it stopped, so the limit binds nothing and whatever harm
   // remains is not its doing (nor is such harm a reason to step down).
   double release_below_fraction = 0.5;
+  // Stepped down only when a neighbour was harmed in at least this share of
+  // the intervals since the last step (harm that persists, not bursts).
+  double step_down_harmed_fraction = 0.8;
   bool dry_run = false;                         // decide and record, send nothing
   std::vector<v1::Resource> dry_run_resources;  // dry run for these only
 };
@@ -119,6 +122,9 @@ class Planner {
     // Since when its usage has stayed below release_below_fraction of the
     // limit (InfinitePast: it is using its limit).
     absl::Time idle_since = absl::InfinitePast();
+    // Intervals since the last step, and those with a neighbour harmed.
+    uint32_t intervals_since_step = 0;
+    uint32_t harmed_since_step = 0;
     absl::Time lease_expires;
     bool dry_run = false;
     bool manual = false;  // an operator's: renewed, never stepped or released by policy

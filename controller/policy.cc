@@ -50,6 +50,8 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   a->set_cooldown_ms(ms(a->cooldown_ms(), pd.cooldown));
   a->set_max_limited_fraction(set(a->max_limited_fraction(), pd.max_limited_fraction));
   a->set_release_below_fraction(set(a->release_below_fraction(), pd.release_below_fraction));
+  a->set_step_down_harmed_fraction(
+      set(a->step_down_harmed_fraction(), pd.step_down_harmed_fraction));
 }
 
 absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
@@ -95,6 +97,8 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("actions.cooldown_ms", a.cooldown_ms(), 100, 86400000));
   RETURN_IF_ERROR(InRange("actions.max_limited_fraction", a.max_limited_fraction(), 0.01, 1));
   RETURN_IF_ERROR(InRange("actions.release_below_fraction", a.release_below_fraction(), 0.01, 1));
+  RETURN_IF_ERROR(
+      InRange("actions.step_down_harmed_fraction", a.step_down_harmed_fraction(), 0.01, 1));
   for (int r : p.dry_run_resources()) {
     if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
       return absl::InvalidArgumentError(
@@ -148,6 +152,7 @@ absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy)
   params.cooldown = absl::Milliseconds(a.cooldown_ms());
   params.max_limited_fraction = a.max_limited_fraction();
   params.release_below_fraction = a.release_below_fraction();
+  params.step_down_harmed_fraction = a.step_down_harmed_fraction();
   params.dry_run = policy.dry_run();
   for (int r : policy.dry_run_resources()) {
     params.dry_run_resources.push_back(static_cast<v1::Resource>(r));

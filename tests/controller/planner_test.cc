@@ -132,6 +132,25 @@ TEST(Planner, AnOffenderThatStoppedIsReleasedAfterTheQuietPeriodNotSteppedBackUp
   }
 }
 
+TEST(Planner, HarmThatComesAndGoesWithBurstsIsNotSteppedDown) {
+  Planner planner{PlannerParams{}};
+  std::vector<Step> got;
+  uint64_t seq = 0;
+  for (int t = 0; t <= 60; ++t) {
+    // Bursts: two intervals busy and harming, two idle; limited at 0.
+    const bool on = t % 4 < 2;
+    for (const PlannedAction& a :
+         planner.Plan(At(t), Interval(++seq, t == 0, on, on ? 1.6 : 0.01), 2)) {
+      got.push_back({t, a.kind, a.limit});
+    }
+  }
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
+  for (size_t i = 1; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].kind, v1::ACTION_KIND_RENEW) << "at t=" << got[i].t;
+  }
+}
+
 TEST(Planner, ABriefLullIsNotAStop) {
   Planner planner{PlannerParams{}};
   uint64_t seq = 0;

@@ -110,6 +110,10 @@ int main(int argc, char** argv) {
                  "Internal: be a steady tenant's workload, this share of a core, until killed")
       ->check(CLI::Range(0.01, 1.0))
       ->group("");
+  std::string fairness;
+  app.add_option("--fairness", fairness,
+                 "Policy fields for every scenario's controller, as in its config's "
+                 "fairness { } block (textproto), e.g. 'required_intervals: 2'");
   app.add_option("--bin-dir", bin_dir, "Where fairwatch-agent, -controller and fairwatch are")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -181,7 +185,7 @@ int main(int argc, char** argv) {
         std::perror("mkdtemp");
         return kExitFailed;
       }
-      fe::ScenarioContext ctx{binaries, &narrator, tmpl, *mounts};
+      fe::ScenarioContext ctx{binaries, &narrator, tmpl, *mounts, fairness};
       fe::Outcome outcome;
       std::string logs;
       const absl::Time start = absl::Now();

@@ -65,6 +65,7 @@ std::vector<std::string> OthersCases(const std::vector<v1::Case>& cases,
 struct World {
   World(ScenarioContext& ctx, const std::vector<std::string>& names, Stack::Options options)
       : tenants(ctx.mounts), say(*ctx.narrator) {
+    options.fairness = absl::StrCat(options.fairness, "\n", ctx.fairness);
     for (const std::string& n : names) {
       absl::Status added = tenants.Add(n);
       if (!added.ok() && made.ok()) made = added;
@@ -278,6 +279,7 @@ void WeightedScenario(ScenarioContext& ctx, Outcome& out) {
   World w(ctx, {"gold", "gold/big", "std", "std/small"}, {});
   // Two tenant sources: weight 3 and weight 1.
   options.parents = {{w.tenants.Id("gold"), 3}, {w.tenants.Id("std"), 1}};
+  options.fairness = ctx.fairness;
   w.stack = std::make_unique<Stack>(ctx.binaries, ctx.dir, options);
   w.watcher = std::make_unique<CaseWatcher>(w.stack.get(), ctx.narrator);
   // The kernel shares the CPU 3:1 between the two parents.

@@ -16,6 +16,8 @@ struct ScenarioContext {
   const Narrator* narrator = nullptr;
   std::string dir;  // fresh for this run; removed afterwards
   TenantMounts mounts;
+  // Appended to every controller's `fairness { }` (--fairness): a policy to try.
+  std::string fairness;
 };
 
 struct Scenario {
