@@ -118,8 +118,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     }
     ++c.intervals_since_step;
     if (others_harmed > 0) ++c.harmed_since_step;
-    const bool harm_persists =
-        c.harmed_since_step >= params_.step_down_harmed_fraction * c.intervals_since_step;
+    if (!idle) ++c.binding_since_step;
+    // Harm that persists, from a tenant that keeps using its limit: a tenant
+    // that bursts leaves its neighbours behind on their work, so they wait in
+    // its idle intervals too, and it would be stepped every step interval.
+    const double needed = params_.step_down_harmed_fraction * c.intervals_since_step;
+    const bool harm_persists = c.harmed_since_step >= needed && c.binding_since_step >= needed;
     if (c.manual) {
       // Renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
@@ -143,6 +147,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.last_step = now;
         c.intervals_since_step = 0;
         c.harmed_since_step = 0;
+        c.binding_since_step = 0;
         c.lease_expires = now + params_.lease;
         action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
                absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
@@ -169,6 +174,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.last_step = now;
         c.intervals_since_step = 0;
         c.harmed_since_step = 0;
+        c.binding_since_step = 0;
         c.lease_expires = now + params_.lease;
         action(
             key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,

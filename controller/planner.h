@@ -122,9 +122,11 @@ class Planner {
     // Since when its usage has stayed below release_below_fraction of the
     // limit (InfinitePast: it is using its limit).
     absl::Time idle_since = absl::InfinitePast();
-    // Intervals since the last step, and those with a neighbour harmed.
+    // Intervals since the last step, those with a neighbour harmed, and
+    // those in which it used its limit (at least release_below_fraction of it).
     uint32_t intervals_since_step = 0;
     uint32_t harmed_since_step = 0;
+    uint32_t binding_since_step = 0;
     absl::Time lease_expires;
     bool dry_run = false;
     bool manual = false;  // an operator's: renewed, never stepped or released by policy

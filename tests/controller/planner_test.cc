@@ -137,10 +137,11 @@ TEST(Planner, HarmThatComesAndGoesWithBurstsIsNotSteppedDown) {
   std::vector<Step> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 60; ++t) {
-    // Bursts: two intervals busy and harming, two idle; limited at 0.
+    // Bursts: two intervals busy, two idle; limited at 0. Its neighbours,
+    // behind on their work after each burst, stay harmed throughout.
     const bool on = t % 4 < 2;
     for (const PlannedAction& a :
-         planner.Plan(At(t), Interval(++seq, t == 0, on, on ? 1.6 : 0.01), 2)) {
+         planner.Plan(At(t), Interval(++seq, t == 0, true, on ? 1.6 : 0.01), 2)) {
       got.push_back({t, a.kind, a.limit});
     }
   }
