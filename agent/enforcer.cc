@@ -25,6 +25,14 @@ namespace {
 
 constexpr char kJournalFile[] = "limits.journal";
 
+// This boot's id (/proc/sys/kernel/random/boot_id); empty if unknown.
+std::string BootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  in >> id;
+  return id;
+}
+
 // When this boot began (btime of /proc/stat), in unix seconds; 0 if unknown.
 int64_t BootTimeUnix() {
   std::ifstream in("/proc/stat");
@@ -280,21 +288,24 @@ absl::Status Enforcer::LoadJournal() {
     if (errno == ENOENT) return absl::OkStatus();
     return ErrnoStatus(absl::StrCat("the limit journal ", journal_path_));
   }
-  // Written before this boot: the limits it records went with that kernel
-  // (and, written without fsync, it may be torn). Overwritten by the next save.
-  const int64_t boot = BootTimeUnix();
-  if (boot > 0 && st.st_mtim.tv_sec < boot) {
-    FW_LOG(Info, "limit journal ", journal_path_,
-           " is from before this boot; its limits went "
-           "with that boot: ignored");
-    return absl::OkStatus();
-  }
   std::ifstream in(journal_path_, std::ios::binary);
   if (!in) return ErrnoStatus(absl::StrCat("opening the limit journal ", journal_path_));
   std::stringstream bytes;
   bytes << in.rdbuf();
   v1::LimitJournal journal;
-  if (!journal.ParseFromString(bytes.str())) {
+  const bool parsed = journal.ParseFromString(bytes.str());
+  // Of another boot: the limits it records went with that kernel. Known by
+  // its boot id; a journal that does not parse (written without fsync, a
+  // power cut may tear it) by its age.
+  const std::string boot_id = BootId();
+  const int64_t boot = BootTimeUnix();
+  if ((parsed && !journal.boot_id().empty() && !boot_id.empty() && journal.boot_id() != boot_id) ||
+      ((!parsed || journal.boot_id().empty()) && boot > 0 && st.st_mtim.tv_sec < boot)) {
+    FW_LOG(Info, "limit journal ", journal_path_,
+           " is from an earlier boot; its limits went with that boot: ignored");
+    return absl::OkStatus();
+  }
+  if (!parsed) {
     return absl::DataLossError(absl::StrCat(
         "the limit journal ", journal_path_,
         " does not parse; limits it recorded may still be in force. Check the tenants' cgroups, "
@@ -321,6 +332,7 @@ absl::Status Enforcer::LoadJournal() {
 absl::Status Enforcer::SaveJournal() {
   v1::LimitJournal journal;
   journal.set_version(kJournalVersion);
+  journal.set_boot_id(BootId());
   for (const auto& [key, l] : limits_) *journal.add_limits() = l;
   const std::string bytes = journal.SerializeAsString();
   const std::string tmp = absl::StrCat(journal_path_, ".tmp");

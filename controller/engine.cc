@@ -12,7 +12,9 @@ constexpr size_t kResources = std::size(kJudgedResources);
 Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsInForce& limits) {
   Evaluation evaluation;
   HostState& host = hosts_[interval.host_id];
-  if (interval.seq <= host.last_seq || interval.seconds <= 0) return evaluation;
+  // Judged already. A lower seq is the agent's new run (its seqs restart at 1;
+  // within a run the fleet keeps only newer reports): judged, not ignored.
+  if (interval.seq == host.last_seq || interval.seconds <= 0) return evaluation;
   host.last_seq = interval.seq;
   const uint64_t round = ++host.round;
   evaluation.host_id = interval.host_id;

@@ -96,7 +96,9 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("actions.lease_ms", a.lease_ms(), 1000, 3600000));
   RETURN_IF_ERROR(InRange("actions.cooldown_ms", a.cooldown_ms(), 100, 86400000));
   RETURN_IF_ERROR(InRange("actions.max_limited_fraction", a.max_limited_fraction(), 0.01, 1));
-  RETURN_IF_ERROR(InRange("actions.release_below_fraction", a.release_below_fraction(), 0.01, 1));
+  // Below 1: a tenant at its quota never uses more than its limit, so at 1
+  // every case would look stopped.
+  RETURN_IF_ERROR(InRange("actions.release_below_fraction", a.release_below_fraction(), 0.01, 0.9));
   RETURN_IF_ERROR(
       InRange("actions.step_down_harmed_fraction", a.step_down_harmed_fraction(), 0.01, 1));
   for (int r : p.dry_run_resources()) {

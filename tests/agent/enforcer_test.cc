@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/cgroup_dir.h"
+#include "fairwatch/v1/journal.pb.h"
 
 namespace fairwatch::agent {
 namespace {
@@ -393,6 +394,26 @@ TEST_F(EnforcerTest, AJournalFromBeforeThisBootIsIgnored) {
   std::ofstream(path) << "\xff\xff\xff torn";
   const struct timespec long_ago[2] = {{1'000'000'000, 0}, {1'000'000'000, 0}};  // 2001
   ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), long_ago, 0), 0);
+  EnforcerOptions o;
+  o.state_dir = dir_;
+  o.own_cgroups = {{"cpu", ""}};
+  auto e = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ((*e)->stats().in_force, 0u);
+}
+
+TEST_F(EnforcerTest, AJournalOfAnotherBootIsIgnoredWhateverItsAge) {
+  // Fresh mtime, parses, names a limit: but another boot wrote it (its
+  // kernel, and the limit, are gone), so nothing is reapplied or reverted.
+  std::filesystem::create_directories(dir_);
+  v1::LimitJournal journal;
+  journal.set_version(1);
+  journal.set_boot_id("00000000-0000-0000-0000-000000000000");
+  v1::AppliedLimit* l = journal.add_limits();
+  l->set_tenant_id("t1");
+  l->set_resource(v1::RESOURCE_CPU);
+  std::ofstream(absl::StrCat(dir_, "/limits.journal"), std::ios::binary)
+      << journal.SerializeAsString();
   EnforcerOptions o;
   o.state_dir = dir_;
   o.own_cgroups = {{"cpu", ""}};

@@ -107,3 +107,26 @@ TEST(FleetLastInterval, RatesAndHarmOverTheTwoNewestReports) {
 
 }  // namespace
 }  // namespace fairwatch::controller
+
+namespace fairwatch::controller {
+namespace {
+
+TEST(EngineSeq, AnIntervalIsJudgedOnceAndAnAgentsNewRunIsJudgedFromItsFirstSeq) {
+  FairnessEngine engine{FairnessParams{}};
+  HostInterval interval;
+  interval.host_id = "hv";
+  interval.seconds = 1;
+  interval.capacity.set_cpus(2);
+  interval.tenants.push_back(TenantInterval{"t", "t", 1, {}, {}, false});
+  interval.seq = 86'400;  // a day of reports
+  EXPECT_EQ(engine.Evaluate(interval, {}).seq, 86'400u);
+  EXPECT_EQ(engine.Evaluate(interval, {}).seq, 0u) << "judged already";
+  // The agent restarted: its seqs start again at 1. Not a day of silence.
+  interval.seq = 2;
+  EXPECT_EQ(engine.Evaluate(interval, {}).seq, 2u);
+  interval.seq = 3;
+  EXPECT_EQ(engine.Evaluate(interval, {}).seq, 3u);
+}
+
+}  // namespace
+}  // namespace fairwatch::controller

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -167,21 +168,21 @@ absl::Status Tenants::Run(const std::string& name, const std::vector<std::string
 
 void Tenants::Stop(const std::string& name) { tree_.KillIn(name); }
 
-uint64_t Tenants::CpuNs(const std::string& name) const {
+std::optional<uint64_t> Tenants::CpuNs(const std::string& name) const {
   if (mounts_.cpu_hierarchy == "cpu") {
     absl::StatusOr<std::string> text = tree_.ReadFile(mounts_.cpu_counter, name, "cpuacct.usage");
     uint64_t ns = 0;
     if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &ns)) return ns;
-    return 0;
+    return std::nullopt;
   }
   absl::StatusOr<std::string> text = tree_.ReadFile(mounts_.cpu_counter, name, "cpu.stat");
-  if (!text.ok()) return 0;
+  if (!text.ok()) return std::nullopt;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     std::vector<absl::string_view> kv = absl::StrSplit(line, ' ');
     uint64_t us = 0;
     if (kv.size() == 2 && kv[0] == "usage_usec" && absl::SimpleAtoi(kv[1], &us)) return us * 1000;
   }
-  return 0;
+  return std::nullopt;
 }
 
 std::optional<double> Tenants::CpuLimit(const std::string& name) const {
@@ -211,14 +212,17 @@ std::optional<double> Tenants::CpuLimit(const std::string& name) const {
 
 std::map<std::string, double> Tenants::CpuRates(const std::vector<std::string>& names,
                                                 absl::Duration span) const {
-  std::map<std::string, uint64_t> before;
+  std::map<std::string, std::optional<uint64_t>> before;
   for (const std::string& n : names) before[n] = CpuNs(n);
   const absl::Time t0 = absl::Now();
   Pause(span);
   const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   std::map<std::string, double> rates;
   for (const std::string& n : names) {
-    rates[n] = static_cast<double>(CpuNs(n) - before[n]) / 1e9 / seconds;
+    const std::optional<uint64_t> after = CpuNs(n);
+    rates[n] = before[n] && after && *after >= *before[n]
+                   ? static_cast<double>(*after - *before[n]) / 1e9 / seconds
+                   : std::nan("");
   }
   return rates;
 }
@@ -322,14 +326,16 @@ CommandResult Stack::CliTable(const std::vector<std::string>& args) {
   return RunCommand(argv);
 }
 
-std::vector<v1::Case> Stack::Cases(const std::string& tenant_id) {
+bool Stack::ControllerRunning() { return controller_ && controller_->Running(); }
+
+std::optional<std::vector<v1::Case>> Stack::Cases(const std::string& tenant_id) {
   std::vector<std::string> args{"cases", "--limit", "1000", "--host", host_id_};
   if (!tenant_id.empty()) {
     args.push_back("--tenant");
     args.push_back(tenant_id);
   }
   v1::ListCasesResponse response;
-  if (!CliJson(args, &response)) return {};
+  if (!CliJson(args, &response)) return std::nullopt;
   std::vector<v1::Case> cases(response.cases().begin(), response.cases().end());
   std::sort(cases.begin(), cases.end(),
             [](const v1::Case& a, const v1::Case& b) { return a.case_id() < b.case_id(); });
@@ -353,7 +359,9 @@ std::string Stack::Logs() const {
 }
 
 std::vector<v1::Case> CaseWatcher::Poll() {
-  std::vector<v1::Case> cases = stack_->Cases();
+  std::optional<std::vector<v1::Case>> read = stack_->Cases();
+  last_ok_ = read.has_value();
+  std::vector<v1::Case> cases = read ? std::move(*read) : std::vector<v1::Case>{};
   for (const v1::Case& c : cases) {
     std::string& said = seen_[c.case_id()];
     const std::string who = absl::StrCat("case ", c.case_id(), " (", c.tenant_name(), ", ",

@@ -103,11 +103,13 @@ class Tenants {
   absl::Status Run(const std::string& name, const std::vector<std::string>& argv);
   // Kills every process in the tenant's cgroup.
   void Stop(const std::string& name);
-  // Cumulative CPU time the kernel charged to the tenant, in ns.
-  uint64_t CpuNs(const std::string& name) const;
+  // Cumulative CPU time the kernel charged to the tenant, in ns; nullopt
+  // when the kernel's file could not be read.
+  std::optional<uint64_t> CpuNs(const std::string& name) const;
   // The CFS quota in force in cores; nullopt when unlimited (-1 / "max").
   std::optional<double> CpuLimit(const std::string& name) const;
-  // Cores used over `span`, from the kernel's counter.
+  // Cores used over `span`, from the kernel's counter (NaN when unreadable,
+  // so any check on it fails).
   std::map<std::string, double> CpuRates(const std::vector<std::string>& names,
                                          absl::Duration span) const;
 
@@ -143,7 +145,10 @@ class Stack {
   // `fairwatch --output json ARGS` parsed into `out`; false (and why in `error`) otherwise.
   template <typename Message>
   bool CliJson(const std::vector<std::string>& args, Message* out, std::string* error = nullptr);
-  std::vector<v1::Case> Cases(const std::string& tenant_id = "");
+  // Every case of the host (or of a tenant), oldest first; nullopt when the
+  // CLI or the controller failed, so "no case" is never read from an error.
+  std::optional<std::vector<v1::Case>> Cases(const std::string& tenant_id = "");
+  bool ControllerRunning();
   std::optional<v1::HostInfo> Host();
 
   const std::string& host_id() const { return host_id_; }
@@ -166,13 +171,16 @@ class Stack {
 class CaseWatcher {
  public:
   CaseWatcher(Stack* stack, const Narrator* narrator) : stack_(stack), narrator_(narrator) {}
-  // Reads the cases and narrates what is new; returns them.
+  // Reads the cases and narrates what is new; returns them (empty when the
+  // read failed: see last_ok).
   std::vector<v1::Case> Poll();
+  bool last_ok() const { return last_ok_; }
 
  private:
   Stack* stack_;
   const Narrator* narrator_;
   std::map<uint64_t, std::string> seen_;  // case id -> what was last said of it
+  bool last_ok_ = true;
 };
 
 bool ParseJsonInto(const std::string& text, google::protobuf::Message* out, std::string* error);

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -92,6 +93,9 @@ bool Daemon::Start() {
   pid_ = fork();
   if (pid_ < 0) return false;
   if (pid_ == 0) {
+    // A test killed outright (a timeout's SIGKILL) takes its daemons along:
+    // the agent then detaches its programs and leaves nothing behind.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
     int devnull = open("/dev/null", O_RDONLY);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -144,6 +145,7 @@ absl::StatusOr<pid_t> TestCgroupTree::Spawn(const std::string& rel,
   pid_t pid = fork();
   if (pid < 0) return ErrnoStatus(errno, "fork");
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test killed outright takes its workloads along
     close(ready[0]);
     char answer = 1;
     for (const auto& file : procs_files) {
