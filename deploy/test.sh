@@ -45,7 +45,8 @@ run_suite() {
   echo "=== tests in $build"
   # Root tests measure real kernels on a shared 2-core machine; one that fails
   # is run once more before the suite fails (its first failure stays in the log).
-  (cd "$build" && ctest --output-on-failure --timeout 300 -j"$(nproc)" --repeat until-pass:2)
+  (cd "$build" && ctest --output-on-failure --timeout 300 -j"$(nproc)" --repeat until-pass:2 \
+    ${CTEST_EXCLUDE:+-LE "$CTEST_EXCLUDE"})
 }
 
 run_suite build
@@ -53,5 +54,8 @@ if [[ ${FAIRWATCH_SANITIZE:-0} == 1 ]]; then
   # LeakSanitizer reports gRPC's process-lifetime singletons; ASan/UBSan proper stay on.
   export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  run_suite build-asan -DFAIRWATCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  # The scenarios judge fairness on a 2-core host; instrumented daemons and
+  # CLI polls take enough of it that a hog is no longer over its fair share
+  # (docs/scenarios.md). They run in the release suite above.
+  CTEST_EXCLUDE=scenario run_suite build-asan -DFAIRWATCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 fi
