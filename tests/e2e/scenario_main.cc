@@ -85,7 +85,7 @@ std::string FigureText(const fe::Outcome::Value& f) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   CLI::App app{
       "Runs fairwatch's end-to-end scenarios on this host: a real controller and agent, real "
       "tenant cgroups and workloads, judged through the operator CLI and the kernel. Needs "
@@ -239,4 +239,13 @@ int main(int argc, char** argv) {
   if (failed > 0) return kExitFailed;
   if (skipped == static_cast<int>(chosen.size())) return kExitSkipped;
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fairwatch-scenarios: %s\n", e.what());
+    return kExitFailed;
+  }
 }

@@ -23,7 +23,7 @@ namespace {
   } while (0)
 #define SCENARIO_REQUIRE_OK(out, expr)                                            \
   do {                                                                            \
-    const absl::Status scenario_status_ = (expr);                                 \
+    const absl::Status& scenario_status_ = (expr);                                \
     if (!(out).Check(scenario_status_.ok(), scenario_status_.ToString())) return; \
   } while (0)
 
@@ -570,7 +570,8 @@ std::optional<Latency> ReaderLatency(World& w, const std::string& name, int wind
 void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
   absl::StatusOr<std::pair<std::string, std::string>> disk = DiskOf(ctx.dir);
   SCENARIO_REQUIRE_OK(out, disk.status());
-  const auto& [dev, disk_name] = *disk;
+  const std::string dev = disk->first;  // a lambda below captures it
+  const std::string disk_name = disk->second;
   // The disk's write bandwidth, measured alone: the capacity the controller judges by.
   const uint64_t before = DiskBytesWritten(disk_name);
   const absl::Time m0 = absl::Now();
