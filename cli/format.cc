@@ -136,6 +136,17 @@ std::string FormatHostState(bool connected, int64_t last_report_unix_ns, absl::T
   return connected ? absl::StrCat(state, " ", age, " ago") : absl::StrCat(state, " ", age);
 }
 
+std::string FormatAmount(double value, v1::Resource resource) {
+  switch (resource) {
+    case v1::RESOURCE_CPU:
+      return absl::StrCat(FormatCores(value), " cores");
+    case v1::RESOURCE_DISK_IOPS:
+      return FormatRate(value);
+    default:
+      return FormatBytesRate(value);
+  }
+}
+
 std::string FormatTimestampUtc(absl::Time time) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", time, absl::UTCTimeZone());
 }

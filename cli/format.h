@@ -60,6 +60,8 @@ std::string SourceName(v1::TenantSource source);  // "cgroup-parent", "libvirt",
 std::string ResourceName(v1::Resource resource);
 bool ParseResourceName(absl::string_view name, v1::Resource* resource);
 std::vector<std::string> ResourceNames();  // every name ParseResourceName takes
+// A value in the resource's unit: "0.73 cores", "12.5 MB/s", "150/s".
+std::string FormatAmount(double value, v1::Resource resource);
 
 // "hierarchy:path" entries joined by ','; hierarchies that share a path are
 // merged ("cpu+blkio:machine/vm1") and the result is cut to max_width.

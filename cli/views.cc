@@ -212,17 +212,6 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
 
 namespace {
 
-std::string Amount(double value, v1::Resource resource) {
-  switch (resource) {
-    case v1::RESOURCE_CPU:
-      return absl::StrCat(FormatCores(value), " cores");
-    case v1::RESOURCE_DISK_IOPS:
-      return FormatRate(value);
-    default:
-      return FormatBytesRate(value);
-  }
-}
-
 std::string AckLabel(const v1::CaseAction& a) {
   switch (a.ack()) {
     case v1::ACK_STATE_PENDING:
@@ -240,7 +229,7 @@ std::string AckLabel(const v1::CaseAction& a) {
 
 std::string ActionSummary(const v1::CaseAction& a, v1::Resource resource) {
   std::string text = std::string(ActionKindName(a.kind()));
-  if (a.limit() > 0) absl::StrAppend(&text, " ", Amount(a.limit(), resource));
+  if (a.limit() > 0) absl::StrAppend(&text, " ", FormatAmount(a.limit(), resource));
   absl::StrAppend(&text, " (", AckLabel(a), ")");
   return text;
 }
@@ -285,12 +274,13 @@ std::string CaseReport(const v1::Case& c) {
           : absl::StrCat(" (", c.tenant_id(), ")"),
       " on host ", c.host_id(), "\nresource ", ResourceName(r), "\nopened   ",
       FormatTimestampUtc(FromNanos(c.opened_unix_ns())), " by ", c.opened_by(), "\n\nwhy\n");
-  absl::StrAppend(&text, "  it used ", Amount(e.usage(), r), " of the host's ",
-                  Amount(e.capacity(), r), " (host total ", Amount(e.host_usage(), r),
+  absl::StrAppend(&text, "  it used ", FormatAmount(e.usage(), r), " of the host's ",
+                  FormatAmount(e.capacity(), r), " (host total ", FormatAmount(e.host_usage(), r),
                   e.contended() ? ", contended" : "", ")\n  its fair share was ",
-                  Amount(e.fair_share(), r), " and its entitlement ", Amount(e.entitled_share(), r),
-                  "\n  over its share in ", e.flagged_intervals(), " recent intervals; ",
-                  FormatPercent(e.blame()), " of the excess on the host\n");
+                  FormatAmount(e.fair_share(), r), " and its entitlement ",
+                  FormatAmount(e.entitled_share(), r), "\n  over its share in ",
+                  e.flagged_intervals(), " recent intervals; ", FormatPercent(e.blame()),
+                  " of the excess on the host\n");
   if (e.harmed().empty()) {
     absl::StrAppend(&text, "  no neighbour showed harm (the host was contended)\n");
   }
@@ -304,12 +294,12 @@ std::string CaseReport(const v1::Case& c) {
     std::string ack = AckLabel(a);
     if (a.has_in_effect()) {
       absl::StrAppend(&ack, ", in effect ",
-                      a.in_effect() > 0 ? Amount(a.in_effect(), r) : "no limit");
+                      a.in_effect() > 0 ? FormatAmount(a.in_effect(), r) : "no limit");
     }
     if (!a.ack_message().empty()) absl::StrAppend(&ack, ": ", a.ack_message());
     rows.push_back(
         {FormatTimestampUtc(FromNanos(a.at_unix_ns())), std::string(ActionKindName(a.kind())),
-         a.limit() > 0 ? Amount(a.limit(), r) : "-",
+         a.limit() > 0 ? FormatAmount(a.limit(), r) : "-",
          a.lease_expires_unix_ns() > 0 ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
                                        : "-",
          a.decided_by(), ack, a.reason()});
@@ -336,7 +326,7 @@ std::string ActionResult(absl::string_view verb, const v1::OperatorActionRespons
     absl::StrAppend(&text, verb, " ", c.tenant_name().empty() ? c.tenant_id() : c.tenant_name(),
                     " on ", c.host_id(), ", ", ResourceName(c.resource()));
     if (last != nullptr && last->limit() > 0) {
-      absl::StrAppend(&text, " at ", Amount(last->limit(), c.resource()));
+      absl::StrAppend(&text, " at ", FormatAmount(last->limit(), c.resource()));
     }
     absl::StrAppend(&text, ": case ", c.case_id(),
                     c.state() == v1::CASE_STATE_OPEN ? " (open)" : " (closed)");

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/cgroup_layout.h"
+#include "cli/format.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace fairwatch::testing::e2e {
@@ -37,34 +38,6 @@ std::string Tail(const std::string& text, size_t lines) {
     if (at == std::string::npos) return text;
   }
   return text.substr(at + 1);
-}
-
-std::string ResourceWord(v1::Resource r) {
-  switch (r) {
-    case v1::RESOURCE_CPU:
-      return "cpu";
-    case v1::RESOURCE_DISK_BANDWIDTH:
-      return "disk bandwidth";
-    case v1::RESOURCE_DISK_IOPS:
-      return "disk operations";
-    case v1::RESOURCE_NET_RX:
-      return "network receive";
-    case v1::RESOURCE_NET_TX:
-      return "network transmit";
-    default:
-      return "?";
-  }
-}
-
-std::string Amount(double value, v1::Resource r) {
-  switch (r) {
-    case v1::RESOURCE_CPU:
-      return Cores(value);
-    case v1::RESOURCE_DISK_IOPS:
-      return absl::StrFormat("%.0f ops/s", value);
-    default:
-      return absl::StrFormat("%.2f MB/s", value / 1e6);
-  }
 }
 
 }  // namespace
@@ -365,7 +338,7 @@ std::vector<v1::Case> CaseWatcher::Poll() {
   for (const v1::Case& c : cases) {
     std::string& said = seen_[c.case_id()];
     const std::string who = absl::StrCat("case ", c.case_id(), " (", c.tenant_name(), ", ",
-                                         ResourceWord(c.resource()), ")");
+                                         cli::ResourceName(c.resource()), ")");
     if (said.empty()) {
       const v1::CaseAction* first = c.actions_size() > 0 ? &c.actions(0) : nullptr;
       narrator_->Say(
@@ -413,14 +386,14 @@ std::string DescribeAction(const v1::Case& c, const v1::CaseAction& a) {
   std::string what;
   switch (a.kind()) {
     case v1::ACTION_KIND_LIMIT:
-      what = absl::StrCat("limit ", Amount(a.limit(), c.resource()));
+      what = absl::StrCat("limit ", cli::FormatAmount(a.limit(), c.resource()));
       break;
     case v1::ACTION_KIND_STEP_DOWN:
-      what =
-          absl::StrCat("stepped down to ", Amount(a.limit(), c.resource()), " (", a.reason(), ")");
+      what = absl::StrCat("stepped down to ", cli::FormatAmount(a.limit(), c.resource()), " (",
+                          a.reason(), ")");
       break;
     case v1::ACTION_KIND_STEP_UP:
-      what = absl::StrCat("stepped up to ", Amount(a.limit(), c.resource()));
+      what = absl::StrCat("stepped up to ", cli::FormatAmount(a.limit(), c.resource()));
       break;
     case v1::ACTION_KIND_RELEASE:
       what = "limit removed";
@@ -435,7 +408,7 @@ std::string DescribeAction(const v1::Case& c, const v1::CaseAction& a) {
     case v1::ACK_STATE_APPLIED:
       absl::StrAppend(&what, ", applied by the agent");
       if (a.has_in_effect()) {
-        absl::StrAppend(&what, " (in effect ", Amount(a.in_effect(), c.resource()), ")");
+        absl::StrAppend(&what, " (in effect ", cli::FormatAmount(a.in_effect(), c.resource()), ")");
       }
       break;
     case v1::ACK_STATE_FAILED:
