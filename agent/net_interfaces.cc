@@ -159,6 +159,7 @@ absl::StatusOr<std::vector<SysfsInterface>> ReadSysfsInterfaces(const std::strin
     if (!ReadNumber(base + "iflink", &iface.iflink)) iface.iflink = iface.ifindex;
     int type = 0;
     iface.loopback = ReadNumber(base + "type", &type) && type == kArphrdLoopback;
+    iface.physical = access((base + "device").c_str(), F_OK) == 0;
     int64_t speed = -1;
     // Reading speed fails with EINVAL on a down or speed-less device; -1 also means unknown.
     if (ReadNumber(base + "speed", &speed) && speed > 0) iface.speed_mbps = speed;
@@ -192,7 +193,9 @@ std::vector<v1::InterfaceCapacity> InterfaceCapacities(
     const std::vector<v1::InterfaceCapacityOverride>& overrides) {
   std::map<std::string, v1::InterfaceCapacity> by_name;
   for (const auto& iface : interfaces) {
-    if (iface.loopback) continue;
+    const bool overridden = std::any_of(overrides.begin(), overrides.end(),
+                                        [&](const auto& o) { return o.name() == iface.name; });
+    if (iface.loopback || (!iface.physical && !overridden)) continue;
     v1::InterfaceCapacity& cap = by_name[iface.name];
     cap.set_name(iface.name);
     // Mb/s (10^6 bits) to bytes/s.

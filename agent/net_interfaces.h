@@ -32,6 +32,7 @@ struct SysfsInterface {
   uint32_t iflink = 0;      // peer's ifindex (in the peer's namespace) for veth
   int64_t speed_mbps = -1;  // -1: unknown (virtual, down, or unreadable)
   bool loopback = false;    // type 772 (ARPHRD_LOOPBACK)
+  bool physical = false;    // backed by a device (<if>/device exists): a NIC, not a veth/tap/bridge
 };
 
 // Lists <dir>/*: ifindex, iflink, type and speed of each interface.
@@ -50,9 +51,12 @@ struct InterfaceStats {
 absl::StatusOr<InterfaceStats> ReadInterfaceStats(const std::string& name,
                                                   const std::string& sys_class_net = kSysClassNet);
 
-// Capacity of every host interface but loopback: speed (Mb/s) as bytes/s in
-// both directions when known, else 0; an override by name wins field by field
-// where it is non-zero. Sorted by name.
+// The host's network capacity: its uplinks. An uplink is a physical interface
+// (its speed in Mb/s as bytes/s in both directions when known, else 0) or any
+// interface named by an override (a bond, a bridge, a shaped link). Virtual
+// interfaces are not capacity: tenants' veths and taps report 10 Gb/s each,
+// bonds and bridges double what their physical ports carry. An override wins
+// field by field where it is non-zero. Sorted by name.
 std::vector<v1::InterfaceCapacity> InterfaceCapacities(
     const std::vector<SysfsInterface>& interfaces,
     const std::vector<v1::InterfaceCapacityOverride>& overrides);

@@ -39,7 +39,9 @@ class FakeDir {
 };
 
 void AddInterface(FakeDir& dir, const std::string& name, int ifindex, int iflink, int type,
-                  const std::string& speed) {
+                  const std::string& speed, bool physical = false) {
+  // A NIC's sysfs directory has a `device` link to its bus device.
+  if (physical) dir.Write(name + "/device/vendor", "0x1af4\n");
   dir.Write(name + "/ifindex", absl::StrCat(ifindex, "\n"));
   dir.Write(name + "/iflink", absl::StrCat(iflink, "\n"));
   dir.Write(name + "/type", absl::StrCat(type, "\n"));
@@ -49,7 +51,7 @@ void AddInterface(FakeDir& dir, const std::string& name, int ifindex, int iflink
 TEST(NetSysfs, ReadsIndexPeerTypeAndSpeedOfEachInterface) {
   FakeDir dir;
   AddInterface(dir, "lo", 1, 1, 772, "");
-  AddInterface(dir, "eth0", 2, 2, 1, "25000\n");
+  AddInterface(dir, "eth0", 2, 2, 1, "25000\n", /*physical=*/true);
   AddInterface(dir, "veth1", 7, 3, 1, "-1\n");  // down: the kernel says -1
   AddInterface(dir, "tap0", 9, 9, 1, "");       // reading speed fails: file absent here
   dir.Write("bonding_masters", "");
@@ -58,43 +60,53 @@ TEST(NetSysfs, ReadsIndexPeerTypeAndSpeedOfEachInterface) {
   ASSERT_EQ(ifaces->size(), 4u);
   EXPECT_EQ((*ifaces)[0].name, "eth0");
   EXPECT_EQ((*ifaces)[0].speed_mbps, 25000);
+  EXPECT_TRUE((*ifaces)[0].physical);
   EXPECT_TRUE((*ifaces)[1].loopback);
+  EXPECT_FALSE((*ifaces)[1].physical);
   EXPECT_EQ((*ifaces)[2].name, "tap0");
   EXPECT_EQ((*ifaces)[2].speed_mbps, -1);
   EXPECT_EQ((*ifaces)[3].name, "veth1");
   EXPECT_EQ((*ifaces)[3].ifindex, 7u);
   EXPECT_EQ((*ifaces)[3].iflink, 3u);
   EXPECT_EQ((*ifaces)[3].speed_mbps, -1);
+  EXPECT_FALSE((*ifaces)[3].physical);
 }
 
 TEST(NetSysfs, MissingDirectoryIsAnError) {
   EXPECT_FALSE(ReadSysfsInterfaces("/nonexistent/sys/class/net").ok());
 }
 
-TEST(NetCapacity, SpeedInMegabitsBecomesBytesPerSecondAndLoopbackIsSkipped) {
+TEST(NetCapacity, UplinksAreTheCapacityInBytesPerSecond) {
   FakeDir dir;
   AddInterface(dir, "lo", 1, 1, 772, "");
-  AddInterface(dir, "eth0", 2, 2, 1, "10000\n");
-  AddInterface(dir, "veth1", 7, 3, 1, "");
+  AddInterface(dir, "eth0", 2, 2, 1, "10000\n", /*physical=*/true);
+  AddInterface(dir, "eth1", 3, 3, 1, "-1\n", /*physical=*/true);  // a NIC of unknown speed
+  // A tenant's veth and a bridge report speeds too, but carry nothing the
+  // uplinks do not: not capacity unless an operator names them.
+  AddInterface(dir, "veth1", 7, 3, 1, "10000\n");
+  AddInterface(dir, "br0", 8, 8, 1, "10000\n");
+  AddInterface(dir, "shaped0", 9, 9, 1, "10000\n");
   v1::InterfaceCapacityOverride o;
-  o.set_name("veth1");
+  o.set_name("shaped0");
   o.set_tx_bytes_per_s(5e6);
   v1::InterfaceCapacityOverride absent;
   absent.set_name("nope0");
   absent.set_rx_bytes_per_s(1);
   auto caps = ReadInterfaceCapacities({o, absent}, dir.root());
   ASSERT_TRUE(caps.ok()) << caps.status();
-  ASSERT_EQ(caps->size(), 2u);
+  ASSERT_EQ(caps->size(), 3u);
   EXPECT_EQ((*caps)[0].name(), "eth0");
   EXPECT_DOUBLE_EQ((*caps)[0].rx_bytes_per_s(), 1.25e9);
   EXPECT_DOUBLE_EQ((*caps)[0].tx_bytes_per_s(), 1.25e9);
-  EXPECT_EQ((*caps)[1].name(), "veth1");
+  EXPECT_EQ((*caps)[1].name(), "eth1");
   EXPECT_DOUBLE_EQ((*caps)[1].rx_bytes_per_s(), 0) << "unknown stays 0";
-  EXPECT_DOUBLE_EQ((*caps)[1].tx_bytes_per_s(), 5e6) << "override wins where set";
+  EXPECT_EQ((*caps)[2].name(), "shaped0");
+  EXPECT_DOUBLE_EQ((*caps)[2].rx_bytes_per_s(), 1.25e9) << "its own speed where not overridden";
+  EXPECT_DOUBLE_EQ((*caps)[2].tx_bytes_per_s(), 5e6) << "override wins where set";
 }
 
 TEST(NetCapacity, OverrideReplacesAKnownSpeed) {
-  SysfsInterface eth{"eth0", 2, 2, 1000, false};
+  SysfsInterface eth{"eth0", 2, 2, 1000, false, true};
   v1::InterfaceCapacityOverride o;
   o.set_name("eth0");
   o.set_rx_bytes_per_s(42);
