@@ -31,6 +31,8 @@ void ThrowIfInterrupted() {
   if (g_interrupted.load()) throw Interrupted{};
 }
 
+}  // namespace
+
 std::string Tail(const std::string& text, size_t lines) {
   size_t at = text.size();
   for (size_t n = 0; n <= lines && at > 0; ++n) {
@@ -39,8 +41,6 @@ std::string Tail(const std::string& text, size_t lines) {
   }
   return text.substr(at + 1);
 }
-
-}  // namespace
 
 void InstallInterruptHandlers() {
   struct sigaction sa {};

@@ -195,6 +195,9 @@ bool Stack::CliJson(const std::vector<std::string>& args, Message* out, std::str
   return ParseJsonInto(r.out, out, error);
 }
 
+// The last `lines` lines of `text`.
+std::string Tail(const std::string& text, size_t lines);
+
 // The full path of `tool` on PATH; empty when missing.
 std::string Which(const std::string& tool);
 

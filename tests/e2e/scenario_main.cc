@@ -116,6 +116,11 @@ int Run(int argc, char** argv) {
                  "fairness { } block (textproto), e.g. 'required_intervals: 2'");
   app.add_option("--bin-dir", bin_dir, "Where fairwatch-agent, -controller and fairwatch are")
       ->capture_default_str();
+  std::string vm_script = FW_TEST_VMS_SCRIPT;
+  app.add_option("--vm-script", vm_script,
+                 "tests/vm/fw-test-vms.sh of the source tree, for the scenarios with libvirt "
+                 "guests")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (steady > 0) SteadyWork(steady);
 
@@ -185,7 +190,7 @@ int Run(int argc, char** argv) {
         std::perror("mkdtemp");
         return kExitFailed;
       }
-      fe::ScenarioContext ctx{binaries, &narrator, tmpl, *mounts, fairness};
+      fe::ScenarioContext ctx{binaries, &narrator, tmpl, *mounts, fairness, vm_script};
       fe::Outcome outcome;
       std::string logs;
       const absl::Time start = absl::Now();

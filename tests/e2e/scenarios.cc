@@ -5,13 +5,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/cgroup_layout.h"
 
 namespace fairwatch::testing::e2e {
 namespace {
@@ -121,16 +128,16 @@ struct Detection {
   double applied_s = 0;  // start -> the agent's "applied" for the first limit
 };
 
-// Waits for the policy's first limit on `tenant` to be applied; watches the
-// kernel meanwhile so "applied" is checked against the cgroup.
-std::optional<Detection> WaitForLimit(World& w, const std::string& tenant, absl::Time t0,
-                                      absl::Duration timeout,
-                                      v1::Resource resource = v1::RESOURCE_CPU) {
+// Waits for the policy's first limit on the tenant with id `tenant_id` to be
+// applied (or to fail).
+std::optional<Detection> WaitForLimitOn(CaseWatcher& watcher, const std::string& tenant_id,
+                                        absl::Time t0, absl::Duration timeout,
+                                        v1::Resource resource = v1::RESOURCE_CPU) {
   std::optional<Detection> found;
   WaitUntil(
       [&] {
-        std::vector<v1::Case> cases = w.watcher->Poll();
-        const v1::Case* c = FindCase(cases, w.tenants.Id(tenant), resource, /*limited=*/true);
+        std::vector<v1::Case> cases = watcher.Poll();
+        const v1::Case* c = FindCase(cases, tenant_id, resource, /*limited=*/true);
         if (c == nullptr || c->actions_size() == 0) return false;
         const v1::CaseAction& first = c->actions(0);
         if (first.kind() != v1::ACTION_KIND_LIMIT) return false;
@@ -142,6 +149,11 @@ std::optional<Detection> WaitForLimit(World& w, const std::string& tenant, absl:
       },
       timeout, absl::Milliseconds(150));
   return found;
+}
+std::optional<Detection> WaitForLimit(World& w, const std::string& tenant, absl::Time t0,
+                                      absl::Duration timeout,
+                                      v1::Resource resource = v1::RESOURCE_CPU) {
+  return WaitForLimitOn(*w.watcher, w.tenants.Id(tenant), t0, timeout, resource);
 }
 
 // Waits until `tenant`'s CPU limit is gone from the kernel and its case is
@@ -169,12 +181,12 @@ std::optional<double> WaitForRelease(World& w, const std::string& tenant, uint64
 
 // Waits until the limit of case `case_id` has not moved for longer than a
 // step interval (5 s); returns seconds from `t0` to its last move.
-std::optional<double> WaitSettled(World& w, uint64_t case_id, absl::Time t0,
+std::optional<double> WaitSettled(CaseWatcher& watcher, uint64_t case_id, absl::Time t0,
                                   absl::Duration timeout) {
   std::optional<double> last_move;
   const bool done = WaitUntil(
       [&] {
-        for (const v1::Case& c : w.watcher->Poll()) {
+        for (const v1::Case& c : watcher.Poll()) {
           if (c.case_id() != case_id) continue;
           int64_t last = 0;
           for (const v1::CaseAction& a : c.actions()) {
@@ -189,9 +201,10 @@ std::optional<double> WaitSettled(World& w, uint64_t case_id, absl::Time t0,
   return done ? last_move : std::nullopt;
 }
 
-// Checks the opening evidence of a policy case on `hog` against neighbours `victims`.
-void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string& hog,
-                   const std::vector<std::string>& victims) {
+// Checks the opening evidence of a policy case on `hog` (a name) against
+// neighbours with ids `victim_ids`.
+void CheckEvidence(Outcome& out, const v1::Case& c, const std::string& hog,
+                   const std::vector<std::string>& victim_ids) {
   out.Check(c.opened_by() == "policy", absl::StrCat("opened by ", c.opened_by()));
   out.Check(c.tenant_name() == hog, absl::StrCat("offender ", c.tenant_name(), ", not ", hog));
   const v1::CaseEvidence& e = c.opening();
@@ -200,12 +213,17 @@ void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string&
                          Fmt(e.fair_share()), " and entitlement ", Fmt(e.entitled_share())));
   out.Check(e.contended() || e.harmed_size() > 0, "evidence: neither contended nor anyone harmed");
   for (const v1::HarmedTenant& h : e.harmed()) {
-    const bool known = std::any_of(victims.begin(), victims.end(), [&](const std::string& v) {
-      return w.tenants.Id(v) == h.tenant_id();
-    });
+    const bool known =
+        std::find(victim_ids.begin(), victim_ids.end(), h.tenant_id()) != victim_ids.end();
     out.Check(known, absl::StrCat("evidence names ", h.tenant_id(), " as harmed"));
     out.Check(!h.evidence().empty(), absl::StrCat(h.tenant_id(), " harmed without evidence"));
   }
+}
+void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string& hog,
+                   const std::vector<std::string>& victims) {
+  std::vector<std::string> ids;
+  for (const std::string& v : victims) ids.push_back(w.tenants.Id(v));
+  CheckEvidence(out, c, hog, ids);
 }
 
 // A CPU hog next to two steady neighbours: limited within seconds with the
@@ -244,7 +262,8 @@ void CpuHogScenario(ScenarioContext& ctx, Outcome& out) {
   }
   // The policy steps the limit down while the neighbours still suffer; their
   // share is measured once it holds (no step for longer than a step interval).
-  std::optional<double> settled = WaitSettled(w, d->record.case_id(), t0, absl::Seconds(40));
+  std::optional<double> settled =
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(40));
   SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 40 s after the start");
   out.Figure("settled", *settled, "s");
   std::map<std::string, double> under =
@@ -637,7 +656,8 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
 
   // The policy steps the limit down while the reader still suffers; its
   // latency is read once the limit holds.
-  std::optional<double> settled = WaitSettled(w, d->record.case_id(), t0, absl::Seconds(45));
+  std::optional<double> settled =
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
   SCENARIO_REQUIRE(out, settled.has_value(), "writer's limit still moving 45 s after its start");
   out.Figure("settled", *settled, "s");
   std::optional<Latency> limited = ReaderLatency(w, "reader", 5);
@@ -686,6 +706,281 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
             absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
 }
 
+// Guests of tests/vm/fw-test-vms.sh, named under a prefix unique to this
+// run; every one of them is torn down when this goes (also on a failed
+// check or Ctrl-C), and the script stops the libvirt daemons it started.
+class TestVms {
+ public:
+  TestVms(std::string script, const Narrator& say)
+      : script_(std::move(script)),
+        prefix_(absl::StrCat("fws", getpid(), "-", absl::ToUnixMillis(absl::Now()) % 100000, "-")),
+        say_(say) {}
+  ~TestVms() {
+    if (!defined_) return;
+    CommandResult r = Script({"teardown", prefix_}, 300);
+    if (r.exit_code != 0)
+      std::fprintf(stderr, "teardown of %s*: %s%s", prefix_.c_str(), r.out.c_str(), r.err.c_str());
+  }
+  TestVms(const TestVms&) = delete;
+  TestVms& operator=(const TestVms&) = delete;
+
+  std::string Name(const std::string& short_name) const { return prefix_ + short_name; }
+
+  // Makes this machine a libvirt host (installs packages on a first run).
+  absl::Status Setup() { return Run({"setup"}, 1200); }
+  absl::Status Define(const std::string& short_name, std::vector<std::string> args) {
+    defined_ = true;
+    args.insert(args.begin(), {"define", Name(short_name)});
+    return Run(args, 120);
+  }
+  // Starts the guest and waits until its workload runs.
+  absl::Status Boot(const std::string& short_name) {
+    absl::Status started = Run({"start", Name(short_name), "--fast-boot"}, 120);
+    if (!started.ok()) return started;
+    return Run({"wait-ready", Name(short_name), "--timeout", "240"}, 300);
+  }
+  absl::Status Virsh(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{Which("virsh"), "-q", "-c", "qemu:///system"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult r = RunCommand(argv, 60);
+    if (r.exit_code == 0) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("virsh ", absl::StrJoin(args, " "), ": ", r.err));
+  }
+  // `fw-test-vms.sh info`: uuid, tap, cgroup_<controllers> paths, ...
+  std::map<std::string, std::string> Info(const std::string& short_name) {
+    std::map<std::string, std::string> info;
+    CommandResult r = Script({"info", Name(short_name)}, 60);
+    for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
+      info[kv.first] = kv.second;
+    }
+    return info;
+  }
+  // A live value of `virsh schedinfo`, e.g. global_quota; empty when unreadable.
+  std::string Schedinfo(const std::string& short_name, const std::string& field) {
+    CommandResult r = RunCommand(
+        {Which("virsh"), "-q", "-c", "qemu:///system", "schedinfo", Name(short_name), "--live"},
+        30);
+    for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+      std::pair<absl::string_view, absl::string_view> kv =
+          absl::StrSplit(line, absl::MaxSplits(':', 1));
+      if (absl::StripAsciiWhitespace(kv.first) == field) {
+        return std::string(absl::StripAsciiWhitespace(kv.second));
+      }
+    }
+    return "";
+  }
+
+ private:
+  CommandResult Script(std::vector<std::string> args, int timeout_s) const {
+    args.insert(args.begin(), {"/bin/bash", script_});
+    return RunCommand(args, timeout_s);
+  }
+  absl::Status Run(const std::vector<std::string>& args, int timeout_s) {
+    CommandResult r = Script(args, timeout_s);
+    if (r.exit_code == 0) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("fw-test-vms.sh ", absl::StrJoin(args, " "), " (exit ",
+                                            r.exit_code, "): ", Tail(r.out + r.err, 15)));
+  }
+
+  std::string script_;
+  std::string prefix_;
+  const Narrator& say_;
+  bool defined_ = false;
+};
+
+// A guest's CPU time as the kernel counts it (its unified cgroup's cpu.stat,
+// which libvirt keeps on every layout), in ns.
+std::optional<uint64_t> VmCpuNs(const agent::CgroupMounts& mounts,
+                                const std::map<std::string, std::string>& info) {
+  auto path = info.find("cgroup_unified");
+  if (mounts.unified.empty() || path == info.end()) return std::nullopt;
+  std::ifstream in(mounts.unified + path->second + "/cpu.stat");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "usage_usec") return value * 1000;
+  }
+  return std::nullopt;
+}
+
+// Cores each guest used over `span`, from the kernel (NaN when unreadable).
+std::map<std::string, double> VmRates(
+    const agent::CgroupMounts& mounts,
+    const std::map<std::string, std::map<std::string, std::string>>& infos, absl::Duration span) {
+  std::map<std::string, std::optional<uint64_t>> before;
+  for (const auto& [name, info] : infos) before[name] = VmCpuNs(mounts, info);
+  const absl::Time t0 = absl::Now();
+  Pause(span);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  std::map<std::string, double> rates;
+  for (const auto& [name, info] : infos) {
+    const std::optional<uint64_t> after = VmCpuNs(mounts, info);
+    rates[name] = before[name] && after && *after >= *before[name]
+                      ? static_cast<double>(*after - *before[name]) / 1e9 / seconds
+                      : std::nan("");
+  }
+  return rates;
+}
+
+// The CFS quota in force on a guest's cgroup, in cores; nullopt when none.
+std::optional<double> VmCpuLimit(const agent::CgroupMounts& mounts,
+                                 const std::map<std::string, std::string>& info) {
+  for (const auto& [key, path] : info) {
+    if (!absl::StartsWith(key, "cgroup_")) continue;
+    const std::vector<std::string> controllers = absl::StrSplit(key.substr(strlen("cgroup_")), ',');
+    if (std::find(controllers.begin(), controllers.end(), "cpu") == controllers.end()) continue;
+    absl::StatusOr<std::string> mount = mounts.MountOf("cpu");
+    if (!mount.ok()) return std::nullopt;
+    std::ifstream quota(*mount + path + "/cpu.cfs_quota_us");
+    std::ifstream period(*mount + path + "/cpu.cfs_period_us");
+    int64_t q = -1;
+    int64_t p = 0;
+    if (!(quota >> q) || !(period >> p) || q < 0 || p <= 0) return std::nullopt;
+    return static_cast<double>(q) / static_cast<double>(p);
+  }
+  if (auto unified = info.find("cgroup_unified");
+      unified != info.end() && !mounts.unified.empty()) {
+    std::ifstream max(mounts.unified + unified->second + "/cpu.max");
+    std::string q;
+    double p = 0;
+    double quota = 0;
+    if (!(max >> q >> p) || q == "max" || !absl::SimpleAtod(q, &quota) || p <= 0) {
+      return std::nullopt;
+    }
+    return quota / p;
+  }
+  return std::nullopt;
+}
+
+// A libvirt guest with two busy vCPUs next to two guests with a steady
+// partial load: limited through libvirt, the neighbours get their CPU back,
+// released once the hog is paused.
+void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
+  absl::StatusOr<agent::CgroupMounts> mounts = agent::ReadCgroupMounts();
+  SCENARIO_REQUIRE_OK(out, mounts.status());
+  TestVms vms(ctx.vm_script, *ctx.narrator);
+  const Narrator& say = *ctx.narrator;
+  say.Say("preparing the libvirt host (a first run installs libvirt and a guest kernel)");
+  SCENARIO_REQUIRE_OK(out, vms.Setup());
+  SCENARIO_REQUIRE_OK(out,
+                      vms.Define("hog", {"--workload", "cpu", "--vcpus", "2", "--quota-pct", "0"}));
+  const std::vector<std::string> neighbours = {"web", "db"};
+  for (const std::string& n : neighbours) {
+    SCENARIO_REQUIRE_OK(out, vms.Define(n, {"--workload", "steady", "--quota-pct", "0",
+                                            "--cmdline-extra", "fw_duty=40"}));
+  }
+  // The hog boots first and is paused; the neighbours measure their work
+  // rate at boot on a quiet host.
+  SCENARIO_REQUIRE_OK(out, vms.Boot("hog"));
+  SCENARIO_REQUIRE_OK(out, vms.Virsh({"suspend", vms.Name("hog")}));
+  std::map<std::string, std::map<std::string, std::string>> infos;
+  std::vector<std::string> neighbour_ids;
+  for (const std::string& n : neighbours) {
+    SCENARIO_REQUIRE_OK(out, vms.Boot(n));
+    infos[n] = vms.Info(n);
+    neighbour_ids.push_back(infos[n]["uuid"]);
+    SCENARIO_REQUIRE(out, !neighbour_ids.back().empty(), "no UUID for " + vms.Name(n));
+  }
+  infos["hog"] = vms.Info("hog");
+  const std::string hog_id = infos["hog"]["uuid"];
+  SCENARIO_REQUIRE(out, !hog_id.empty(), "no UUID for " + vms.Name("hog"));
+  say.Say(absl::StrCat("guests ", vms.Name("web"), " and ", vms.Name("db"),
+                       " (1 vCPU each, a steady 40 % of it) and ", vms.Name("hog"),
+                       " (2 vCPUs, each a busy loop; paused) run under TCG"));
+
+  Stack::Options options;
+  options.agent_extra = "libvirt {}";
+  World w(ctx, {}, options);
+  SCENARIO_REQUIRE_OK(out, w.stack->Start(3));
+  say.Say("controller and agent up on loopback; the agent follows libvirt's domains");
+  const std::optional<double> own_limit = VmCpuLimit(*mounts, infos["hog"]);
+  const std::string own_quota = vms.Schedinfo("hog", "global_quota");
+  Pause(absl::Seconds(5));  // quiet intervals: the neighbours' baselines
+  std::map<std::string, std::map<std::string, std::string>> neighbour_infos = infos;
+  neighbour_infos.erase("hog");
+  std::map<std::string, double> quiet = VmRates(*mounts, neighbour_infos, absl::Seconds(5));
+  say.Say(absl::StrCat("quiet (kernel, over 5 s): web ", Cores(quiet["web"]), ", db ",
+                       Cores(quiet["db"])));
+  for (const std::string& n : neighbours) {
+    SCENARIO_REQUIRE(out, quiet[n] > 0.1, absl::StrCat(n, " uses ", Cores(quiet[n])));
+  }
+
+  const absl::Time t0 = absl::Now();
+  SCENARIO_REQUIRE_OK(out, vms.Virsh({"resume", vms.Name("hog")}));
+  say.Say("hog resumes: two vCPUs busy, wanting both host cores");
+  std::optional<Detection> d = WaitForLimitOn(*w.watcher, hog_id, t0, absl::Seconds(20));
+  if (!d.has_value()) {
+    // What the controller saw, for whoever reads the failure.
+    for (const std::string& id : {hog_id, neighbour_ids[0], neighbour_ids[1]}) {
+      out.Check(false, w.stack->CliTable({"tenant", id, "--host", w.stack->host_id()}).out);
+    }
+  }
+  SCENARIO_REQUIRE(out, d.has_value(), "no limit on the hog guest within 20 s of its start");
+  out.Figure("case_opened", d->opened_s, "s");
+  out.Figure("detect", d->applied_s, "s");
+  CheckEvidence(out, d->record, vms.Name("hog"), neighbour_ids);
+  const v1::CaseAction& limit = d->record.actions(0);
+  SCENARIO_REQUIRE(out, limit.ack() == v1::ACK_STATE_APPLIED,
+                   absl::StrCat("limit not applied: ", limit.ack_message()));
+  // Through libvirt: its own view and the kernel's agree.
+  const std::string quota = vms.Schedinfo("hog", "global_quota");
+  const std::optional<double> in_kernel = VmCpuLimit(*mounts, infos["hog"]);
+  say.Say(absl::StrCat("virsh schedinfo: global_quota ", quota, " (was ", own_quota,
+                       "); kernel quota ", in_kernel ? Cores(*in_kernel) : "none"));
+  out.Check(quota != own_quota && !quota.empty() && quota != "-1",
+            absl::StrCat("libvirt's global_quota is ", quota, ", was ", own_quota));
+  out.Check(in_kernel.has_value() && *in_kernel <= limit.in_effect() + 1e-6,
+            absl::StrCat("kernel quota ", in_kernel ? Cores(*in_kernel) : "none", ", applied ",
+                         Cores(limit.in_effect())));
+  if (say.on()) {
+    say.Say(absl::StrCat("what an operator sees: fairwatch case ", d->record.case_id()));
+    say.Show(w.stack->CliTable({"case", absl::StrCat(d->record.case_id())}).out);
+  }
+  std::optional<double> settled =
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
+  SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 45 s after its start");
+  out.Figure("settled", *settled, "s");
+  std::map<std::string, double> under = VmRates(*mounts, infos, absl::Seconds(6));
+  say.Say(absl::StrCat("with hog limited (kernel, over 6 s): web ", Cores(under["web"]), ", db ",
+                       Cores(under["db"]), ", hog ", Cores(under["hog"])));
+  for (const std::string& n : neighbours) {
+    // Each wants ~0.45 of the 2 cores three guests share: all of it is its fair share.
+    const double share = under[n] / quiet[n];
+    out.Figure(absl::StrCat(n, "_of_fair_share"), share, "");
+    out.Check(share >= 0.9, absl::StrCat(n, " got ", Cores(under[n]), ", ", Fmt(share),
+                                         " of its fair share ", Cores(quiet[n])));
+  }
+
+  const absl::Time t_stop = absl::Now();
+  SCENARIO_REQUIRE_OK(out, vms.Virsh({"suspend", vms.Name("hog")}));
+  say.Say("hog is paused");
+  std::optional<double> kernel_s;
+  std::optional<double> closed_s;
+  WaitUntil(
+      [&] {
+        if (!kernel_s && VmCpuLimit(*mounts, infos["hog"]) == own_limit &&
+            vms.Schedinfo("hog", "global_quota") == own_quota) {
+          kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
+        }
+        for (const v1::Case& c : w.watcher->Poll()) {
+          if (c.case_id() == d->record.case_id() && c.state() == v1::CASE_STATE_CLOSED) {
+            closed_s = Since(t_stop, c.closed_unix_ns());
+          }
+        }
+        return kernel_s && closed_s;
+      },
+      absl::Seconds(45), absl::Milliseconds(250));
+  SCENARIO_REQUIRE(out, kernel_s && closed_s,
+                   "hog's limit not back to its own within 45 s of its pause");
+  const double released = std::max(*kernel_s, *closed_s);
+  out.Figure("release", released, "s");
+  out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the pause"));
+  std::vector<std::string> innocent = OthersCases(CasesForCheck(*w.stack, out), hog_id);
+  out.Check(innocent.empty(),
+            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+}
+
 }  // namespace
 
 const std::vector<Scenario>& AllScenarios() {
@@ -724,6 +1019,11 @@ const std::vector<Scenario>& AllScenarios() {
        "gets the buffered reports",
        {"stress-ng"},
        ControllerRestartScenario},
+      {"vm-hog",
+       "a libvirt guest with two busy vCPUs next to a steady guest: limited through libvirt, "
+       "the neighbour served, released",
+       {},
+       VmHogScenario},
   };
   return scenarios;
 }

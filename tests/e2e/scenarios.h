@@ -18,6 +18,8 @@ struct ScenarioContext {
   TenantMounts mounts;
   // Appended to every controller's `fairness { }` (--fairness): a policy to try.
   std::string fairness;
+  // tests/vm/fw-test-vms.sh, for the scenarios with libvirt guests.
+  std::string vm_script;
 };
 
 struct Scenario {

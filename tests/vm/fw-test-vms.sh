@@ -5,8 +5,8 @@
 # Turns a Debian 12 machine (root, no systemd, no usable KVM) into a libvirt
 # host and runs tiny TCG guests on it: a stock Debian kernel booted directly
 # with a busybox initramfs whose /init (tests/vm/guest-init.sh) runs one
-# workload: cpu (busy loop), disk (O_DIRECT dd on its virtio disk), net (steady
-# ping to the host end of its tap) or idle.  Every guest is 1 vCPU (--vcpus: more), 128 MiB,
+# workload: cpu (busy loop), steady (part of a vCPU), disk (O_DIRECT dd on its
+# virtio disk), net (steady ping to the host end of its tap) or idle.  Every guest is 1 vCPU (--vcpus: more), 128 MiB,
 # has a raw virtio disk (cache=none, io=native), a virtio NIC on a tap with a
 # fixed name, a CPU cap (<cputune><global_quota>) and its serial console in a
 # file, so fairwatch sees ordinary libvirt tenants with real cgroups, block
@@ -87,12 +87,14 @@ Commands:
   setup                 install packages if missing, configure $QEMU_CONF,
                         start virtlogd + libvirtd if not running, build the
                         guest kernel + initramfs into the cache (reused)
-  define NAME [--workload cpu|disk|net|idle] [--quota-pct N] [--disk-mb N]
+  define NAME [--workload cpu|steady|disk|net|idle] [--quota-pct N] [--disk-mb N]
               [--tap TAP] [--mem-mb N] [--vcpus N] [--cmdline-extra 'k=v ...']
                         create the disk image and define the domain
                         (defaults: idle, ${DEFAULT_QUOTA_PCT}% of one core, ${DEFAULT_DISK_MB} MiB,
-                        1 vCPU (cpu: one busy loop per vCPU), tap derived
-                        from NAME; --quota-pct 0 = no cap)
+                        1 vCPU (cpu: one busy loop per vCPU; steady: a
+                        fixed amount of work every 100 ms, fw_duty=PCT of
+                        one vCPU via --cmdline-extra, default 40), tap
+                        derived from NAME; --quota-pct 0 = no cap)
   start NAME [--fast-boot]
                         start the domain, put the host address on its tap;
                         --fast-boot boots without the CPU cap (TCG boots ~3x
@@ -795,7 +797,7 @@ cmd_define() {
             *) usage_error "define: unknown argument '$1'" ;;
         esac
     done
-    case $WORKLOAD in cpu | disk | net | idle) ;; *) usage_error "--workload must be cpu, disk, net or idle" ;; esac
+    case $WORKLOAD in cpu | steady | disk | net | idle) ;; *) usage_error "--workload must be cpu, steady, disk, net or idle" ;; esac
     QUOTA_PCT=$(check_uint --quota-pct "$QUOTA_PCT" 0 100)
     DISK_MB=$(check_uint --disk-mb "$DISK_MB" 1 65536)
     MEM_MB=$(check_uint --mem-mb "$MEM_MB" 64 4096)

@@ -8,7 +8,8 @@
 # file.  Everything a guest should do comes from the kernel command line:
 #
 #   fw_name=NAME            label printed with the ready marker
-#   fw_workload=cpu|disk|net|idle
+#   fw_workload=cpu|steady|disk|net|idle
+#   fw_duty=PERCENT         steady workload: share of one vCPU   (default 40)
 #   fw_ip=A.B.C.D/N         guest address for eth0 (optional)
 #   fw_gw=A.B.C.D           host side of the tap; target of the net workload
 #   fw_ping_size=BYTES      net workload: ICMP payload size   (default 1400)
@@ -39,6 +40,7 @@ fw_gw=
 fw_ping_size=1400
 fw_ping_interval=0.02
 fw_disk_bs=65536
+fw_duty=40
 read -r cmdline </proc/cmdline
 set -f
 # shellcheck disable=SC2086 # split the command line into words on purpose
@@ -86,6 +88,60 @@ case $fw_workload in
         for _ in $(seq "$(grep -c '^processor' /proc/cpuinfo)"); do
             ( while :; do :; done ) &
         done
+        ;;
+    steady)
+        # A fixed amount of work every 100 ms, $fw_duty % of one vCPU as
+        # measured at boot, done whenever the vCPU gets to run: work that
+        # falls behind is caught up (up to 1 s of it), so a guest squeezed
+        # by a neighbour still asks for the same CPU and shows the wait.
+        case $fw_duty in '' | *[!0-9]*) fail "fw_duty must be a number" ;; esac
+        (
+            # Centiseconds since boot, in $now (no fork).
+            tick() {
+                read -r up _ </proc/uptime
+                f=${up#*.}
+                f=${f#0}
+                now=$((${up%.*} * 100 + f))
+            }
+            spin() {
+                i=0
+                while [ "$i" -lt "$1" ]; do i=$((i + 1)); done
+            }
+            # Iterations per second: the best of three runs of at least
+            # half a second each (the least disturbed by the rest of boot).
+            n=1000
+            while :; do
+                tick
+                t0=$now
+                spin "$n"
+                tick
+                [ $((now - t0)) -ge 50 ] && break
+                n=$((n * 2))
+            done
+            best=$((n * 100 / (now - t0)))
+            for _ in 1 2; do
+                tick
+                t0=$now
+                spin "$n"
+                tick
+                rate=$((n * 100 / (now - t0)))
+                [ "$rate" -gt "$best" ] && best=$rate
+            done
+            work=$((best * fw_duty / 1000))
+            echo "fw-guest: steady: $work iterations per 100 ms ($fw_duty %)"
+            tick
+            next=$now
+            while :; do
+                spin "$work"
+                next=$((next + 10))
+                tick
+                if [ "$now" -lt "$next" ]; then
+                    usleep $(((next - now) * 10000))
+                elif [ $((now - next)) -gt 100 ]; then
+                    next=$now
+                fi
+            done
+        ) &
         ;;
     disk)
         wait_for /dev/vda 100 || fail "no /dev/vda"
