@@ -209,16 +209,18 @@ void Agent::RefreshInventory() {
   }
 }
 
-void Agent::UpdateInterfaces(v1::TenantInventory* change) {
+bool Agent::UpdateInterfaces(v1::TenantInventory* change) {
   if (net_collector_ == nullptr ||
       net_collector_->interfaces_generation() == interfaces_generation_seen_) {
-    return;
+    return false;
   }
+  bool changed = false;
   interfaces_generation_seen_ = net_collector_->interfaces_generation();
   for (const auto& t : registry_->tenants()) {
     const std::string id = t.tenant.id();
     const v1::Tenant* updated = registry_->SetInterfaces(id, net_collector_->InterfacesOf(id));
     if (updated == nullptr) continue;
+    changed = true;
     auto same = std::find_if(change->mutable_upserted()->begin(), change->mutable_upserted()->end(),
                              [&](const v1::Tenant& u) { return u.id() == id; });
     if (same != change->mutable_upserted()->end()) {
@@ -227,6 +229,10 @@ void Agent::UpdateInterfaces(v1::TenantInventory* change) {
       *change->add_upserted() = *updated;
     }
   }
+  // The enforcer learns them too: a network limit goes to the tenant's
+  // interfaces, which netns discovery may find seconds after the tenant.
+  if (changed) enforcer_->SetTenants(registry_->tenants());
+  return changed;
 }
 
 absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {

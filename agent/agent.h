@@ -49,8 +49,9 @@ class Agent {
   // Discovery, registry update, collector sync and inventory to the reporter.
   void RefreshInventory();
   // Copies the network collector's interfaces into the registry when they
-  // changed; adds (or updates) the changed tenants in `change`.
-  void UpdateInterfaces(v1::TenantInventory* change);
+  // changed; adds (or updates) the changed tenants in `change` and tells the
+  // enforcer. True when a tenant's set changed.
+  bool UpdateInterfaces(v1::TenantInventory* change);
 
   std::unique_ptr<CgroupParentDiscovery> discovery_;
   std::unique_ptr<LibvirtSource> libvirt_;

@@ -435,7 +435,10 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
       continue;
     }
     netns = std::move(*resolved);
-    if (netns.has_pid && !netns.host_netns) seen_foreign_netns_.insert(w.tenant_id);
+    if (netns.has_pid && !netns.host_netns) {
+      seen_foreign_netns_.insert(w.tenant_id);
+      TrackTcp(w.tenant_id, netns);
+    }
     if (!netns.has_pid && seen_foreign_netns_.contains(w.tenant_id)) netns.host_netns = false;
     if (options_.netns_discovery) {
       for (const auto& peer : netns.peers) add(peer.ifindex, peer.name);
@@ -493,6 +496,11 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
     if (!by_id.contains(*it)) seen_foreign_netns_.erase(it);
     it = next;
   }
+  for (auto it = tcp_.begin(); it != tcp_.end();) {
+    auto next = std::next(it);
+    if (!by_id.contains(it->first)) tcp_.erase(it);
+    it = next;
+  }
   // Attach what is new.
   for (const auto& w : wanted) {
     for (const auto& [ifindex, name] : w.interfaces) {
@@ -507,6 +515,24 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
   }
   if (counted() != before) ++interfaces_generation_;
   return first_error;
+}
+
+void NetCollector::TrackTcp(const std::string& tenant_id, const TenantNetns& netns) {
+  TcpTotals& t = tcp_[tenant_id];
+  if (t.pid != 0 && t.netns == netns.netns) {
+    t.pid = netns.pid;  // the same namespace, maybe through another process
+    return;
+  }
+  absl::StatusOr<TcpSnmp> now = ReadTcpSnmp(absl::StrCat("/proc/", netns.pid, "/net/snmp"));
+  if (!now.ok()) return;  // the process left: next time
+  if (t.pid != 0) {       // a new namespace: keep what the old one counted
+    t.retired.out_segs += Sub(t.last.out_segs, t.base.out_segs);
+    t.retired.retrans_segs += Sub(t.last.retrans_segs, t.base.retrans_segs);
+  }
+  t.pid = netns.pid;
+  t.netns = netns.netns;
+  t.base = *now;
+  t.last = *now;
 }
 
 absl::Status NetCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
@@ -568,8 +594,23 @@ absl::Status NetCollector::Collect(absl::Span<const TenantEntry> tenants, v1::Us
       RETURN_IF_ERROR(ReadCounters(cgroup_fd, c->second.slot, &counters));
       add("", counters, 0, 0);  // drops are not visible to cgroup_skb
     }
-    auto* out = report->mutable_tenants(static_cast<int>(i))->mutable_net();
-    for (auto& [ifname, e] : entries) *out->Add() = std::move(e);
+    v1::TenantCounters* counters = report->mutable_tenants(static_cast<int>(i));
+    for (auto& [ifname, e] : entries) *counters->mutable_net()->Add() = std::move(e);
+    if (auto t = tcp_.find(id); t != tcp_.end()) {
+      TcpTotals& tcp = t->second;
+      // Read only while the process is still in the namespace counted.
+      const std::string proc = absl::StrCat("/proc/", tcp.pid);
+      absl::StatusOr<NetnsIdentity> netns = NetnsOf(proc + "/ns/net");
+      if (netns.ok() && *netns == tcp.netns) {
+        absl::StatusOr<TcpSnmp> now = ReadTcpSnmp(proc + "/net/snmp");
+        if (now.ok()) tcp.last = *now;
+      }
+      v1::TcpCounters* out = counters->mutable_tcp();
+      out->set_present(true);
+      out->set_sent_segments(tcp.retired.out_segs + Sub(tcp.last.out_segs, tcp.base.out_segs));
+      out->set_retransmitted_segments(tcp.retired.retrans_segs +
+                                      Sub(tcp.last.retrans_segs, tcp.base.retrans_segs));
+    }
   }
   return resolve_status;
 }

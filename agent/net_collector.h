@@ -101,7 +101,18 @@ class NetCollector : public Collector {
     std::string unified_path;
   };
 
+  // TCP counters of a tenant in a namespace of its own, cumulative across
+  // namespaces (a restarted container gets a new one, counting from zero).
+  struct TcpTotals {
+    pid_t pid = 0;        // a process in it, from the last resolve
+    NetnsIdentity netns;  // the namespace counted now
+    TcpSnmp base;         // its counters when first seen
+    TcpSnmp last;         // at the last read
+    TcpSnmp retired;      // counted in earlier namespaces
+  };
+
   absl::Status Resolve(absl::Span<const TenantEntry> tenants);
+  void TrackTcp(const std::string& tenant_id, const TenantNetns& netns);
   absl::Status AttachTc(const std::string& tenant_id, uint32_t ifindex, const std::string& name);
   absl::Status DetachTc(uint32_t ifindex);
   absl::Status AttachCgroup(const Wanted& w);
@@ -122,6 +133,7 @@ class NetCollector : public Collector {
   // Tenants once seen in a namespace of their own: with no process left they
   // stay off cgroup_skb (a restarting container must not flap between modes).
   absl::flat_hash_set<std::string> seen_foreign_netns_;
+  absl::flat_hash_map<std::string, TcpTotals> tcp_;  // by tenant id
 };
 
 }  // namespace fairwatch::agent

@@ -20,8 +20,10 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status.h"
 
@@ -372,6 +374,40 @@ absl::StatusOr<NetnsIdentity> NetnsOf(const std::string& proc_ns_net_path) {
   return NetnsIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
+absl::StatusOr<TcpSnmp> ParseTcpSnmp(absl::string_view text) {
+  // "Tcp: RtoAlgorithm ... OutSegs RetransSegs ..." then "Tcp: 1 ... 123 4 ...".
+  std::vector<absl::string_view> names;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, "Tcp:")) continue;
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (names.empty()) {
+      names = std::move(fields);
+      continue;
+    }
+    if (fields.size() != names.size()) break;
+    TcpSnmp out;
+    bool have_out = false, have_retrans = false;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == "OutSegs") have_out = absl::SimpleAtoi(fields[i], &out.out_segs);
+      if (names[i] == "RetransSegs") have_retrans = absl::SimpleAtoi(fields[i], &out.retrans_segs);
+    }
+    if (have_out && have_retrans) return out;
+    break;
+  }
+  return absl::InvalidArgumentError("no Tcp: OutSegs and RetransSegs in snmp");
+}
+
+absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(errno, absl::StrCat("opening ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<TcpSnmp> parsed = ParseTcpSnmp(text.str());
+  if (!parsed.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
+  return parsed;
+}
+
 absl::StatusOr<TenantNetns> ResolveTenantNetns(const v1::Tenant& tenant, const CgroupMounts& mounts,
                                                const std::vector<LinkInfo>& host_links) {
   TenantNetns result;
@@ -393,6 +429,8 @@ absl::StatusOr<TenantNetns> ResolveTenantNetns(const v1::Tenant& tenant, const C
   // The process may have exited since cgroup.procs was read: try again next time.
   if (!theirs.ok()) return result;
   result.has_pid = true;
+  result.pid = *pid;
+  result.netns = *theirs;
   if (*theirs == own) return result;
   result.host_netns = false;
   Fd ns_fd(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));

@@ -101,8 +101,19 @@ absl::StatusOr<NetnsIdentity> NetnsOf(const std::string& proc_ns_net_path);
 struct TenantNetns {
   bool has_pid = false;         // false: no process in the tenant's cgroups yet
   bool host_netns = true;       // the agent's own namespace (or unknown)
+  pid_t pid = 0;                // with has_pid: one of its processes
+  NetnsIdentity netns;          // with has_pid: that process's namespace
   std::vector<LinkInfo> peers;  // host-side peers of its namespace's interfaces
 };
+
+// A network namespace's TCP counters, from the Tcp: lines of
+// /proc/<pid>/net/snmp (that process's namespace).
+struct TcpSnmp {
+  uint64_t out_segs = 0;
+  uint64_t retrans_segs = 0;
+};
+absl::StatusOr<TcpSnmp> ParseTcpSnmp(absl::string_view text);
+absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path);
 
 // Finds a pid of the tenant (any of its CgroupRefs), its namespace, and when
 // that is not the agent's, the host-side peers among host_links.

@@ -7,10 +7,19 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/units.h"
 #include "fairwatch/v1/types.pb.h"
 #include "google/protobuf/repeated_field.h"
 
 namespace fairwatch::cli {
+
+// Amounts: common/units.h (the controller words its case records with them too).
+using fairwatch::FormatAmount;
+using fairwatch::FormatBytesRate;
+using fairwatch::FormatCores;
+using fairwatch::FormatDecimal;
+using fairwatch::FormatNanos;
+using fairwatch::FormatRate;
 
 enum class Align { kLeft, kRight };
 
@@ -33,16 +42,9 @@ std::string TruncateMiddle(absl::string_view text, size_t max_width);
 // Largest single unit, rounded down: "0s", "59s", "5m", "2h", "3d".
 std::string FormatCoarseDuration(absl::Duration duration);
 
-// Fixed decimals with trailing zeros removed: (2.50, 2) -> "2.5", (3, 1) -> "3".
-std::string FormatDecimal(double value, int max_decimals);
-
-std::string FormatCores(double cores);            // "1.25"
-std::string FormatPercent(double fraction);       // 0.125 -> "12.5%"
-std::string FormatSeconds(double seconds);        // "5s", "4.9s"
-std::string FormatWeight(double weight);          // 0 is the default, shown as "1"
-std::string FormatBytesRate(double bytes_per_s);  // SI units: "0 B/s", "12.5 MB/s"
-std::string FormatRate(double per_s);             // "0/s", "12.5/s", "3.2k/s"
-std::string FormatNanos(double ns);               // "850ns", "5.1us", "1.5ms", "2.3s"
+std::string FormatPercent(double fraction);  // 0.125 -> "12.5%"
+std::string FormatSeconds(double seconds);   // "5s", "4.9s"
+std::string FormatWeight(double weight);     // 0 is the default, shown as "1"
 
 // "[####      ]" with width_chars cells inside the brackets; fraction clamped to [0, 1].
 std::string RenderBar(double fraction, int width_chars);
@@ -60,8 +62,6 @@ std::string SourceName(v1::TenantSource source);  // "cgroup-parent", "libvirt",
 std::string ResourceName(v1::Resource resource);
 bool ParseResourceName(absl::string_view name, v1::Resource* resource);
 std::vector<std::string> ResourceNames();  // every name ParseResourceName takes
-// A value in the resource's unit: "0.73 cores", "12.5 MB/s", "150/s".
-std::string FormatAmount(double value, v1::Resource resource);
 
 // "hierarchy:path" entries joined by ','; hierarchies that share a path are
 // merged ("cpu+blkio:machine/vm1") and the result is cut to max_width.

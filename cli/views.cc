@@ -156,7 +156,10 @@ std::string TenantReport(const v1::TenantDetail& detail) {
        absl::StrCat("p50 ", FormatNanos(harm.io_latency_p50_ns()), ", p99 ",
                     FormatNanos(harm.io_latency_p99_ns())),
        ""},
-      {"net drops", FormatRate(harm.net_drops_per_s()), ""}};
+      {"net drops", FormatRate(harm.net_drops_per_s()), ""},
+      {"tcp retransmits",
+       harm.tcp_present() ? FormatRate(harm.tcp_retransmits_per_s()) : std::string("n/a"),
+       harm.tcp_present() ? "segments (its network namespace)" : ""}};
   absl::StrAppend(&text, RenderTable({{"  "}, {""}, {""}}, harm_rows));
 
   if (detail.disks_size() > 0) {

@@ -32,6 +32,12 @@ const std::array<HarmDetector, kHarmDetectorCount> kDetectors = {{
     {"net_drops", "drops", "packets dropped on its interfaces per second (interface counters)",
      HarmGroup::kNet, [](const v1::HarmSignals& s) { return s.net_drops_per_s(); }, nullptr,
      [](const HarmParams& p) { return p.drops_floor_per_s; }, Rate},
+    {"tcp_retransmits", "TCP retransmits",
+     "TCP segments its sockets retransmitted per second: losses on a congested path (its network "
+     "namespace's counters; tenants in a namespace of their own)",
+     HarmGroup::kNet, [](const v1::HarmSignals& s) { return s.tcp_retransmits_per_s(); },
+     [](const v1::HarmSignals& s) { return s.tcp_present(); },
+     [](const HarmParams& p) { return p.retransmits_floor_per_s; }, Rate},
 }};
 
 }  // namespace

@@ -20,7 +20,7 @@ namespace fairwatch::controller {
 enum class HarmGroup : uint8_t { kCpu, kDisk, kNet };
 std::optional<HarmGroup> HarmGroupOf(v1::Resource resource);
 
-inline constexpr size_t kHarmDetectorCount = 5;
+inline constexpr size_t kHarmDetectorCount = 6;
 
 // When a tenant's own signal counts as harm.
 struct HarmParams {
@@ -30,13 +30,14 @@ struct HarmParams {
   double psi_floor = 0.05;  // share of wall time stalled
   double io_latency_p99_floor_ns = 5e6;
   double drops_floor_per_s = 1.0;
+  double retransmits_floor_per_s = 5.0;
   // CPU pressure of a tenant throttled by its own quota for more than this
   // share of the interval is self-inflicted, not harm.
   double self_throttled_fraction = 0.10;
   // Weight of a quiet interval in the baseline (exponential moving average).
   double baseline_alpha = 0.05;
   // By detector index (HarmDetectors()): false turns that detector off.
-  std::array<bool, kHarmDetectorCount> enabled = {true, true, true, true, true};
+  std::array<bool, kHarmDetectorCount> enabled = {true, true, true, true, true, true};
 };
 
 struct HarmDetector {

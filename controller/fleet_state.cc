@@ -100,6 +100,8 @@ struct HarmCounters {
   uint64_t nr_periods = 0;
   std::vector<Disk> disks;
   std::vector<Net> net;
+  bool tcp_present = false;
+  uint64_t tcp_retransmits = 0;
 
   void Assign(const v1::TenantCounters& c) {
     runq_wait_ns = c.cpu().runq_wait_ns();
@@ -119,6 +121,8 @@ struct HarmCounters {
       disks[i].minor = d.device().minor();
       AssignBuckets(d.latency().buckets(), &disks[i].latency);
     }
+    tcp_present = c.tcp().present();
+    tcp_retransmits = c.tcp().retransmitted_segments();
     net.resize(c.net_size());
     for (int i = 0; i < c.net_size(); ++i) {
       const v1::NetCounters& n = c.net(i);
@@ -357,6 +361,11 @@ void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double 
                    Rate(net.tx_drops(), before ? before->tx_drops : 0, seconds);
   }
   harm->set_net_drops_per_s(drops_per_s);
+  harm->set_tcp_present(to.tcp().present());
+  harm->set_tcp_retransmits_per_s(
+      to.tcp().present() && from.tcp_present
+          ? Rate(to.tcp().retransmitted_segments(), from.tcp_retransmits, seconds)
+          : 0);
 }
 
 TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& series, uint32_t window)

@@ -6,20 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/units.h"
 
 namespace fairwatch::controller {
 namespace {
-
-std::string Amount(double value, v1::Resource resource) {
-  switch (resource) {
-    case v1::RESOURCE_CPU:
-      return absl::StrFormat("%.2f cores", value);
-    case v1::RESOURCE_DISK_IOPS:
-      return absl::StrFormat("%.0f ops/s", value);
-    default:
-      return absl::StrFormat("%.3g B/s", value);
-  }
-}
 
 const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource,
                              const std::string& tenant_id, uint32_t* others_harmed) {
@@ -127,12 +117,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     if (c.manual) {
       // Renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
-      action(
-          key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-          absl::StrCat("its usage stayed under ", std::lround(100 * params_.release_below_fraction),
-                       " % of its limit ", Amount(c.limit, resource), " for ",
-                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                       " (now ", Amount(share->usage, resource), "): it no longer needs one"));
+      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+             absl::StrCat(
+                 "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
+                 " % of its limit ", FormatAmount(c.limit, resource), " for ",
+                 absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))), " (now ",
+                 FormatAmount(share->usage, resource), "): it no longer needs one"));
       cooldown_until_[key] = now + params_.cooldown;
       it = cases_.erase(it);
       continue;
@@ -151,7 +141,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.lease_expires = now + params_.lease;
         action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
                absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
-                            Amount(c.limit, resource),
+                            FormatAmount(c.limit, resource),
                             c.limit <= c.floor ? " (its floor: half its entitlement)" : ""));
         acted = true;
       }
@@ -165,7 +155,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
               absl::StrCat("no neighbour harmed for ",
                            absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
                            "; limit back above its usage when the case opened (",
-                           Amount(c.opening_usage, resource), ")"));
+                           FormatAmount(c.opening_usage, resource), ")"));
           cooldown_until_[key] = now + params_.cooldown;
           it = cases_.erase(it);
           continue;
@@ -180,7 +170,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
             key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,
             absl::StrCat("no neighbour harmed for ",
                          absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
-                         "; limit raised to ", Amount(c.limit, resource)));
+                         "; limit raised to ", FormatAmount(c.limit, resource)));
         acted = true;
       }
     }
@@ -237,13 +227,13 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     for (const HarmedNeighbour& h : f.harmed) {
       harmed.push_back(absl::StrCat(h.id, " (", absl::StrJoin(h.evidence, ", "), ")"));
     }
-    action(
-        key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
-        absl::StrCat("using ", Amount(s.usage, f.resource), " of ", Amount(f.capacity, f.resource),
-                     ", above its fair share ", Amount(s.fair, f.resource), " and its entitlement ",
-                     Amount(s.entitled, f.resource), " in ", f.offender.flagged_intervals,
-                     " recent intervals", f.contended ? "; host contended" : "",
-                     harmed.empty() ? "" : "; harmed: ", absl::StrJoin(harmed, "; ")));
+    action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
+           absl::StrCat("using ", FormatAmount(s.usage, f.resource), " of ",
+                        FormatAmount(f.capacity, f.resource), ", above its fair share ",
+                        FormatAmount(s.fair, f.resource), " and its entitlement ",
+                        FormatAmount(s.entitled, f.resource), " in ", f.offender.flagged_intervals,
+                        " recent intervals", f.contended ? "; host contended" : "",
+                        harmed.empty() ? "" : "; harmed: ", absl::StrJoin(harmed, "; ")));
     cases_.emplace(key, c);
     ++limited;
   }

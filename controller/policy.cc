@@ -32,6 +32,7 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   h->set_io_latency_p99_floor_ms(
       set(h->io_latency_p99_floor_ms(), hd.io_latency_p99_floor_ns / 1e6));
   h->set_drops_floor_per_s(set(h->drops_floor_per_s(), hd.drops_floor_per_s));
+  h->set_retransmits_floor_per_s(set(h->retransmits_floor_per_s(), hd.retransmits_floor_per_s));
   h->set_self_throttled_fraction(set(h->self_throttled_fraction(), hd.self_throttled_fraction));
   h->set_baseline_alpha(set(h->baseline_alpha(), hd.baseline_alpha));
 
@@ -70,6 +71,7 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("harm.psi_floor", h.psi_floor(), 0, 1));
   RETURN_IF_ERROR(InRange("harm.io_latency_p99_floor_ms", h.io_latency_p99_floor_ms(), 0, 60000));
   RETURN_IF_ERROR(InRange("harm.drops_floor_per_s", h.drops_floor_per_s(), 0, 1e9));
+  RETURN_IF_ERROR(InRange("harm.retransmits_floor_per_s", h.retransmits_floor_per_s(), 0, 1e9));
   RETURN_IF_ERROR(InRange("harm.self_throttled_fraction", h.self_throttled_fraction(), 0, 1));
   RETURN_IF_ERROR(InRange("harm.baseline_alpha", h.baseline_alpha(), 1e-6, 1));
   for (int i = 0; i < h.disabled_detectors_size(); ++i) {
@@ -131,6 +133,7 @@ absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy polic
   params.harm.psi_floor = h.psi_floor();
   params.harm.io_latency_p99_floor_ns = h.io_latency_p99_floor_ms() * 1e6;
   params.harm.drops_floor_per_s = h.drops_floor_per_s();
+  params.harm.retransmits_floor_per_s = h.retransmits_floor_per_s();
   params.harm.self_throttled_fraction = h.self_throttled_fraction();
   params.harm.baseline_alpha = h.baseline_alpha();
   for (const std::string& name : h.disabled_detectors()) {

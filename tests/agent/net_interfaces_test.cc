@@ -116,6 +116,34 @@ TEST(NetCapacity, OverrideReplacesAKnownSpeed) {
   EXPECT_DOUBLE_EQ(caps[0].tx_bytes_per_s(), 125e6);
 }
 
+TEST(NetTcpSnmp, ReadsOutAndRetransSegsByColumnName) {
+  // As in /proc/net/snmp (kernel 6.x), the Ip/Icmp lines trimmed.
+  const char* text =
+      "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+      "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets "
+      "CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors\n"
+      "Tcp: 1 200 120000 -1 31 5 0 0 2 81927 108532 554 0 3 0\n"
+      "Udp: InDatagrams NoPorts\nUdp: 4 0\n";
+  absl::StatusOr<TcpSnmp> tcp = ParseTcpSnmp(text);
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  EXPECT_EQ(tcp->out_segs, 108532u);
+  EXPECT_EQ(tcp->retrans_segs, 554u);
+}
+
+TEST(NetTcpSnmp, MissingOrMalformedTcpLinesAreErrors) {
+  EXPECT_FALSE(ParseTcpSnmp("").ok());
+  EXPECT_FALSE(ParseTcpSnmp("Tcp: OutSegs RetransSegs\n").ok()) << "no values line";
+  EXPECT_FALSE(ParseTcpSnmp("Tcp: OutSegs RetransSegs\nTcp: 5\n").ok()) << "a column short";
+  EXPECT_FALSE(ParseTcpSnmp("Tcp: OutSegs InSegs\nTcp: 5 6\n").ok()) << "no RetransSegs";
+  EXPECT_FALSE(ParseTcpSnmp("Tcp: OutSegs RetransSegs\nTcp: 5 x\n").ok());
+}
+
+TEST(NetTcpSnmp, ReadsThisProcessNamespace) {
+  absl::StatusOr<TcpSnmp> tcp = ReadTcpSnmp("/proc/self/net/snmp");
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  EXPECT_FALSE(ReadTcpSnmp("/nonexistent/snmp").ok());
+}
+
 TEST(NetSysfs, ReadsStatisticsOfOneInterface) {
   FakeDir dir;
   const char* files[] = {"rx_bytes",   "tx_bytes",   "rx_packets",

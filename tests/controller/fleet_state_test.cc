@@ -462,6 +462,9 @@ v1::TenantCounters RichCounters(const std::string& id, uint64_t t) {
   net->set_interface("tap0");
   net->set_rx_drops(t * 3);
   net->set_tx_drops(t * t);
+  c.mutable_tcp()->set_present(true);
+  c.mutable_tcp()->set_sent_segments(t * 1000);
+  c.mutable_tcp()->set_retransmitted_segments(t * t * 10);
   return c;
 }
 
@@ -500,6 +503,8 @@ TEST_F(FleetStateTest, LastIntervalHarmIsTheDeltaOfTheTwoNewestReports) {
   EXPECT_DOUBLE_EQ(harm.io_latency_p50_ns(), Log2Quantile(io, 0.5));
   EXPECT_DOUBLE_EQ(harm.io_latency_p99_ns(), Log2Quantile(io, 0.99));
   EXPECT_DOUBLE_EQ(harm.net_drops_per_s(), 3 + (9 - 4));
+  EXPECT_TRUE(harm.tcp_present());
+  EXPECT_DOUBLE_EQ(harm.tcp_retransmits_per_s(), 90 - 40);
 
   // The operator's detail over one interval shows the same harm.
   absl::StatusOr<v1::TenantDetail> detail = fleet_.GetTenant("h1", "a", 1);

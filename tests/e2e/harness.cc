@@ -139,6 +139,11 @@ absl::Status Tenants::Run(const std::string& name, const std::vector<std::string
   return pid.ok() ? absl::OkStatus() : pid.status();
 }
 
+absl::StatusOr<pid_t> Tenants::Spawn(const std::string& name,
+                                     const std::vector<std::string>& argv) {
+  return tree_.SpawnCommand(name, argv);
+}
+
 void Tenants::Stop(const std::string& name) { tree_.KillIn(name); }
 
 std::optional<uint64_t> Tenants::CpuNs(const std::string& name) const {

@@ -101,6 +101,8 @@ class Tenants {
 
   absl::Status Add(const std::string& name);
   absl::Status Run(const std::string& name, const std::vector<std::string>& argv);
+  // As Run, and the pid (to stop one workload of several).
+  absl::StatusOr<pid_t> Spawn(const std::string& name, const std::vector<std::string>& argv);
   // Kills every process in the tenant's cgroup.
   void Stop(const std::string& name);
   // Cumulative CPU time the kernel charged to the tenant, in ns; nullopt

@@ -3,7 +3,10 @@
 // agent and tenants. One line per run with its timings; with --narrate the
 // story as it happens (the demo); with --repeat the median and worst of each
 // figure (docs/performance.md).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,7 +17,9 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -83,6 +88,92 @@ std::string FigureText(const fe::Outcome::Value& f) {
   }
 }
 
+int64_t MonoNs() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// A steady network tenant: `bytes_per_s` over one TCP connection to
+// `address` (IPv4:port), in 10 ms steps, sent as soon as the connection takes
+// it. Bytes owed for more than 100 ms are dropped, so a squeezed sender asks
+// for the same rate and does not burst to catch up afterwards. Runs until
+// killed (or the connection fails: exit 1).
+[[noreturn]] void SteadySend(const std::string& address, double bytes_per_s) {
+  const std::vector<std::string> parts = absl::StrSplit(address, ':');
+  struct sockaddr_in to {};
+  to.sin_family = AF_INET;
+  int port = 0;
+  if (parts.size() != 2 || inet_pton(AF_INET, parts[0].c_str(), &to.sin_addr) != 1 ||
+      !absl::SimpleAtoi(parts[1], &port) || port <= 0 || port > 65535) {
+    std::fprintf(stderr, "--steady-send: want IPv4:port, got %s\n", address.c_str());
+    std::exit(kExitUsage);
+  }
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // The server may come up a moment after the sender.
+  for (int tries = 0; connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0; ++tries) {
+    if (tries == 50) {
+      std::perror("--steady-send: connect");
+      std::exit(kExitFailed);
+    }
+    usleep(100'000);
+  }
+  constexpr int64_t kStepNs = 10'000'000;
+  const double per_step = bytes_per_s * 1e-2;
+  static char chunk[64 * 1024];
+  double owed = 0;
+  int64_t next = MonoNs();
+  while (true) {
+    owed = std::min(owed + per_step, 10 * per_step);
+    while (owed >= 1) {
+      const size_t n = std::min(sizeof(chunk), static_cast<size_t>(owed));
+      const ssize_t sent = send(fd, chunk, n, MSG_NOSIGNAL);
+      if (sent <= 0) {
+        std::perror("--steady-send: send");
+        std::exit(kExitFailed);
+      }
+      owed -= static_cast<double>(sent);
+      if (MonoNs() > next + kStepNs) break;  // squeezed: on to the next step
+    }
+    next += kStepNs;
+    const int64_t now = MonoNs();
+    if (now - next > 10 * kStepNs) {
+      next = now;
+    } else if (next > now) {
+      struct timespec ts {
+        next / 1'000'000'000, next % 1'000'000'000
+      };
+      clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+    }
+  }
+}
+
+// Accepts TCP connections on `port` (any address) and reads what they send,
+// until killed: the far end of --steady-send.
+[[noreturn]] void Sink(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  struct sockaddr_in at {};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof(at)) != 0 || listen(fd, 16) != 0) {
+    std::perror("--sink: bind/listen");
+    std::exit(kExitFailed);
+  }
+  while (true) {
+    const int conn = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) continue;
+    std::thread([conn] {
+      static thread_local char buffer[256 * 1024];
+      while (read(conn, buffer, sizeof(buffer)) > 0) {
+      }
+      close(conn);
+    }).detach();
+  }
+}
+
 }  // namespace
 
 int Run(int argc, char** argv) {
@@ -110,6 +201,17 @@ int Run(int argc, char** argv) {
                  "Internal: be a steady tenant's workload, this share of a core, until killed")
       ->check(CLI::Range(0.01, 1.0))
       ->group("");
+  std::string send_to;
+  double send_rate = 0;
+  int sink_port = 0;
+  app.add_option("--steady-send", send_to,
+                 "Internal: be a steady network tenant, sending to this IPv4:port, until killed")
+      ->group("");
+  app.add_option("--send-rate", send_rate, "Internal: bytes per second for --steady-send")
+      ->group("");
+  app.add_option("--sink", sink_port, "Internal: read whatever TCP connections on this port send")
+      ->check(CLI::Range(1, 65535))
+      ->group("");
   std::string fairness;
   app.add_option("--fairness", fairness,
                  "Policy fields for every scenario's controller, as in its config's "
@@ -123,6 +225,8 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (steady > 0) SteadyWork(steady);
+  if (!send_to.empty()) SteadySend(send_to, send_rate);
+  if (sink_port > 0) Sink(sink_port);
 
   const std::vector<fe::Scenario>& all = fe::AllScenarios();
   if (list) {

@@ -1,5 +1,6 @@
 #include "tests/e2e/scenarios.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/cgroup_layout.h"
+#include "common/status.h"
 
 namespace fairwatch::testing::e2e {
 namespace {
@@ -706,6 +708,243 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
             absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
 }
 
+// A shared uplink, everything in it made here: a bridge with a port per
+// tenant (the host side of a veth whose other end is eth0 in the tenant's own
+// network namespace) and a port towards an "upstream" namespace, shaped to
+// `mbit` by a TBF on that port's egress, so everything the tenants send
+// leaves through one queue. A shallow one (5 ms), as a switch port has: a
+// flow squeezed there loses packets and retransmits (with 20 ms the flows
+// settled into a standing queue with no loss for seconds at a time, and a
+// squeezed sender showed only delay: docs/network.md). All of it (and the IFB devices the agent
+// adds to limit the tenants' ports) is deleted when this goes, also on failure.
+class SharedLink {
+ public:
+  explicit SharedLink(int mbit)
+      : mbit_(mbit),
+        id_(absl::StrFormat("fw%05d", getpid() % 100000)),
+        subnet_(absl::StrCat("10.251.", getpid() % 250, ".")) {}
+  ~SharedLink() {
+    for (const auto& [tenant, ifindex] : ifindex_) {
+      // The agent's IFB for a limit it had no time to lift (agent/net_shaper.h).
+      const std::string ifb = absl::StrCat("fwi", ifindex);
+      if (std::filesystem::exists("/sys/class/net/" + ifb)) Ip({"link", "del", ifb});
+    }
+    for (const std::string& ns : namespaces_) Ip({"netns", "del", ns});
+    for (const std::string& link : links_) {
+      if (std::filesystem::exists("/sys/class/net/" + link)) Ip({"link", "del", link});
+    }
+  }
+  SharedLink(const SharedLink&) = delete;
+  SharedLink& operator=(const SharedLink&) = delete;
+
+  absl::Status Build(const std::vector<std::string>& tenants) {
+    const std::string bridge = id_ + "br";
+    links_.push_back(bridge);
+    RETURN_IF_ERROR(IpOk({"link", "add", bridge, "type", "bridge"}));
+    RETURN_IF_ERROR(IpOk({"link", "set", bridge, "up"}));
+    int host = 1;
+    auto port = [&](const std::string& ns, const std::string& side) -> absl::Status {
+      namespaces_.push_back(ns);
+      links_.push_back(side);
+      RETURN_IF_ERROR(IpOk({"netns", "add", ns}));
+      RETURN_IF_ERROR(
+          IpOk({"link", "add", side, "type", "veth", "peer", "name", "eth0", "netns", ns}));
+      RETURN_IF_ERROR(IpOk({"link", "set", side, "master", bridge, "up"}));
+      RETURN_IF_ERROR(IpOk({"-n", ns, "link", "set", "lo", "up"}));
+      RETURN_IF_ERROR(IpOk({"-n", ns, "link", "set", "eth0", "up"}));
+      const std::string address =
+          ns == Netns("upstream") ? server_ip() : absl::StrCat(subnet_, host++);
+      return IpOk({"-n", ns, "addr", "add", address + "/24", "dev", "eth0"});
+    };
+    RETURN_IF_ERROR(port(Netns("upstream"), uplink()));
+    for (size_t i = 0; i < tenants.size(); ++i) {
+      const std::string side = absl::StrCat(id_, "t", i);
+      host_side_[tenants[i]] = side;
+      RETURN_IF_ERROR(port(Netns(tenants[i]), side));
+      std::ifstream index("/sys/class/net/" + side + "/ifindex");
+      index >> ifindex_[tenants[i]];
+    }
+    CommandResult tc =
+        RunCommand({Which("tc"), "qdisc", "add", "dev", uplink(), "root", "tbf", "rate",
+                    absl::StrCat(mbit_, "mbit"), "burst", "64kb", "latency", "5ms"});
+    if (tc.exit_code != 0) return absl::InternalError("tc qdisc add tbf: " + tc.err);
+    return absl::OkStatus();
+  }
+
+  std::string Netns(const std::string& who) const { return absl::StrCat(id_, "-", who); }
+  // argv run inside `who`'s namespace.
+  std::vector<std::string> In(const std::string& who, std::vector<std::string> argv) const {
+    argv.insert(argv.begin(), {Which("ip"), "netns", "exec", Netns(who)});
+    return argv;
+  }
+  std::string uplink() const { return id_ + "up"; }
+  std::string server_ip() const { return subnet_ + "254"; }
+  double bytes_per_s() const { return mbit_ * 1e6 / 8; }
+  // What the tenant has sent: its port's host-side receive counter.
+  std::optional<uint64_t> SentBytes(const std::string& tenant) const {
+    std::ifstream in("/sys/class/net/" + host_side_.at(tenant) + "/statistics/rx_bytes");
+    uint64_t bytes = 0;
+    if (in >> bytes) return bytes;
+    return std::nullopt;
+  }
+  // The IFB the agent shapes the tenant's sending through, when it exists.
+  bool Shaped(const std::string& tenant) const {
+    return std::filesystem::exists(absl::StrCat("/sys/class/net/fwi", ifindex_.at(tenant)));
+  }
+
+ private:
+  static void Ip(std::vector<std::string> args) {
+    args.insert(args.begin(), Which("ip"));
+    (void)RunCommand(args, 30);
+  }
+  static absl::Status IpOk(std::vector<std::string> args) {
+    args.insert(args.begin(), Which("ip"));
+    CommandResult r = RunCommand(args, 30);
+    if (r.exit_code == 0) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat(absl::StrJoin(args, " "), ": ", r.err));
+  }
+
+  int mbit_;
+  std::string id_;
+  std::string subnet_;
+  std::vector<std::string> namespaces_;
+  std::vector<std::string> links_;
+  std::map<std::string, std::string> host_side_;
+  std::map<std::string, int> ifindex_;
+};
+
+// Bytes per second each tenant sent over `span`, from the kernel (NaN when unreadable).
+std::map<std::string, double> SendRates(const SharedLink& link,
+                                        const std::vector<std::string>& tenants,
+                                        absl::Duration span) {
+  std::map<std::string, std::optional<uint64_t>> before;
+  for (const std::string& t : tenants) before[t] = link.SentBytes(t);
+  const absl::Time t0 = absl::Now();
+  Pause(span);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  std::map<std::string, double> rates;
+  for (const std::string& t : tenants) {
+    const std::optional<uint64_t> after = link.SentBytes(t);
+    rates[t] = before[t] && after && *after >= *before[t]
+                   ? static_cast<double>(*after - *before[t]) / seconds
+                   : std::nan("");
+  }
+  return rates;
+}
+
+std::string Mbit(double bytes_per_s) {
+  return absl::StrFormat("%.1f Mbit/s", bytes_per_s * 8 / 1e6);
+}
+
+// A tenant floods a shaped uplink with eight TCP streams next to a tenant
+// that sends a steady 40 % of it: the flooder gets a network limit on its
+// port and the neighbour's throughput comes back.
+void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
+  constexpr int kMbit = 100;
+  SharedLink link(kMbit);
+  SCENARIO_REQUIRE_OK(out, link.Build({"web", "hog"}));
+  Stack::Options options;
+  // The uplink is the host's network capacity (docs/network.md).
+  options.agent_extra = absl::StrFormat(
+      "interface_capacity { name: \"%s\" rx_bytes_per_s: %.0f tx_bytes_per_s: %.0f }",
+      link.uplink(), link.bytes_per_s(), link.bytes_per_s());
+  // The servers go after the tenants (declared first, destroyed last).
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  Daemon iperf_server(link.In("upstream", {Which("iperf3"), "-s", "-p", "5201"}),
+                      ctx.dir + "/iperf3-server.log");
+  Daemon sink(link.In("upstream", {self, "--sink", "5300"}), ctx.dir + "/sink.log");
+  SCENARIO_REQUIRE(out, iperf_server.Start() && sink.Start(), "cannot start the servers upstream");
+  World w(ctx, {"web", "hog"}, options);
+  SCENARIO_REQUIRE_OK(out, w.Start(2));
+  w.say.Say(
+      absl::StrCat("web and hog each in a network namespace of their own, bridged to one "
+                   "uplink shaped to ",
+                   kMbit, " Mbit/s (", link.uplink(), ": the host's capacity)"));
+  const double steady = 0.4 * link.bytes_per_s();
+  SCENARIO_REQUIRE_OK(
+      out, w.tenants.Run("web", link.In("web", {self, "--steady-send", link.server_ip() + ":5300",
+                                                "--send-rate", absl::StrFormat("%.0f", steady)})));
+  // A process in hog's namespace, so its port is found and counted before it sends.
+  SCENARIO_REQUIRE_OK(out, w.tenants.Run("hog", link.In("hog", {"sleep", "3600"})));
+  w.say.Say(absl::StrCat("web sends a steady ", Mbit(steady), " upstream over one TCP connection"));
+  Pause(absl::Seconds(8));  // ports found (2 s rescans), quiet intervals: baselines
+  std::map<std::string, double> quiet = SendRates(link, {"web"}, absl::Seconds(5));
+  w.say.Say(absl::StrCat("quiet: web sends ", Mbit(quiet["web"]), " (kernel, over 5 s)"));
+  SCENARIO_REQUIRE(out, quiet["web"] > 0.8 * steady,
+                   absl::StrCat("web sends only ", Mbit(quiet["web"]), " on a quiet link"));
+
+  const std::optional<uint64_t> web_at_start = link.SentBytes("web");
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<pid_t> flood = w.tenants.Spawn(
+      "hog", link.In("hog", {"iperf3", "-c", link.server_ip(), "-p", "5201", "-P", "8", "-t", "600",
+                             "--logfile", ctx.dir + "/hog-iperf3.log"}));
+  SCENARIO_REQUIRE_OK(out, flood.status());
+  w.say.Say("hog starts iperf3 with 8 streams upstream, as fast as the link goes");
+  std::optional<Detection> d = WaitForLimit(w, "hog", t0, absl::Seconds(20), v1::RESOURCE_NET_TX);
+  const std::optional<uint64_t> web_at_limit = link.SentBytes("web");
+  if (!d.has_value()) {
+    for (const char* n : {"hog", "web"}) {
+      out.Check(false,
+                w.stack->CliTable({"tenant", w.tenants.Id(n), "--host", w.stack->host_id()}).out);
+    }
+  }
+  SCENARIO_REQUIRE(out, d.has_value(), "no network limit on hog within 20 s of its start");
+  out.Figure("case_opened", d->opened_s, "s");
+  out.Figure("detect", d->applied_s, "s");
+  if (web_at_start && web_at_limit && d->applied_s > 0) {
+    const double hit = static_cast<double>(*web_at_limit - *web_at_start) / d->applied_s;
+    out.Figure("web_flooded_mbit", hit * 8 / 1e6, "Mbit/s");
+    w.say.Say(absl::StrCat("until the limit web sent ", Mbit(hit)));
+  }
+  CheckEvidence(w, out, d->record, "hog", {"web"});
+  const v1::CaseAction& limit = d->record.actions(0);
+  SCENARIO_REQUIRE(out, limit.ack() == v1::ACK_STATE_APPLIED,
+                   absl::StrCat("limit not applied: ", limit.ack_message()));
+  out.Check(link.Shaped("hog"), "no IFB shaping what hog sends");
+  if (w.say.on()) {
+    w.say.Say(absl::StrCat("what an operator sees: fairwatch case ", d->record.case_id()));
+    w.say.Show(w.stack->CliTable({"case", absl::StrCat(d->record.case_id())}).out);
+  }
+  std::optional<double> settled =
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
+  SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 45 s after its start");
+  out.Figure("settled", *settled, "s");
+  std::map<std::string, double> under = SendRates(link, {"web", "hog"}, absl::Seconds(6));
+  w.say.Say(absl::StrCat("with hog limited (kernel, over 6 s): web ", Mbit(under["web"]), ", hog ",
+                         Mbit(under["hog"])));
+  const double share = under["web"] / quiet["web"];
+  out.Figure("web_of_fair_share", share, "");
+  // Fair share: web wants 40 % of a link two tenants share, so all it asks.
+  out.Check(share >= 0.9, absl::StrCat("web sent ", Mbit(under["web"]), ", ", Fmt(share),
+                                       " of its fair share ", Mbit(quiet["web"])));
+
+  const absl::Time t_stop = absl::Now();
+  kill(*flood, SIGTERM);
+  w.say.Say("hog stops sending");
+  std::optional<double> kernel_s;
+  std::optional<double> closed_s;
+  WaitUntil(
+      [&] {
+        if (!kernel_s && !link.Shaped("hog"))
+          kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
+        for (const v1::Case& c : w.watcher->Poll()) {
+          if (c.case_id() == d->record.case_id() && c.state() == v1::CASE_STATE_CLOSED) {
+            closed_s = Since(t_stop, c.closed_unix_ns());
+          }
+        }
+        return kernel_s && closed_s;
+      },
+      absl::Seconds(45), absl::Milliseconds(250));
+  SCENARIO_REQUIRE(out, kernel_s && closed_s, "hog's network limit not released within 45 s");
+  const double released = std::max(*kernel_s, *closed_s);
+  out.Figure("release", released, "s");
+  out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the stop"));
+  std::vector<std::string> innocent =
+      OthersCases(CasesForCheck(*w.stack, out), w.tenants.Id("hog"));
+  out.Check(innocent.empty(),
+            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+}
+
 // Guests of tests/vm/fw-test-vms.sh, named under a prefix unique to this
 // run; every one of them is torn down when this goes (also on a failed
 // check or Ctrl-C), and the script stops the libvirt daemons it started.
@@ -1014,6 +1253,11 @@ const std::vector<Scenario>& AllScenarios() {
        "limit, the reader's latency recovers",
        {"fio"},
        DiskHogScenario},
+      {"net-hog",
+       "eight TCP streams flooding a shared uplink next to a steady sender: a network limit "
+       "on the flooder, the neighbour's throughput recovers",
+       {"iperf3", "tc", "ip"},
+       NetHogScenario},
       {"controller-restart",
        "controller killed with a limit in force: lease reverts it; restart keeps history and "
        "gets the buffered reports",
