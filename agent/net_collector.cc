@@ -398,7 +398,8 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
   for (const auto& l : links) ifindex_by_name[l.name] = l.ifindex;
 
   std::vector<Wanted> wanted;
-  absl::flat_hash_map<uint32_t, size_t> owner_of;  // ifindex -> index into wanted
+  std::map<std::pair<uint64_t, uint64_t>, std::string> tcp_owner;  // netns -> tenant
+  absl::flat_hash_map<uint32_t, size_t> owner_of;                  // ifindex -> index into wanted
   for (const auto& t : tenants) {
     Wanted w;
     w.tenant_id = t.tenant.id();
@@ -437,7 +438,13 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
     netns = std::move(*resolved);
     if (netns.has_pid && !netns.host_netns) {
       seen_foreign_netns_.insert(w.tenant_id);
-      TrackTcp(w.tenant_id, netns);
+      // A namespace's TCP counters are one tenant's: the first resolved (by id).
+      const std::pair<uint64_t, uint64_t> key{netns.netns.dev, netns.netns.ino};
+      if (tcp_owner.emplace(key, w.tenant_id).first->second == w.tenant_id) {
+        TrackTcp(w.tenant_id, netns);
+      } else {
+        tcp_.erase(w.tenant_id);
+      }
     }
     if (!netns.has_pid && seen_foreign_netns_.contains(w.tenant_id)) netns.host_netns = false;
     if (options_.netns_discovery) {
@@ -517,21 +524,24 @@ absl::Status NetCollector::Resolve(absl::Span<const TenantEntry> tenants) {
   return first_error;
 }
 
+void NetCollector::TcpTotals::Retire() {
+  retired.out_segs += Sub(last.out_segs, base.out_segs);
+  retired.retrans_segs += Sub(last.retrans_segs, base.retrans_segs);
+}
+
 void NetCollector::TrackTcp(const std::string& tenant_id, const TenantNetns& netns) {
-  TcpTotals& t = tcp_[tenant_id];
-  if (t.pid != 0 && t.netns == netns.netns) {
-    t.pid = netns.pid;  // the same namespace, maybe through another process
+  auto known = tcp_.find(tenant_id);
+  if (known != tcp_.end() && known->second.netns == netns.netns) {
+    known->second.pid = netns.pid;  // the same namespace, maybe through another process
     return;
   }
-  absl::StatusOr<TcpSnmp> now = ReadTcpSnmp(absl::StrCat("/proc/", netns.pid, "/net/snmp"));
+  absl::StatusOr<TcpSnmp> now = ReadTcpSnmpIn(netns.pid, netns.netns);
   if (!now.ok()) return;  // the process left: next time
-  if (t.pid != 0) {       // a new namespace: keep what the old one counted
-    t.retired.out_segs += Sub(t.last.out_segs, t.base.out_segs);
-    t.retired.retrans_segs += Sub(t.last.retrans_segs, t.base.retrans_segs);
-  }
+  TcpTotals& t = tcp_[tenant_id];
+  if (known != tcp_.end()) t.Retire();  // a new namespace: keep what the old one counted
   t.pid = netns.pid;
   t.netns = netns.netns;
-  t.base = *now;
+  t.base = *now;  // counted from when first seen
   t.last = *now;
 }
 
@@ -599,11 +609,15 @@ absl::Status NetCollector::Collect(absl::Span<const TenantEntry> tenants, v1::Us
     if (auto t = tcp_.find(id); t != tcp_.end()) {
       TcpTotals& tcp = t->second;
       // Read only while the process is still in the namespace counted.
-      const std::string proc = absl::StrCat("/proc/", tcp.pid);
-      absl::StatusOr<NetnsIdentity> netns = NetnsOf(proc + "/ns/net");
-      if (netns.ok() && *netns == tcp.netns) {
-        absl::StatusOr<TcpSnmp> now = ReadTcpSnmp(proc + "/net/snmp");
-        if (now.ok()) tcp.last = *now;
+      absl::StatusOr<TcpSnmp> now = ReadTcpSnmpIn(tcp.pid, tcp.netns);
+      if (now.ok()) {
+        if (now->out_segs < tcp.last.out_segs || now->retrans_segs < tcp.last.retrans_segs) {
+          // Counters that fell are a new namespace under a reused inode
+          // number (a restarted container): it counts from zero.
+          tcp.Retire();
+          tcp.base = TcpSnmp{};
+        }
+        tcp.last = *now;
       }
       v1::TcpCounters* out = counters->mutable_tcp();
       out->set_present(true);

@@ -109,6 +109,7 @@ class NetCollector : public Collector {
     TcpSnmp base;         // its counters when first seen
     TcpSnmp last;         // at the last read
     TcpSnmp retired;      // counted in earlier namespaces
+    void Retire();        // adds what the namespace counted so far to `retired`
   };
 
   absl::Status Resolve(absl::Span<const TenantEntry> tenants);

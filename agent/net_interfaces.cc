@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -162,6 +163,9 @@ absl::StatusOr<std::vector<SysfsInterface>> ReadSysfsInterfaces(const std::strin
     int type = 0;
     iface.loopback = ReadNumber(base + "type", &type) && type == kArphrdLoopback;
     iface.physical = access((base + "device").c_str(), F_OK) == 0;
+    std::error_code ec;
+    const std::filesystem::path master = std::filesystem::read_symlink(base + "master", ec);
+    if (!ec) iface.master = master.filename().string();
     int64_t speed = -1;
     // Reading speed fails with EINVAL on a down or speed-less device; -1 also means unknown.
     if (ReadNumber(base + "speed", &speed) && speed > 0) iface.speed_mbps = speed;
@@ -193,23 +197,30 @@ absl::StatusOr<InterfaceStats> ReadInterfaceStats(const std::string& name,
 std::vector<v1::InterfaceCapacity> InterfaceCapacities(
     const std::vector<SysfsInterface>& interfaces,
     const std::vector<v1::InterfaceCapacityOverride>& overrides) {
+  auto override_of = [&](const std::string& name) -> const v1::InterfaceCapacityOverride* {
+    for (const auto& o : overrides) {
+      if (o.name() == name) return &o;
+    }
+    return nullptr;
+  };
   std::map<std::string, v1::InterfaceCapacity> by_name;
   for (const auto& iface : interfaces) {
-    const bool overridden = std::any_of(overrides.begin(), overrides.end(),
-                                        [&](const auto& o) { return o.name() == iface.name; });
-    if (iface.loopback || (!iface.physical && !overridden)) continue;
+    const v1::InterfaceCapacityOverride* o = override_of(iface.name);
+    if (iface.loopback || (o != nullptr && o->exclude())) continue;
+    if (o == nullptr) {
+      // Physical, and not a port of an uplink an operator named (counted there).
+      const v1::InterfaceCapacityOverride* master = override_of(iface.master);
+      if (!iface.physical || (master != nullptr && !master->exclude())) continue;
+    }
     v1::InterfaceCapacity& cap = by_name[iface.name];
     cap.set_name(iface.name);
-    // Mb/s (10^6 bits) to bytes/s.
-    const double bytes_per_s = iface.speed_mbps > 0 ? iface.speed_mbps * 1e6 / 8 : 0.0;
-    cap.set_rx_bytes_per_s(bytes_per_s);
-    cap.set_tx_bytes_per_s(bytes_per_s);
-  }
-  for (const auto& o : overrides) {
-    auto it = by_name.find(o.name());
-    if (it == by_name.end()) continue;  // configured for an interface this host lacks
-    if (o.rx_bytes_per_s() > 0) it->second.set_rx_bytes_per_s(o.rx_bytes_per_s());
-    if (o.tx_bytes_per_s() > 0) it->second.set_tx_bytes_per_s(o.tx_bytes_per_s());
+    // Mb/s (10^6 bits) to bytes/s; a virtual interface's own speed means nothing.
+    const double bytes_per_s =
+        iface.physical && iface.speed_mbps > 0 ? iface.speed_mbps * 1e6 / 8 : 0.0;
+    cap.set_rx_bytes_per_s(o != nullptr && o->rx_bytes_per_s() > 0 ? o->rx_bytes_per_s()
+                                                                   : bytes_per_s);
+    cap.set_tx_bytes_per_s(o != nullptr && o->tx_bytes_per_s() > 0 ? o->tx_bytes_per_s()
+                                                                   : bytes_per_s);
   }
   std::vector<v1::InterfaceCapacity> out;
   out.reserve(by_name.size());
@@ -406,6 +417,28 @@ absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path) {
   if (!parsed.ok())
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
   return parsed;
+}
+
+absl::StatusOr<TcpSnmp> ReadTcpSnmpIn(pid_t pid, const NetnsIdentity& netns) {
+  const std::string proc = absl::StrCat("/proc/", pid);
+  Fd dir(open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", proc));
+  struct stat st {};
+  if (fstatat(dir.fd, "ns/net", &st, 0) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat ", proc, "/ns/net"));
+  }
+  if (!(NetnsIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)} ==
+        netns)) {
+    return absl::NotFoundError(absl::StrCat(proc, " is in another network namespace now"));
+  }
+  Fd file(openat(dir.fd, "net/snmp", O_RDONLY | O_CLOEXEC));
+  if (file.fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", proc, "/net/snmp"));
+  std::string text;
+  char buffer[4096];
+  for (ssize_t n; (n = read(file.fd, buffer, sizeof(buffer))) > 0;) {
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  return ParseTcpSnmp(text);
 }
 
 absl::StatusOr<TenantNetns> ResolveTenantNetns(const v1::Tenant& tenant, const CgroupMounts& mounts,

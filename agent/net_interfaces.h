@@ -33,6 +33,7 @@ struct SysfsInterface {
   int64_t speed_mbps = -1;  // -1: unknown (virtual, down, or unreadable)
   bool loopback = false;    // type 772 (ARPHRD_LOOPBACK)
   bool physical = false;    // backed by a device (<if>/device exists): a NIC, not a veth/tap/bridge
+  std::string master;       // the bond or bridge it is a port of (<if>/master), if any
 };
 
 // Lists <dir>/*: ifindex, iflink, type and speed of each interface.
@@ -55,8 +56,11 @@ absl::StatusOr<InterfaceStats> ReadInterfaceStats(const std::string& name,
 // (its speed in Mb/s as bytes/s in both directions when known, else 0) or any
 // interface named by an override (a bond, a bridge, a shaped link). Virtual
 // interfaces are not capacity: tenants' veths and taps report 10 Gb/s each,
-// bonds and bridges double what their physical ports carry. An override wins
-// field by field where it is non-zero. Sorted by name.
+// bonds and bridges carry what their physical ports carry. An override wins
+// field by field where it is non-zero (a virtual interface's other direction
+// stays 0, unknown); a port of an overridden bond or bridge counts only
+// through it; an override with `exclude` removes a physical interface.
+// Sorted by name.
 std::vector<v1::InterfaceCapacity> InterfaceCapacities(
     const std::vector<SysfsInterface>& interfaces,
     const std::vector<v1::InterfaceCapacityOverride>& overrides);
@@ -114,6 +118,9 @@ struct TcpSnmp {
 };
 absl::StatusOr<TcpSnmp> ParseTcpSnmp(absl::string_view text);
 absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path);
+// The counters of process `pid`'s namespace, if it is still in `netns`
+// (one open of /proc/<pid>, so a reused pid cannot mix two processes).
+absl::StatusOr<TcpSnmp> ReadTcpSnmpIn(pid_t pid, const NetnsIdentity& netns);
 
 // Finds a pid of the tenant (any of its CgroupRefs), its namespace, and when
 // that is not the agent's, the host-side peers among host_links.

@@ -10,32 +10,37 @@ std::string Ms(double ns) { return absl::StrFormat("%.1f ms", ns / 1e6); }
 std::string Pct(double fraction) { return absl::StrFormat("%.0f%%", 100 * fraction); }
 std::string Rate(double per_s) { return absl::StrFormat("%.1f/s", per_s); }
 
+constexpr uint8_t kCpu = static_cast<uint8_t>(HarmGroup::kCpu);
+constexpr uint8_t kDisk = static_cast<uint8_t>(HarmGroup::kDisk);
+constexpr uint8_t kNetRx = static_cast<uint8_t>(HarmGroup::kNetRx);
+constexpr uint8_t kNetTx = static_cast<uint8_t>(HarmGroup::kNetTx);
+
 const std::array<HarmDetector, kHarmDetectorCount> kDetectors = {{
     {"runq_wait_p99", "run-queue wait p99",
-     "99th percentile of the time its threads wait runnable for a CPU (eBPF sched probes)",
-     HarmGroup::kCpu, [](const v1::HarmSignals& s) { return s.runq_wait_p99_ns(); }, nullptr,
+     "99th percentile of the time its threads wait runnable for a CPU (eBPF sched probes)", kCpu,
+     [](const v1::HarmSignals& s) { return s.runq_wait_p99_ns(); }, nullptr,
      [](const HarmParams& p) { return p.runq_p99_floor_ns; }, Ms},
     {"cpu_psi", "CPU pressure",
-     "share of wall time some of its tasks stalled for CPU (cgroup cpu.pressure)", HarmGroup::kCpu,
+     "share of wall time some of its tasks stalled for CPU (cgroup cpu.pressure)", kCpu,
      [](const v1::HarmSignals& s) { return s.cpu_psi_some_fraction(); },
      [](const v1::HarmSignals& s) { return s.cpu_psi_present(); },
      [](const HarmParams& p) { return p.psi_floor; }, Pct},
     {"io_latency_p99", "I/O latency p99",
-     "99th percentile of its block requests' issue-to-completion time (eBPF block probes)",
-     HarmGroup::kDisk, [](const v1::HarmSignals& s) { return s.io_latency_p99_ns(); }, nullptr,
+     "99th percentile of its block requests' issue-to-completion time (eBPF block probes)", kDisk,
+     [](const v1::HarmSignals& s) { return s.io_latency_p99_ns(); }, nullptr,
      [](const HarmParams& p) { return p.io_latency_p99_floor_ns; }, Ms},
     {"io_psi", "I/O pressure",
-     "share of wall time some of its tasks stalled on I/O (cgroup io.pressure)", HarmGroup::kDisk,
+     "share of wall time some of its tasks stalled on I/O (cgroup io.pressure)", kDisk,
      [](const v1::HarmSignals& s) { return s.io_psi_some_fraction(); },
      [](const v1::HarmSignals& s) { return s.io_psi_present(); },
      [](const HarmParams& p) { return p.psi_floor; }, Pct},
     {"net_drops", "drops", "packets dropped on its interfaces per second (interface counters)",
-     HarmGroup::kNet, [](const v1::HarmSignals& s) { return s.net_drops_per_s(); }, nullptr,
+     kNetRx | kNetTx, [](const v1::HarmSignals& s) { return s.net_drops_per_s(); }, nullptr,
      [](const HarmParams& p) { return p.drops_floor_per_s; }, Rate},
     {"tcp_retransmits", "TCP retransmits",
-     "TCP segments its sockets retransmitted per second: losses on a congested path (its network "
-     "namespace's counters; tenants in a namespace of their own)",
-     HarmGroup::kNet, [](const v1::HarmSignals& s) { return s.tcp_retransmits_per_s(); },
+     "TCP segments its sockets retransmitted per second: losses on the path of what it sends "
+     "(its network namespace's counters; tenants in a namespace of their own)",
+     kNetTx, [](const v1::HarmSignals& s) { return s.tcp_retransmits_per_s(); },
      [](const v1::HarmSignals& s) { return s.tcp_present(); },
      [](const HarmParams& p) { return p.retransmits_floor_per_s; }, Rate},
 }};
@@ -50,8 +55,9 @@ std::optional<HarmGroup> HarmGroupOf(v1::Resource resource) {
     case v1::RESOURCE_DISK_IOPS:
       return HarmGroup::kDisk;
     case v1::RESOURCE_NET_RX:
+      return HarmGroup::kNetRx;
     case v1::RESOURCE_NET_TX:
-      return HarmGroup::kNet;
+      return HarmGroup::kNetTx;
     default:
       return std::nullopt;
   }

@@ -16,8 +16,9 @@
 
 namespace fairwatch::controller {
 
-// Resources whose harm is judged from the same detectors.
-enum class HarmGroup : uint8_t { kCpu, kDisk, kNet };
+// Resources whose harm is judged from the same detectors (bits: a detector
+// may judge several).
+enum class HarmGroup : uint8_t { kCpu = 1, kDisk = 2, kNetRx = 4, kNetTx = 8 };
 std::optional<HarmGroup> HarmGroupOf(v1::Resource resource);
 
 inline constexpr size_t kHarmDetectorCount = 6;
@@ -44,7 +45,7 @@ struct HarmDetector {
   absl::string_view name;   // in the policy file: "runq_wait_p99"
   absl::string_view label;  // in evidence: "run-queue wait p99"
   absl::string_view help;   // one line for docs and --help
-  HarmGroup group;
+  uint8_t groups;           // HarmGroup bits it judges
   double (*value)(const v1::HarmSignals&);
   // Whether the agent could read the signal at all (PSI needs a kernel with
   // it enabled); nullptr: always.
@@ -52,6 +53,11 @@ struct HarmDetector {
   double (*floor)(const HarmParams&);
   std::string (*format)(double);
 };
+
+// Whether `detector` judges harm on resources of `group`.
+inline bool Judges(const HarmDetector& detector, HarmGroup group) {
+  return (detector.groups & static_cast<uint8_t>(group)) != 0;
+}
 
 // Every detector, in a fixed order (the index is what HarmParams::enabled
 // and baselines use).

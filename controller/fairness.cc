@@ -31,7 +31,7 @@ HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
   const auto& detectors = HarmDetectors();
   for (size_t d = 0; d < detectors.size(); ++d) {
     const HarmDetector& detector = detectors[d];
-    if (detector.group != *group || !params.enabled[d]) continue;
+    if (!Judges(detector, *group) || !params.enabled[d]) continue;
     if (detector.present != nullptr && !detector.present(s)) continue;
     const double value = detector.value(s);
     // Harm: above both its floor and `ratio` x the tenant's own level.

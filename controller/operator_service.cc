@@ -359,7 +359,9 @@ absl::Status ComputeGetPolicy(Judge* judge, const v1::FairnessPolicy& configured
     view->set_label(std::string(detector.label));
     view->set_help(std::string(detector.help));
     for (v1::Resource r : kJudgedResources) {
-      if (HarmGroupOf(r) == detector.group) view->add_resources(r);
+      if (std::optional<HarmGroup> g = HarmGroupOf(r); g && Judges(detector, *g)) {
+        view->add_resources(r);
+      }
     }
     view->set_floor(detector.floor(params.harm));
     view->set_floor_text(detector.format(view->floor()));

