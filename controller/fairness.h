@@ -24,7 +24,7 @@ struct FairnessParams {
   double tolerance = 0.10;   // over when usage > fair share x (1 + tolerance)
   double contention = 0.90;  // contended when total usage >= contention x capacity
   uint32_t window = 5;       // M intervals
-  uint32_t required = 3;     // N of them flagged make an offender
+  uint32_t required = 2;     // N of them flagged make an offender (docs/policy.md)
   // Tenants using less than this share of capacity (and not harmed) are idle:
   // they lend their entitlement.
   double idle_fraction = 0.005;

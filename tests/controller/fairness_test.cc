@@ -140,8 +140,26 @@ TEST(JudgeInterval, HarmedTenantWithoutMeasuredDemandIsElastic) {
   EXPECT_TRUE(Find(j, "hog").flagged);
 }
 
+TEST(OffenderTracker, TheDefaultTakesTwoFlaggedIntervalsOfFive) {
+  OffenderTracker tracker{FairnessParams{}};
+  IntervalJudgement flagged;
+  TenantShare s;
+  s.id = "hog";
+  s.usage = 1.5;
+  s.fair = 1.0;
+  s.flagged = true;
+  flagged.tenants.push_back(s);
+  IntervalJudgement quiet = flagged;
+  quiet.tenants[0].flagged = false;
+  EXPECT_TRUE(tracker.Record(flagged).empty()) << "one interval is a blip";
+  EXPECT_TRUE(tracker.Record(quiet).empty());
+  EXPECT_FALSE(tracker.Record(flagged).empty()) << "two of the last five";
+}
+
 TEST(OffenderTracker, NofMIntervals) {
-  FairnessParams params;  // 3 of 5
+  FairnessParams params;
+  EXPECT_EQ(params.required, 2u) << "the default: 2 of 5 (docs/policy.md)";
+  params.required = 3;  // the rule at its most telling: 3 of 5
   struct Case {
     const char* name;
     std::vector<bool> flags;  // per interval, oldest first

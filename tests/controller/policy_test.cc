@@ -15,7 +15,7 @@ TEST(Policy, EmptyPolicyGetsTheDocumentedDefaults) {
   EXPECT_DOUBLE_EQ(params->tolerance, d.tolerance);
   EXPECT_DOUBLE_EQ(params->contention, 0.9);
   EXPECT_EQ(params->window, 5u);
-  EXPECT_EQ(params->required, 3u);
+  EXPECT_EQ(params->required, 2u);
   EXPECT_DOUBLE_EQ(params->harm.runq_p99_floor_ns, 1e6);
   EXPECT_DOUBLE_EQ(params->harm.io_latency_p99_floor_ns, 5e6);
 }
