@@ -1226,8 +1226,8 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
   for (const std::string& n : neighbours) {
     // Each wants ~0.5 of the 2 cores three guests share: all of it is its
     // fair share. The bound is looser than for cgroup tenants: a TCG guest's
-    // CPU use for the same work varies run to run (0.75-1.10 of its quiet
-    // rate measured over seven runs with the hog limited, docs/scenarios.md).
+    // CPU use for the same work varies run to run (0.75-1.23 of its quiet
+    // rate measured over 13 runs with the hog limited, docs/scenarios.md).
     const double share = under[n] / quiet[n];
     out.Figure(absl::StrCat(n, "_of_fair_share"), share, "");
     out.Check(share >= 0.7, absl::StrCat(n, " got ", Cores(under[n]), ", ", Fmt(share),
