@@ -159,27 +159,35 @@ std::optional<Detection> WaitForLimit(World& w, const std::string& tenant, absl:
   return WaitForLimitOn(*w.watcher, w.tenants.Id(tenant), t0, timeout, resource);
 }
 
-// Waits until `tenant`'s CPU limit is gone from the kernel and its case is
-// closed; returns seconds from `t_stop` to the later of the two.
-std::optional<double> WaitForRelease(World& w, const std::string& tenant, uint64_t case_id,
-                                     absl::Time t_stop, absl::Duration timeout) {
-  std::optional<double> kernel_s;
+// The end of a hog's story, from its stop at `t_stop`: waits (up to 45 s)
+// until `limit_gone` holds in the kernel and case `case_id` is closed,
+// records "release" (seconds to the later of the two) and checks it is within
+// 30 s; then checks nobody but `offender_id` has a case.
+void CheckReleased(CaseWatcher& watcher, Stack& stack, Outcome& out, uint64_t case_id,
+                   absl::Time t_stop, const std::function<bool()>& limit_gone,
+                   const std::string& offender_id, absl::string_view who) {
+  std::optional<double> gone_s;
   std::optional<double> closed_s;
   WaitUntil(
       [&] {
-        if (!kernel_s && !w.tenants.CpuLimit(tenant)) {
-          kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
-        }
-        for (const v1::Case& c : w.watcher->Poll()) {
+        if (!gone_s && limit_gone()) gone_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
+        for (const v1::Case& c : watcher.Poll()) {
           if (c.case_id() == case_id && c.state() == v1::CASE_STATE_CLOSED) {
             closed_s = Since(t_stop, c.closed_unix_ns());
           }
         }
-        return kernel_s && closed_s;
+        return gone_s && closed_s;
       },
-      timeout, absl::Milliseconds(150));
-  if (!kernel_s || !closed_s) return std::nullopt;
-  return std::max(*kernel_s, *closed_s);
+      absl::Seconds(45), absl::Milliseconds(150));
+  if (out.Check(gone_s && closed_s,
+                absl::StrCat(who, "'s limit not released within 45 s of its stop"))) {
+    const double released = std::max(*gone_s, *closed_s);
+    out.Figure("release", released, "s");
+    out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the stop"));
+  }
+  std::vector<std::string> innocent = OthersCases(CasesForCheck(stack, out), offender_id);
+  out.Check(innocent.empty(),
+            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
 }
 
 // Waits until the limit of case `case_id` has not moved for longer than a
@@ -282,15 +290,9 @@ void CpuHogScenario(ScenarioContext& ctx, Outcome& out) {
   const absl::Time t_stop = absl::Now();
   w.tenants.Stop("hog");
   w.say.Say("hog stops");
-  std::optional<double> released =
-      WaitForRelease(w, "hog", d->record.case_id(), t_stop, absl::Seconds(45));
-  SCENARIO_REQUIRE(out, released.has_value(), "hog's limit not released within 45 s of its stop");
-  out.Figure("release", *released, "s");
-  out.Check(*released <= 30, absl::StrCat("released ", Seconds(*released), " after the stop"));
-  std::vector<std::string> innocent =
-      OthersCases(CasesForCheck(*w.stack, out), w.tenants.Id("hog"));
-  out.Check(innocent.empty(),
-            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+  CheckReleased(
+      *w.watcher, *w.stack, out, d->record.case_id(), t_stop,
+      [&] { return !w.tenants.CpuLimit("hog"); }, w.tenants.Id("hog"), "hog");
 }
 
 // One tenant takes the whole otherwise idle host: nobody is owed anything.
@@ -686,27 +688,9 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
   const absl::Time t_stop = absl::Now();
   w.tenants.Stop("writer");
   w.say.Say("writer stops");
-  std::optional<double> kernel_s;
-  std::optional<double> closed_s;
-  WaitUntil(
-      [&] {
-        if (!kernel_s && !throttled()) kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
-        for (const v1::Case& c : w.watcher->Poll()) {
-          if (c.case_id() == d->record.case_id() && c.state() == v1::CASE_STATE_CLOSED) {
-            closed_s = Since(t_stop, c.closed_unix_ns());
-          }
-        }
-        return kernel_s && closed_s;
-      },
-      absl::Seconds(45), absl::Milliseconds(150));
-  SCENARIO_REQUIRE(out, kernel_s && closed_s, "writer's limit not released within 45 s");
-  const double released = std::max(*kernel_s, *closed_s);
-  out.Figure("release", released, "s");
-  out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the stop"));
-  std::vector<std::string> innocent =
-      OthersCases(CasesForCheck(*w.stack, out), w.tenants.Id("writer"));
-  out.Check(innocent.empty(),
-            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+  CheckReleased(
+      *w.watcher, *w.stack, out, d->record.case_id(), t_stop, [&] { return !throttled(); },
+      w.tenants.Id("writer"), "writer");
 }
 
 // A shared uplink, everything in it made here: a bridge with a port per
@@ -943,28 +927,9 @@ void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
   const absl::Time t_stop = absl::Now();
   kill(*flood, SIGTERM);
   w.say.Say("hog stops sending");
-  std::optional<double> kernel_s;
-  std::optional<double> closed_s;
-  WaitUntil(
-      [&] {
-        if (!kernel_s && !link.Shaped("hog"))
-          kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
-        for (const v1::Case& c : w.watcher->Poll()) {
-          if (c.case_id() == d->record.case_id() && c.state() == v1::CASE_STATE_CLOSED) {
-            closed_s = Since(t_stop, c.closed_unix_ns());
-          }
-        }
-        return kernel_s && closed_s;
-      },
-      absl::Seconds(45), absl::Milliseconds(250));
-  SCENARIO_REQUIRE(out, kernel_s && closed_s, "hog's network limit not released within 45 s");
-  const double released = std::max(*kernel_s, *closed_s);
-  out.Figure("release", released, "s");
-  out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the stop"));
-  std::vector<std::string> innocent =
-      OthersCases(CasesForCheck(*w.stack, out), w.tenants.Id("hog"));
-  out.Check(innocent.empty(),
-            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+  CheckReleased(
+      *w.watcher, *w.stack, out, d->record.case_id(), t_stop, [&] { return !link.Shaped("hog"); },
+      w.tenants.Id("hog"), "hog");
 }
 
 // Guests of tests/vm/fw-test-vms.sh, named under a prefix unique to this
@@ -1237,30 +1202,13 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
   const absl::Time t_stop = absl::Now();
   SCENARIO_REQUIRE_OK(out, vms.Virsh({"suspend", vms.Name("hog")}));
   say.Say("hog is paused");
-  std::optional<double> kernel_s;
-  std::optional<double> closed_s;
-  WaitUntil(
+  CheckReleased(
+      *w.watcher, *w.stack, out, d->record.case_id(), t_stop,
       [&] {
-        if (!kernel_s && VmCpuLimit(*mounts, infos["hog"]) == own_limit &&
-            vms.Schedinfo("hog", "global_quota") == own_quota) {
-          kernel_s = absl::ToDoubleSeconds(absl::Now() - t_stop);
-        }
-        for (const v1::Case& c : w.watcher->Poll()) {
-          if (c.case_id() == d->record.case_id() && c.state() == v1::CASE_STATE_CLOSED) {
-            closed_s = Since(t_stop, c.closed_unix_ns());
-          }
-        }
-        return kernel_s && closed_s;
+        return VmCpuLimit(*mounts, infos["hog"]) == own_limit &&
+               vms.Schedinfo("hog", "global_quota") == own_quota;
       },
-      absl::Seconds(45), absl::Milliseconds(250));
-  SCENARIO_REQUIRE(out, kernel_s && closed_s,
-                   "hog's limit not back to its own within 45 s of its pause");
-  const double released = std::max(*kernel_s, *closed_s);
-  out.Figure("release", released, "s");
-  out.Check(released <= 30, absl::StrCat("released ", Seconds(released), " after the pause"));
-  std::vector<std::string> innocent = OthersCases(CasesForCheck(*w.stack, out), hog_id);
-  out.Check(innocent.empty(),
-            absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
+      hog_id, "hog");
 }
 
 }  // namespace
