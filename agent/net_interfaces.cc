@@ -408,17 +408,6 @@ absl::StatusOr<TcpSnmp> ParseTcpSnmp(absl::string_view text) {
   return absl::InvalidArgumentError("no Tcp: OutSegs and RetransSegs in snmp");
 }
 
-absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return ErrnoStatus(errno, absl::StrCat("opening ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  absl::StatusOr<TcpSnmp> parsed = ParseTcpSnmp(text.str());
-  if (!parsed.ok())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
-  return parsed;
-}
-
 absl::StatusOr<TcpSnmp> ReadTcpSnmpIn(pid_t pid, const NetnsIdentity& netns) {
   const std::string proc = absl::StrCat("/proc/", pid);
   Fd dir(open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

@@ -117,7 +117,6 @@ struct TcpSnmp {
   uint64_t retrans_segs = 0;
 };
 absl::StatusOr<TcpSnmp> ParseTcpSnmp(absl::string_view text);
-absl::StatusOr<TcpSnmp> ReadTcpSnmp(const std::string& path);
 // The counters of process `pid`'s namespace, if it is still in `netns`
 // (one open of /proc/<pid>, so a reused pid cannot mix two processes).
 absl::StatusOr<TcpSnmp> ReadTcpSnmpIn(pid_t pid, const NetnsIdentity& netns);

@@ -171,9 +171,13 @@ TEST(NetTcpSnmp, MissingOrMalformedTcpLinesAreErrors) {
 }
 
 TEST(NetTcpSnmp, ReadsThisProcessNamespace) {
-  absl::StatusOr<TcpSnmp> tcp = ReadTcpSnmp("/proc/self/net/snmp");
+  absl::StatusOr<NetnsIdentity> own = NetnsOf("/proc/self/ns/net");
+  ASSERT_TRUE(own.ok()) << own.status();
+  absl::StatusOr<TcpSnmp> tcp = ReadTcpSnmpIn(getpid(), *own);
   ASSERT_TRUE(tcp.ok()) << tcp.status();
-  EXPECT_FALSE(ReadTcpSnmp("/nonexistent/snmp").ok());
+  EXPECT_FALSE(ReadTcpSnmpIn(getpid(), NetnsIdentity{own->dev, own->ino + 1}).ok())
+      << "another namespace's process";
+  EXPECT_FALSE(ReadTcpSnmpIn(0, *own).ok());
 }
 
 TEST(NetSysfs, ReadsStatisticsOfOneInterface) {
