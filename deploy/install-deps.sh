@@ -19,10 +19,14 @@ PACKAGES=(
   libabsl-dev libsqlite3-dev libcli11-dev libcpp-httplib-dev
   # libvirt tenants
   libvirt-dev libxml2-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (prometheus: promtool and a server for the
+  # deploy/prometheus tests)
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # workloads and tools used by tests and the demo
   stress-ng fio iperf3 iproute2 procps util-linux openssl python3
+  # the package test: a fresh Debian root to install the .deb into, and
+  # systemd-analyze for its units
+  debootstrap dpkg-dev systemd
   # real VMs for the libvirt tests (tests/vm/fw-test-vms.sh): TCG guests
   libvirt-daemon libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   qemu-system-x86 qemu-utils busybox-static cpio xz-utils
