@@ -223,6 +223,8 @@ struct FleetState::Host {
   uint64_t first_seq ABSL_GUARDED_BY(mu) = 0;     // the first received in this epoch
   uint64_t missing_seqs ABSL_GUARDED_BY(mu) = 0;  // skipped seqs since first_seq
   uint64_t report_count ABSL_GUARDED_BY(mu) = 0;
+  // Controller clock, unlike the reports' timestamps: kept across epochs.
+  absl::Time last_report_ingested ABSL_GUARDED_BY(mu) = absl::InfinitePast();
   // Rates never reach back before this index (set when the monotonic clock
   // went backwards inside an epoch).
   uint64_t floor_index ABSL_GUARDED_BY(mu) = 1;
@@ -648,6 +650,7 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
   host->reports[index % history] =
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
   host->report_count = index;
+  host->last_report_ingested = absl::Now();
   if (host->last_seq == 0) {
     host->first_seq = report.seq();
   } else {
@@ -1081,6 +1084,26 @@ std::vector<std::string> FleetState::HostIds() const {
   for (const auto& [id, host] : hosts_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+std::vector<HostStatus> FleetState::HostStatuses() const {
+  std::vector<std::shared_ptr<Host>> hosts;
+  {
+    absl::ReaderMutexLock lock(&hosts_mu_);
+    hosts.reserve(hosts_.size());
+    for (const auto& [id, host] : hosts_) hosts.push_back(host);
+  }
+  std::vector<HostStatus> statuses(hosts.size());
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    absl::MutexLock lock(&hosts[i]->mu);
+    statuses[i].host_id = hosts[i]->hello.host_id();
+    statuses[i].connected = hosts[i]->connected;
+    statuses[i].tenants = hosts[i]->inventory.size();
+    statuses[i].last_report_ingested = hosts[i]->last_report_ingested;
+  }
+  std::sort(statuses.begin(), statuses.end(),
+            [](const HostStatus& a, const HostStatus& b) { return a.host_id < b.host_id; });
+  return statuses;
 }
 
 FleetIngestStats FleetState::ingest_stats() const {

@@ -90,6 +90,16 @@ struct HelloResult {
 
 enum class ReportOutcome { kIngested, kDuplicate };
 
+// A host's connection and freshness: what /metrics shows per host at every
+// scrape, so it computes no rates.
+struct HostStatus {
+  std::string host_id;
+  bool connected = false;
+  size_t tenants = 0;  // in the inventory
+  // Controller clock when its newest report was ingested; InfinitePast: none yet.
+  absl::Time last_report_ingested = absl::InfinitePast();
+};
+
 // Ingest counters since the fleet was made (for /metrics and benchmarks).
 struct FleetIngestStats {
   uint64_t reports_ingested = 0;
@@ -160,6 +170,8 @@ class FleetState {
   uint64_t LastReportSeq(absl::string_view host_id) const;
   // Ids of every known host.
   std::vector<std::string> HostIds() const;
+  // Every known host, by id.
+  std::vector<HostStatus> HostStatuses() const;
 
   size_t host_count() const;
 

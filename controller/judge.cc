@@ -91,8 +91,23 @@ void Judge::Stop() {
 JudgeStats Judge::stats() const {
   absl::MutexLock lock(&mu_);
   JudgeStats stats = stats_;
-  for (const auto& [key, case_id] : open_cases_) ++stats.open_cases[std::get<2>(key)];
+  for (const auto& [key, open] : open_cases_) ++stats.open_cases[std::get<2>(key)];
   return stats;
+}
+
+std::vector<OpenCaseInfo> Judge::OpenCases() const {
+  std::vector<OpenCaseInfo> cases;
+  {
+    absl::MutexLock lock(&mu_);
+    cases.reserve(open_cases_.size());
+    for (const auto& [key, open] : open_cases_) {
+      const auto& [host_id, tenant_id, resource] = key;
+      cases.push_back({open.case_id, host_id, tenant_id, open.tenant_name, resource, open.opened});
+    }
+  }
+  std::sort(cases.begin(), cases.end(),
+            [](const OpenCaseInfo& a, const OpenCaseInfo& b) { return a.case_id < b.case_id; });
+  return cases;
 }
 
 absl::StatusOr<size_t> Judge::CloseOrphanedCases(absl::Time now) {
@@ -274,7 +289,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
       ++stats_.cases_closed;
       return case_id;
     }
-    open_cases_[key] = case_id;
+    open_cases_[key] = OpenCase{case_id, stored->tenant_name(), now};
     skips_.erase(key);
     FW_LOG(Info, "case ", case_id, " opened by ", action.decided_by, ": host ", action.host_id,
            ", tenant ", action.tenant_id, ", ", v1::Resource_Name(action.resource),
@@ -287,7 +302,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
       return absl::FailedPreconditionError(
           absl::StrCat("no open case for ", action.tenant_id, " on ", action.host_id));
     }
-    case_id = open->second;
+    case_id = open->second.case_id;
     absl::StatusOr<v1::CaseAction> stored = store_->AddAction(case_id, record);
     if (!stored.ok()) {
       ++stats_.store_errors;

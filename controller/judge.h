@@ -72,6 +72,16 @@ struct JudgeStats {
   std::map<v1::Resource, uint64_t> open_cases;  // by resource, now
 };
 
+// A case the judge holds open (its limit in force, or recorded in dry run).
+struct OpenCaseInfo {
+  uint64_t case_id = 0;
+  std::string host_id;
+  std::string tenant_id;
+  std::string tenant_name;
+  v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
+  absl::Time opened = absl::InfinitePast();
+};
+
 class Judge {
  public:
   // Queues a message on a host's agent stream (AgentLinkService::SendToHost).
@@ -98,6 +108,8 @@ class Judge {
   void OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Time now);
 
   JudgeStats stats() const;
+  // Oldest case first; at most one per tenant and resource.
+  std::vector<OpenCaseInfo> OpenCases() const;
 
   // Operator actions. `by` is "operator:<name>"; every change is recorded in
   // the store (cases, exemptions, policy changes) before anything is sent.
@@ -165,7 +177,12 @@ class Judge {
   mutable absl::Mutex mu_;
   FairnessEngine engine_ ABSL_GUARDED_BY(mu_);
   Planner planner_ ABSL_GUARDED_BY(mu_);
-  std::map<Key, uint64_t> open_cases_ ABSL_GUARDED_BY(mu_);  // -> case id
+  struct OpenCase {
+    uint64_t case_id = 0;
+    std::string tenant_name;
+    absl::Time opened;
+  };
+  std::map<Key, OpenCase> open_cases_ ABSL_GUARDED_BY(mu_);
   // The last time each offender was left alone, and why (one case per episode).
   struct SkipEpisode {
     std::string kind;

@@ -20,15 +20,19 @@ std::string ResourceLabel(v1::Resource resource) {
   return name;
 }
 
+// Microseconds are exact in a double until the year 2255.
+double UnixSeconds(absl::Time t) { return static_cast<double>(absl::ToUnixMicros(t)) / 1e6; }
+
 }  // namespace
 
 ControllerMetrics CollectControllerMetrics(ControllerServer& server, const Store* store,
                                            int tenant_series) {
   ControllerMetrics m;
   FleetState& fleet = server.fleet();
-  for (const v1::HostInfo& host : fleet.ListHosts()) {
-    (host.connected() ? m.hosts_connected : m.hosts_disconnected) += 1;
-    m.tenants += host.tenant_count();
+  m.hosts = fleet.HostStatuses();
+  for (const HostStatus& host : m.hosts) {
+    (host.connected ? m.hosts_connected : m.hosts_disconnected) += 1;
+    m.tenants += host.tenants;
   }
   if (tenant_series >= 0) {
     for (const std::string& host_id : fleet.HostIds()) {
@@ -53,6 +57,7 @@ ControllerMetrics CollectControllerMetrics(ControllerServer& server, const Store
   if (Judge* judge = server.judge(); judge != nullptr) {
     m.judging = true;
     m.judge = judge->stats();
+    m.open_cases = judge->OpenCases();
     m.dry_run = judge->dry_run();
     m.exemptions = judge->Exemptions().size();
   }
@@ -72,6 +77,19 @@ std::string RenderControllerMetrics(const ControllerMetrics& m) {
            static_cast<double>(m.hosts_connected));
   w.Sample("fairwatch_controller_hosts", {{"state", "disconnected"}},
            static_cast<double>(m.hosts_disconnected));
+  w.Family("fairwatch_controller_host_connected", "gauge",
+           "1 while the host's agent stream is up, 0 after it ended (until the host expires).");
+  for (const HostStatus& host : m.hosts) {
+    w.Sample("fairwatch_controller_host_connected", {{"host", host.host_id}},
+             host.connected ? 1 : 0);
+  }
+  w.Family("fairwatch_controller_host_last_report_timestamp_seconds", "gauge",
+           "Unix time (controller clock) the host's newest report was ingested.");
+  for (const HostStatus& host : m.hosts) {
+    if (host.last_report_ingested == absl::InfinitePast()) continue;
+    w.Sample("fairwatch_controller_host_last_report_timestamp_seconds", {{"host", host.host_id}},
+             UnixSeconds(host.last_report_ingested));
+  }
   w.Family("fairwatch_controller_tenants", "gauge", "Tenants on the known hosts.");
   w.Sample("fairwatch_controller_tenants", {}, static_cast<double>(m.tenants));
 
@@ -139,6 +157,17 @@ std::string RenderControllerMetrics(const ControllerMetrics& m) {
     auto it = m.judge.open_cases.find(resource);
     w.Sample("fairwatch_controller_cases_open", {{"resource", ResourceLabel(resource)}},
              it == m.judge.open_cases.end() ? 0 : static_cast<double>(it->second));
+  }
+  w.Family("fairwatch_controller_case_open_since_timestamp_seconds", "gauge",
+           "Unix time each open case was opened (one series per open case).");
+  for (const OpenCaseInfo& c : m.open_cases) {
+    w.Sample("fairwatch_controller_case_open_since_timestamp_seconds",
+             {{"case", absl::StrCat(c.case_id)},
+              {"host", c.host_id},
+              {"tenant", c.tenant_id},
+              {"name", c.tenant_name},
+              {"resource", ResourceLabel(c.resource)}},
+             UnixSeconds(c.opened));
   }
   w.Family("fairwatch_controller_cases_opened_total", "counter", "Cases opened since start.");
   w.Sample("fairwatch_controller_cases_opened_total", {},

@@ -1,6 +1,7 @@
-// The controller's Prometheus /metrics: the fleet (hosts, tenants, each
-// tenant's share of its host per resource), the judge (open cases, actions by
-// kind and result, agents' answers), ingest and the store's write latency.
+// The controller's Prometheus /metrics: the fleet (hosts, their connection and
+// last report, tenants, each tenant's share of its host per resource), the
+// judge (open cases and since when, actions by kind and result, agents'
+// answers), ingest and the store's write latency.
 #pragma once
 
 #include <string>
@@ -28,10 +29,12 @@ struct ControllerMetrics {
   size_t hosts_connected = 0;
   size_t hosts_disconnected = 0;
   size_t tenants = 0;
+  std::vector<HostStatus> hosts;   // by id
   std::vector<UsageShare> shares;  // largest first, at most the series limit
   size_t shares_dropped = 0;       // beyond the series limit
   bool judging = false;            // a judge runs (there is a store)
   JudgeStats judge;
+  std::vector<OpenCaseInfo> open_cases;  // oldest first
   DryRunState dry_run;
   size_t exemptions = 0;
   StoreStats store;

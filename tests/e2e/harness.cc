@@ -31,7 +31,15 @@ void ThrowIfInterrupted() {
   if (g_interrupted.load()) throw Interrupted{};
 }
 
+// Set once before any Stack starts (SetAgentWrapper).
+std::vector<std::string>& AgentWrapper() {
+  static std::vector<std::string> wrapper;
+  return wrapper;
+}
+
 }  // namespace
+
+void SetAgentWrapper(std::vector<std::string> wrapper) { AgentWrapper() = std::move(wrapper); }
 
 std::string Tail(const std::string& text, size_t lines) {
   size_t at = text.size();
@@ -217,7 +225,19 @@ Stack::Stack(Binaries binaries, std::string dir, Options options)
     : binaries_(std::move(binaries)), dir_(std::move(dir)), options_(std::move(options)) {
   address_ = absl::StrCat("127.0.0.1:", PickFreePort());
   state_dir_ = dir_ + "/agent-state";
+  if (options_.metrics) {
+    agent_metrics_port_ = PickFreePort();
+    do {
+      controller_metrics_port_ = PickFreePort();
+    } while (controller_metrics_port_ > 0 && controller_metrics_port_ == agent_metrics_port_);
+  }
 }
+
+namespace {
+
+std::string MetricsAddress(int port) { return port > 0 ? absl::StrCat("127.0.0.1:", port) : "off"; }
+
+}  // namespace
 
 Stack::~Stack() {
   agent_.reset();  // first: it clears nothing on exit, but stops writing
@@ -231,7 +251,7 @@ absl::Status Stack::StartController() {
     out << "listen_address: \"" << address_ << "\"\n"
         << "insecure_plaintext: true\n"
         << "database_path: \"" << dir_ << "/controller.db\"\n"
-        << "metrics_address: \"off\"\n"
+        << "metrics_address: \"" << MetricsAddress(controller_metrics_port_) << "\"\n"
         << "fairness {\n"
         << options_.fairness << "\n}\n";
     if (!out) return absl::InternalError("writing " + config);
@@ -262,7 +282,7 @@ absl::Status Stack::Start(size_t tenants) {
     out << "controller_address: \"" << address_ << "\"\n"
         << "insecure_plaintext: true\n"
         << "host_id: \"" << host_id_ << "\"\n"
-        << "metrics_address: \"off\"\n"
+        << "metrics_address: \"" << MetricsAddress(agent_metrics_port_) << "\"\n"
         << "state_dir: \"" << state_dir_ << "\"\n";
     for (const auto& [path, weight] : options_.parents) {
       out << "cgroup_parents { path: \"" << path << "\" weight: " << weight << " }\n";
@@ -270,8 +290,9 @@ absl::Status Stack::Start(size_t tenants) {
     out << options_.agent_extra << "\n";
     if (!out) return absl::InternalError("writing " + config);
   }
-  agent_ = std::make_unique<Daemon>(std::vector<std::string>{binaries_.agent, "--config", config},
-                                    dir_ + "/agent.log");
+  std::vector<std::string> argv = AgentWrapper();
+  argv.insert(argv.end(), {binaries_.agent, "--config", config});
+  agent_ = std::make_unique<Daemon>(std::move(argv), dir_ + "/agent.log");
   if (!agent_->Start()) return absl::InternalError("cannot start " + binaries_.agent);
   if (!WaitForTenants(tenants, absl::Seconds(30))) {
     return absl::DeadlineExceededError(absl::StrCat("the agent did not report ", tenants,

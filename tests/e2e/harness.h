@@ -78,6 +78,10 @@ struct Binaries {
   std::string cli;
 };
 
+// Every Stack started after this runs its agent as `wrapper... agent args`
+// (e.g. setpriv with the systemd unit's capabilities; wrapper[0] a full path).
+void SetAgentWrapper(std::vector<std::string> wrapper);
+
 // The host's cgroup layout for tenants: the hierarchy CPU is attributed and
 // limited in, its ns counter, and blkio (v1) for disk.
 struct TenantMounts {
@@ -129,6 +133,8 @@ class Stack {
     // Tenant sources: cgroup parents relative to the hierarchy root, with weights.
     std::vector<std::pair<std::string, double>> parents;
     std::string agent_extra;  // more AgentConfig fields (textproto)
+    // Both daemons serve /metrics on free 127.0.0.1 ports (default: off).
+    bool metrics = false;
   };
   Stack(Binaries binaries, std::string dir, Options options);
   ~Stack();
@@ -154,6 +160,9 @@ class Stack {
   std::optional<v1::HostInfo> Host();
 
   const std::string& host_id() const { return host_id_; }
+  // The /metrics ports with Options::metrics; 0 without.
+  int agent_metrics_port() const { return agent_metrics_port_; }
+  int controller_metrics_port() const { return controller_metrics_port_; }
   const std::string& dir() const { return dir_; }
   std::string Logs() const;  // the last lines of both daemons' logs
 
@@ -164,6 +173,8 @@ class Stack {
   std::string host_id_ = "scenario-host";
   std::string address_;
   std::string state_dir_;  // the agent's journal
+  int agent_metrics_port_ = 0;
+  int controller_metrics_port_ = 0;
   std::unique_ptr<Daemon> controller_;
   std::unique_ptr<Daemon> agent_;
 };

@@ -223,7 +223,12 @@ int Run(int argc, char** argv) {
                  "tests/vm/fw-test-vms.sh of the source tree, for the scenarios with libvirt "
                  "guests")
       ->capture_default_str();
+  std::string agent_wrapper;
+  app.add_option("--agent-wrapper", agent_wrapper,
+                 "Run the agent under this command (words split at spaces, the first a full "
+                 "path), e.g. \"/usr/bin/setpriv --bounding-set=-all,+bpf ... --\"");
   CLI11_PARSE(app, argc, argv);
+  fe::SetAgentWrapper(absl::StrSplit(agent_wrapper, ' ', absl::SkipEmpty()));
   if (steady > 0) SteadyWork(steady);
   if (!send_to.empty()) SteadySend(send_to, send_rate);
   if (sink_port > 0) Sink(sink_port);
