@@ -5,7 +5,10 @@
 # the binaries answer --help and --version, the shipped
 # configs pass --check-config, the maintainer scripts made the controller's
 # user and state directory, and the systemd units pass systemd-analyze verify
-# against that root.
+# against that root. Then the root boots under systemd (systemd-nspawn, its
+# own network namespace) and both units run there with all their sandboxing:
+# the agent loads its probes and reports to the controller, with exactly the
+# unit's capabilities, and its journal directory survives a restart.
 #
 #   tests/deploy/package_install_test.sh BUILD_DIR
 #
@@ -20,7 +23,7 @@ skip() {
   exit 77
 }
 [[ $(id -u) -eq 0 ]] || skip "needs root (debootstrap, chroot)"
-for tool in debootstrap cpack dpkg-deb systemd-analyze apt-get; do
+for tool in debootstrap cpack dpkg-deb systemd-analyze apt-get systemd-nspawn nsenter capsh; do
   command -v "$tool" >/dev/null || skip "$tool is not installed (deploy/install-deps.sh installs it)"
 done
 
@@ -43,8 +46,29 @@ done
 
 WORK=$(mktemp -d /tmp/fwtest-pkg-$$-XXXXXX)
 ROOT=$WORK/root
+# systemd-nspawn --keep-unit puts the container in the caller's cgroup and
+# makes a payload/ cgroup beside it in the unified and name=systemd
+# hierarchies: the caller is moved into one of ours first.
+CGROUP=fwtest-$$-nspawn
+NSPAWN=""
+stop_box() {
+  if [[ -n $NSPAWN ]] && kill -0 "$NSPAWN" 2>/dev/null; then
+    kill -KILL "$NSPAWN" 2>/dev/null
+    wait "$NSPAWN" 2>/dev/null || true
+  fi
+  NSPAWN=""
+  local h dir
+  for h in unified systemd; do
+    dir=/sys/fs/cgroup/$h/$CGROUP
+    [[ -d $dir ]] || continue
+    find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    sleep 0.2
+    find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
 cleanup() {
   local status=$?
+  stop_box
   # Unmount before removing anything, and never cross into another file system.
   for m in proc dev/pts dev sys; do
     mountpoint -q "$ROOT/$m" 2>/dev/null && umount -l "$ROOT/$m"
@@ -139,6 +163,95 @@ for unit in fairwatch-agent.service fairwatch-controller.service; do
   if grep -F "$unit" <<<"$out"; then fail "systemd-analyze verify warned about $unit"; fi
   echo "$unit: ok"
 done
+
+step "the units under systemd: the root booted with systemd-nspawn"
+umount "$ROOT/proc"
+rm -f "$ROOT/usr/sbin/policy-rc.d"
+for h in unified systemd; do
+  [[ -d /sys/fs/cgroup/$h ]] && mkdir "/sys/fs/cgroup/$h/$CGROUP"
+done
+# bpf and perf_event_open are outside nspawn's default system call filter;
+# its own network namespace keeps the agent off this machine's interfaces.
+(
+  for h in unified systemd; do
+    [[ -d /sys/fs/cgroup/$h/$CGROUP ]] && echo "$BASHPID" >"/sys/fs/cgroup/$h/$CGROUP/cgroup.procs"
+  done
+  exec systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --capability=all \
+    --system-call-filter="bpf perf_event_open" --private-network --machine "fwtest-$$" \
+    --console=read-only
+) >"$WORK/nspawn.log" 2>&1 &
+NSPAWN=$!
+INIT=""
+for _ in $(seq 100); do
+  INIT=$(pgrep -P "$NSPAWN" -x systemd || true)
+  [[ -n $INIT ]] && break
+  sleep 0.2
+done
+[[ -n $INIT ]] || { tail -20 "$WORK/nspawn.log" >&2; fail "systemd did not start in the container"; }
+in_box() { nsenter -t "$INIT" -a /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+# (is-system-running --wait needs D-Bus, which a minbase root has not.)
+state=""
+for _ in $(seq 240); do
+  state=$(in_box systemctl is-system-running 2>/dev/null) || true
+  [[ $state == running || $state == degraded ]] && break
+  sleep 0.5
+done
+echo "container booted: $state"
+[[ $state == running || $state == degraded ]] || fail "the container's systemd is '$state'"
+
+in_box systemctl start fairwatch-controller.service fairwatch-agent.service ||
+  { in_box journalctl -n 40 --no-pager >&2; fail "systemctl start"; }
+box_host=$(in_box hostname)
+connected=""
+for _ in $(seq 60); do
+  if in_box fairwatch --insecure-plaintext --output json hosts 2>"$WORK/hosts.err" |
+    python3 -c 'import json, sys
+hosts = json.load(sys.stdin).get("hosts", [])
+sys.exit(0 if any(h.get("host_id") == sys.argv[1] and h.get("connected") for h in hosts) else 1)' \
+      "$box_host"; then
+    connected=1
+    break
+  fi
+  sleep 0.5
+done
+if [[ -z $connected ]]; then
+  in_box journalctl -u fairwatch-agent -u fairwatch-controller -n 60 --no-pager >&2
+  cat "$WORK/hosts.err" >&2
+  fail "the agent's host $box_host never showed as connected at the controller"
+fi
+in_box journalctl -u fairwatch-agent --no-pager | grep -q "cpu: attached to" ||
+  fail "the agent's probes did not attach under its unit"
+echo "agent of $box_host connected to the controller; probes attached"
+
+# The processes hold exactly what the units say.
+caps_of() { in_box sh -c "grep ^$2: /proc/\$(systemctl show -p MainPID --value $1)/status" | awk '{print $2}'; }
+want=$(sed -n 's/^CapabilityBoundingSet=//p' "$ROOT/lib/systemd/system/fairwatch-agent.service" |
+  tr 'A-Z ' 'a-z\n' | sort | tr '\n' ' ')
+got=$(capsh --decode="$(caps_of fairwatch-agent.service CapEff)" | sed 's/.*=//' | tr ',' '\n' |
+  sort | tr '\n' ' ')
+[[ $got == "$want" ]] || fail "agent capabilities: '$got', the unit says '$want'"
+echo "agent capabilities: $got"
+[[ $(caps_of fairwatch-controller.service CapEff) == 0000000000000000 ]] ||
+  fail "the controller has capabilities"
+uid=$(caps_of fairwatch-controller.service Uid)
+[[ $uid == "$(in_box id -u fairwatch)" ]] || fail "the controller runs as uid $uid, not fairwatch"
+echo "controller: user fairwatch, no capabilities"
+
+# The journal's directory outlives a restart (RuntimeDirectoryPreserve=yes).
+before=$(in_box stat -c %i /run/fairwatch-agent)
+in_box systemctl restart fairwatch-agent.service
+after=$(in_box stat -c %i /run/fairwatch-agent 2>/dev/null || echo gone)
+[[ $before == "$after" ]] || fail "/run/fairwatch-agent did not survive a restart ($before -> $after)"
+in_box systemctl is-active --quiet fairwatch-agent.service || fail "the agent did not come back"
+echo "agent restarted; /run/fairwatch-agent kept"
+
+in_box systemctl poweroff 2>/dev/null || true
+for _ in $(seq 100); do
+  kill -0 "$NSPAWN" 2>/dev/null || break
+  sleep 0.2
+done
+stop_box
+mount -t proc proc "$ROOT/proc"
 
 step "purge keeps the case record"
 echo "x" >"$ROOT/var/lib/fairwatch/controller.db"
