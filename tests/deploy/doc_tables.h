@@ -5,7 +5,6 @@
 
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -72,14 +71,6 @@ inline std::vector<DocRow> ReadDocRows(const std::string& path, std::string* err
     rows.push_back(std::move(row));
   }
   return rows;
-}
-
-// The whole page, for plain substring checks.
-inline std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
 }
 
 }  // namespace fairwatch::deploy_testing

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/metrics.h"
+#include "common/tls.h"
 #include "controller/config.h"
 #include "controller/metrics.h"
 #include "controller/server.h"
@@ -32,7 +33,6 @@ using ::fairwatch::deploy_testing::CodeSpans;
 using ::fairwatch::deploy_testing::DocRow;
 using ::fairwatch::deploy_testing::FirstCodeSpan;
 using ::fairwatch::deploy_testing::ReadDocRows;
-using ::fairwatch::deploy_testing::ReadWholeFile;
 
 const std::string kSource = FAIRWATCH_SOURCE_DIR;
 const std::string kPage = kSource + "/docs/reference/metrics.md";
@@ -413,7 +413,7 @@ std::map<std::string, DocMetric> AllDocumented() {
 }
 
 TEST(MetricsReference, AlertsNamedOnThePageUseTheMetricAndEveryAlertMetricIsDocumented) {
-  const std::string text = ReadWholeFile(kRules);
+  const std::string text = ReadFileToString(kRules).value_or("");
   if (text.empty()) GTEST_SKIP() << kRules << " is not there (yet)";
   const std::map<std::string, DocMetric> documented = AllDocumented();
   const std::vector<Rule> rules = ParseRules(text);
@@ -471,12 +471,12 @@ TEST(MetricsReference, AlertsNamedOnThePageUseTheMetricAndEveryAlertMetricIsDocu
 }
 
 TEST(MetricsReference, DashboardMetricsAreDocumentedAsUsedByTheDashboard) {
-  const std::string dashboard = ReadWholeFile(kDashboard);
+  const std::string dashboard = ReadFileToString(kDashboard).value_or("");
   if (dashboard.empty()) GTEST_SKIP() << kDashboard << " is not there (yet)";
   const std::map<std::string, DocMetric> documented = AllDocumented();
   // The dashboard reads recorded series of the rules file too.
   const std::map<std::string, std::set<std::string>> recorded =
-      RecordedMetrics(ParseRules(ReadWholeFile(kRules)), documented);
+      RecordedMetrics(ParseRules(ReadFileToString(kRules).value_or("")), documented);
   std::set<std::string> used;
   const std::vector<std::string> queries = DashboardQueries(dashboard);
   ASSERT_FALSE(queries.empty()) << kDashboard << " has no \"expr\" or \"query\"";

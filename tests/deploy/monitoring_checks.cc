@@ -1,9 +1,7 @@
 #include "tests/deploy/monitoring_checks.h"
 
 #include <cctype>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -193,14 +191,6 @@ const Value* Field(const Struct& s, const std::string& name) {
 std::string StringField(const Struct& s, const std::string& name) {
   const Value* v = Field(s, name);
   return v != nullptr && v->has_string_value() ? v->string_value() : "";
-}
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
 }
 
 std::set<std::string> MetricNamesIn(absl::string_view expr) {

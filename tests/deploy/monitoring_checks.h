@@ -20,8 +20,6 @@ namespace fairwatch::testing::deploy {
 const google::protobuf::Value* Field(const google::protobuf::Struct& s, const std::string& name);
 std::string StringField(const google::protobuf::Struct& s, const std::string& name);
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
-
 // Metric names (recorded ones too) an expression reads: identifiers that are
 // not functions, aggregations, keywords, or label names in by/without/on/
 // ignoring/group_left/group_right lists. Strings, label matchers and ranges

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "agent/metrics.h"
+#include "common/tls.h"
 #include "controller/metrics.h"
 #include "tests/deploy/monitoring_checks.h"
 #include "tests/e2e/process.h"
@@ -119,7 +120,7 @@ std::set<std::string> Exposed() {
 }
 
 RuleFile Rules() {
-  absl::StatusOr<std::string> text = ReadTextFile(kRules);
+  absl::StatusOr<std::string> text = ReadFileToString(kRules);
   EXPECT_TRUE(text.ok()) << text.status();
   absl::StatusOr<RuleFile> rules = ParseRuleFile(text.value_or(""));
   EXPECT_TRUE(rules.ok()) << rules.status();
@@ -190,7 +191,7 @@ TEST(PrometheusRules, EveryAlertHasSeveritySummaryAndDescription) {
 }
 
 TEST(GrafanaDashboard, IsSoundJsonWithDatasourceAndHostVariables) {
-  absl::StatusOr<std::string> text = ReadTextFile(kDashboard);
+  absl::StatusOr<std::string> text = ReadFileToString(kDashboard);
   ASSERT_TRUE(text.ok()) << text.status();
   absl::StatusOr<Dashboard> dashboard = ParseDashboard(*text);
   ASSERT_TRUE(dashboard.ok()) << dashboard.status();
@@ -210,7 +211,7 @@ TEST(GrafanaDashboard, IsSoundJsonWithDatasourceAndHostVariables) {
 }
 
 TEST(GrafanaDashboard, EveryMetricItReadsIsExported) {
-  absl::StatusOr<std::string> text = ReadTextFile(kDashboard);
+  absl::StatusOr<std::string> text = ReadFileToString(kDashboard);
   ASSERT_TRUE(text.ok()) << text.status();
   absl::StatusOr<Dashboard> dashboard = ParseDashboard(*text);
   ASSERT_TRUE(dashboard.ok()) << dashboard.status();

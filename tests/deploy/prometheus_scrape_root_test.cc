@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/tls.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "tests/deploy/monitoring_checks.h"
@@ -306,7 +307,7 @@ TEST_F(PrometheusScrapeRoot, DaemonsLintCleanAndPrometheusScrapesThemAndRunsTheR
   }
 
   // Every rule of the file loaded and evaluated without error.
-  absl::StatusOr<std::string> rules_text = ReadTextFile(kRules);
+  absl::StatusOr<std::string> rules_text = ReadFileToString(kRules);
   ASSERT_TRUE(rules_text.ok());
   absl::StatusOr<RuleFile> file = ParseRuleFile(*rules_text);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -419,11 +420,11 @@ TEST_F(PrometheusScrapeRoot, DashboardReadsOnlyLiveMetricsAndEveryQueryParses) {
     ASSERT_TRUE(text.ok()) << text.status();
     for (const std::string& name : ExposedNames(*text)) exposed.insert(name);
   }
-  absl::StatusOr<std::string> rules_text = ReadTextFile(kRules);
+  absl::StatusOr<std::string> rules_text = ReadFileToString(kRules);
   ASSERT_TRUE(rules_text.ok());
   absl::StatusOr<RuleFile> rules = ParseRuleFile(*rules_text);
   ASSERT_TRUE(rules.ok()) << rules.status();
-  absl::StatusOr<std::string> json = ReadTextFile(kDashboard);
+  absl::StatusOr<std::string> json = ReadFileToString(kDashboard);
   ASSERT_TRUE(json.ok());
   absl::StatusOr<Dashboard> dashboard = ParseDashboard(*json);
   ASSERT_TRUE(dashboard.ok()) << dashboard.status();
