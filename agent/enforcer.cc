@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/cgroup_dir.h"
 #include "common/log.h"
@@ -211,6 +212,57 @@ absl::StatusOr<std::string> DevicePath(const std::string& sys_dev_block,
 uint64_t ThrottleFor(double value, uint64_t original) {
   auto v = static_cast<uint64_t>(std::max(1.0, std::round(value)));
   return original > 0 ? std::min(v, original) : v;
+}
+
+VmDiskUnit UnitOf(v1::Resource resource) {
+  return resource == v1::RESOURCE_DISK_IOPS ? VmDiskUnit::kIops : VmDiskUnit::kBytes;
+}
+
+// QEMU throttles of a domain's guest disks: "vda=<total>,<read>,<write> vdb=...".
+using GuestThrottles = std::vector<std::pair<std::string, VmDiskThrottle>>;
+
+std::string FormatGuestThrottles(const GuestThrottles& disks) {
+  std::vector<std::string> parts;
+  for (const auto& [target, t] : disks) {
+    parts.push_back(absl::StrCat(target, "=", t.total, ",", t.read, ",", t.write));
+  }
+  return absl::StrJoin(parts, " ");
+}
+
+absl::StatusOr<GuestThrottles> ParseGuestThrottles(const std::string& raw) {
+  GuestThrottles out;
+  for (absl::string_view part : absl::StrSplit(raw, ' ', absl::SkipWhitespace())) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(part, '=');
+    std::vector<absl::string_view> v = absl::StrSplit(kv.second, ',');
+    VmDiskThrottle t;
+    if (kv.first.empty() || v.size() != 3 || !absl::SimpleAtoi(v[0], &t.total) ||
+        !absl::SimpleAtoi(v[1], &t.read) || !absl::SimpleAtoi(v[2], &t.write)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a saved guest disk throttle reads '", raw, "'"));
+    }
+    out.emplace_back(std::string(kv.first), t);
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError("a saved guest disk throttle names no disk");
+  }
+  return out;
+}
+
+// One guest disk's throttle for `value`, never looser than `original`: a total
+// below it, or, where the domain had a per-direction plan (QEMU takes no total
+// beside one), each direction at most `value`.
+VmDiskThrottle GuestThrottleFor(double value, const VmDiskThrottle& original) {
+  if (original.total == 0 && (original.read > 0 || original.write > 0)) {
+    return {0, ThrottleFor(value, original.read), ThrottleFor(value, original.write)};
+  }
+  return {ThrottleFor(value, original.total), 0, 0};
+}
+
+// What a guest disk's throttle allows in all, 0 if unlimited.
+uint64_t GuestThrottleValue(const VmDiskThrottle& t) {
+  if (t.total > 0) return t.total;
+  if (t.read > 0 && t.write > 0) return std::max(t.read, t.write);
+  return 0;
 }
 
 }  // namespace
@@ -456,21 +508,30 @@ absl::StatusOr<std::vector<v1::AppliedLimit>> Enforcer::Targets(const v1::Tenant
     return absl::FailedPreconditionError(
         absl::StrCat("no block device is known for tenant ", tenant.id()));
   }
-  if (vm) {
-    base.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_BLKIO);
-    base.set_domain_uuid(tenant.id());
-  } else {
-    ASSIGN_OR_RETURN(v1::CgroupRef ref, CgroupOf(tenant, options_.disk_hierarchy));
-    base.set_hierarchy(ref.hierarchy());
-    base.set_cgroup_path(ref.path());
-    base.set_knob(options_.disk_hierarchy == "unified"
-                      ? v1::AppliedLimit::KNOB_CGROUP2_IO_MAX
-                      : v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE);
-  }
   std::vector<v1::AppliedLimit> targets;
   for (const v1::DeviceId& d : devices) {
     v1::AppliedLimit t = base;
     *t.mutable_device() = d;
+    // A VM's disks through QEMU's own throttle, whatever the host's I/O
+    // scheduler; its cgroup only where libvirt has no guest disk to throttle
+    // there (another driver, a device it does not name).
+    if (vm) {
+      absl::StatusOr<std::vector<std::string>> guest = options_.vm->GuestDisksOn(tenant.id(), d);
+      if (!guest.ok() && !absl::IsUnimplemented(guest.status())) return guest.status();
+      if (guest.ok() && !guest->empty()) {
+        t.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE);
+        t.set_domain_uuid(tenant.id());
+        for (std::string& target : *guest) t.add_guest_disks(std::move(target));
+        targets.push_back(std::move(t));
+        continue;
+      }
+    }
+    ASSIGN_OR_RETURN(v1::CgroupRef ref, CgroupOf(tenant, options_.disk_hierarchy));
+    t.set_hierarchy(ref.hierarchy());
+    t.set_cgroup_path(ref.path());
+    t.set_knob(options_.disk_hierarchy == "unified"
+                   ? v1::AppliedLimit::KNOB_CGROUP2_IO_MAX
+                   : v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE);
     targets.push_back(std::move(t));
   }
   return targets;
@@ -539,6 +600,15 @@ absl::StatusOr<std::string> Enforcer::ReadRaw(const v1::AppliedLimit& t) const {
                        options_.vm->GetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path));
       return FormatPair({read, write});
     }
+    case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
+      GuestThrottles disks;
+      for (const std::string& target : t.guest_disks()) {
+        ASSIGN_OR_RETURN(VmDiskThrottle now, options_.vm->GetDiskThrottle(t.domain_uuid(), target,
+                                                                          UnitOf(t.resource())));
+        disks.emplace_back(target, now);
+      }
+      return FormatGuestThrottles(disks);
+    }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
   }
@@ -593,6 +663,14 @@ absl::Status Enforcer::WriteRaw(const v1::AppliedLimit& t, const std::string& ra
           options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_read, path, rw.read));
       return options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path, rw.write);
     }
+    case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
+      ASSIGN_OR_RETURN(GuestThrottles disks, ParseGuestThrottles(raw));
+      for (const auto& [target, throttle] : disks) {
+        RETURN_IF_ERROR(
+            options_.vm->SetDiskThrottle(t.domain_uuid(), target, UnitOf(t.resource()), throttle));
+      }
+      return absl::OkStatus();
+    }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
   }
@@ -635,6 +713,14 @@ absl::Status Enforcer::WriteValue(const v1::AppliedLimit& r) const {
       return WriteRaw(r, FormatPair({ThrottleFor(r.value(), original.read),
                                      ThrottleFor(r.value(), original.write)}));
     }
+    case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
+      // The guest disks on one host device share the value: together they
+      // never take more than it.
+      ASSIGN_OR_RETURN(GuestThrottles disks, ParseGuestThrottles(r.original()));
+      const double each = r.value() / static_cast<double>(disks.size());
+      for (auto& [target, throttle] : disks) throttle = GuestThrottleFor(each, throttle);
+      return WriteRaw(r, FormatGuestThrottles(disks));
+    }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");
   }
@@ -672,6 +758,17 @@ absl::StatusOr<double> Enforcer::ReadValue(const v1::AppliedLimit& t) const {
       ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
       // Unlimited on either side is unlimited.
       return rw.read == 0 || rw.write == 0 ? 0.0 : static_cast<double>(std::max(rw.read, rw.write));
+    }
+    case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
+      ASSIGN_OR_RETURN(std::string raw, ReadRaw(t));
+      ASSIGN_OR_RETURN(GuestThrottles disks, ParseGuestThrottles(raw));
+      double sum = 0;
+      for (const auto& [target, throttle] : disks) {
+        const uint64_t v = GuestThrottleValue(throttle);
+        if (v == 0) return 0.0;  // one disk unlimited: so is the device
+        sum += static_cast<double>(v);
+      }
+      return sum;
     }
     default:
       return absl::InvalidArgumentError("unknown knob in the limit journal");

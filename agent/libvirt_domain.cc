@@ -247,22 +247,41 @@ absl::StatusOr<std::vector<v1::CgroupRef>> VmCgroupRefs(const CgroupMounts& moun
   return refs;
 }
 
+std::optional<v1::DeviceId> HostDiskOf(const DomainDisk& disk, const std::string& sys_dev_block) {
+  struct stat st {};
+  if (stat(disk.source.c_str(), &st) != 0) return std::nullopt;
+  const dev_t dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+  if (DevMajor(dev) == 0) return std::nullopt;  // tmpfs, overlay, btrfs subvolumes: no block device
+  absl::StatusOr<v1::DeviceId> whole = WholeDiskOf(DevMajor(dev), DevMinor(dev), sys_dev_block);
+  if (!whole.ok()) return std::nullopt;
+  return *whole;
+}
+
 std::vector<v1::DeviceId> DomainHostDisks(const DomainInfo& info,
                                           const std::string& sys_dev_block) {
   std::vector<v1::DeviceId> disks;
   for (const DomainDisk& disk : info.disks) {
-    struct stat st {};
-    if (stat(disk.source.c_str(), &st) != 0) continue;
-    const dev_t dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
-    if (DevMajor(dev) == 0) continue;  // tmpfs, overlay, btrfs subvolumes: no block device
-    absl::StatusOr<v1::DeviceId> whole = WholeDiskOf(DevMajor(dev), DevMinor(dev), sys_dev_block);
-    if (!whole.ok()) continue;
+    std::optional<v1::DeviceId> whole = HostDiskOf(disk, sys_dev_block);
+    if (!whole) continue;
     const bool seen = std::any_of(disks.begin(), disks.end(), [&](const v1::DeviceId& d) {
       return d.major() == whole->major() && d.minor() == whole->minor();
     });
     if (!seen) disks.push_back(*whole);
   }
   return disks;
+}
+
+std::vector<std::string> GuestDisksOn(const DomainInfo& info, const v1::DeviceId& device,
+                                      const std::string& sys_dev_block) {
+  std::vector<std::string> targets;
+  for (const DomainDisk& disk : info.disks) {
+    std::optional<v1::DeviceId> whole = HostDiskOf(disk, sys_dev_block);
+    if (whole && whole->major() == device.major() && whole->minor() == device.minor() &&
+        !disk.target.empty()) {
+      targets.push_back(disk.target);
+    }
+  }
+  return targets;
 }
 
 }  // namespace fairwatch::agent

@@ -77,4 +77,14 @@ absl::StatusOr<std::vector<v1::CgroupRef>> VmCgroupRefs(const CgroupMounts& moun
 std::vector<v1::DeviceId> DomainHostDisks(const DomainInfo& info,
                                           const std::string& sys_dev_block = "/sys/dev/block");
 
+// The whole host disk one guest disk's source lives on; none for a source
+// that does not exist or is not on a block device.
+std::optional<v1::DeviceId> HostDiskOf(const DomainDisk& disk,
+                                       const std::string& sys_dev_block = "/sys/dev/block");
+
+// The guest names ("vda") of the domain's disks whose source lives on the
+// whole host disk `device`, in XML order.
+std::vector<std::string> GuestDisksOn(const DomainInfo& info, const v1::DeviceId& device,
+                                      const std::string& sys_dev_block = "/sys/dev/block");
+
 }  // namespace fairwatch::agent

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,13 @@
 #include "fairwatch/v1/journal.pb.h"
 
 namespace fairwatch::agent {
+
+// For gtest's messages (found by argument-dependent lookup, so not in the
+// anonymous namespace).
+void PrintTo(const VmDiskThrottle& t, std::ostream* os) {
+  *os << "{total " << t.total << ", read " << t.read << ", write " << t.write << "}";
+}
+
 namespace {
 
 class FakeVms : public VmTuning {
@@ -34,6 +42,35 @@ class FakeVms : public VmTuning {
     if (it == vms.end()) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
     ++sets;
     it->second.quota_us = quota_us;
+    return absl::OkStatus();
+  }
+  // (uuid, host device "M:m") -> guest disks on it; a uuid in `no_iotune`
+  // belongs to a driver without QEMU's throttle.
+  std::map<std::pair<std::string, std::string>, std::vector<std::string>> guest_disks;
+  std::set<std::string> no_iotune;
+  absl::StatusOr<std::vector<std::string>> GuestDisksOn(const std::string& uuid,
+                                                        const v1::DeviceId& device) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    if (no_iotune.contains(uuid)) return absl::UnimplementedError("not a QEMU domain");
+    auto it = guest_disks.find({uuid, absl::StrCat(device.major(), ":", device.minor())});
+    return it == guest_disks.end() ? std::vector<std::string>{} : it->second;
+  }
+  // (uuid, guest disk, unit) -> QEMU's throttle, as libvirt keeps it.
+  std::map<std::tuple<std::string, std::string, VmDiskUnit>, VmDiskThrottle> iotune;
+  absl::StatusOr<VmDiskThrottle> GetDiskThrottle(const std::string& uuid, const std::string& target,
+                                                 VmDiskUnit unit) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    return iotune[{uuid, target, unit}];
+  }
+  absl::Status SetDiskThrottle(const std::string& uuid, const std::string& target, VmDiskUnit unit,
+                               const VmDiskThrottle& throttle) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    if (target == "broken") return absl::UnavailableError("libvirt: I/O error");
+    if (throttle.total > 0 && (throttle.read > 0 || throttle.write > 0)) {
+      return absl::InvalidArgumentError("total and read/write cannot be set at the same time");
+    }
+    ++sets;
+    iotune[{uuid, target, unit}] = throttle;
     return absl::OkStatus();
   }
   // (uuid, field, device) -> value, as libvirt keeps a domain's blkio tuning.
@@ -252,55 +289,93 @@ TEST_F(EnforcerTest, RefusalsWriteNothing) {
   EXPECT_EQ(e->stats().refused, std::size(cases));
 }
 
-TEST_F(EnforcerTest, DiskLimitsGoPerDeviceThroughLibvirtAndComeBackOut) {
-  // /sys/dev/block as the kernel lays it out, for the device names libvirt wants.
-  const std::string sys = dir_ + "-sys";
-  for (const auto& [dev, name] : {std::pair{"8:0", "sda"}, {"8:16", "broken"}}) {
-    std::filesystem::create_directories(absl::StrCat(sys, "/", dev));
-    std::ofstream(absl::StrCat(sys, "/", dev, "/uevent")) << "MAJOR=8\nDEVNAME=" << name << "\n";
-  }
-  EnforcerOptions o;
-  o.state_dir = dir_;
-  o.own_cgroups = {{"cpu", ""}};
-  o.vm = &vms_;
-  o.sys_dev_block = sys;
-  o.now = [this] { return now_; };
-  auto made = Enforcer::Create(std::move(o));
-  ASSERT_TRUE(made.ok()) << made.status();
-  Enforcer& e = **made;
+TEST_F(EnforcerTest, VmDiskLimitsGoThroughQemusThrottleSharedByTheGuestDisksOfADevice) {
+  auto e = Make();
   TenantEntry vm = VmTenant(kVm);
   v1::DeviceId* sda = vm.tenant.add_disks();
   sda->set_major(8);
-  vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}] = 5'000'000;  // its plan: 5 MB/s reads
-  e.SetTenants({vm});
+  vms_.guest_disks[{kVm, "8:0"}] = {"vda", "vdb"};
+  using Key = std::tuple<std::string, std::string, VmDiskUnit>;
+  const Key vda{kVm, "vda", VmDiskUnit::kBytes}, vdb{kVm, "vdb", VmDiskUnit::kBytes};
+  vms_.iotune[vda] = {0, 3'000'000, 0};  // its plan: 3 MB/s of reads on vda
+  e->SetTenants({vm});
 
   v1::LimitCommand bw = Apply(kVm, 10e6, 30'000);
   bw.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
-  v1::LimitAck ack = e.Handle(bw);
+  v1::LimitAck ack = e->Handle(bw);
   ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
-  EXPECT_EQ((vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}]), 5'000'000u)
-      << "a stricter read limit stays";
-  EXPECT_EQ((vms_.blkio[{kVm, "device_write_bytes_sec", "/dev/sda"}]), 10'000'000u);
+  // Two guest disks on the device: 5 MB/s each, together the 10 asked.
+  EXPECT_EQ(vms_.iotune[vda], (VmDiskThrottle{0, 3'000'000, 5'000'000}))
+      << "a per-direction plan stays, the stricter read kept";
+  EXPECT_EQ(vms_.iotune[vdb], (VmDiskThrottle{5'000'000, 0, 0}));
   EXPECT_DOUBLE_EQ(ack.in_effect().value(), 10e6);
+  ASSERT_EQ(e->InForce().size(), 1u);
+  EXPECT_EQ(e->InForce()[0].knob(), v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE);
+  EXPECT_EQ(e->InForce()[0].original(), "vda=0,3000000,0 vdb=0,0,0");
+
+  // A step down and a restart of the agent keep the original.
+  bw.mutable_limit()->set_value(4e6);
+  ASSERT_EQ(e->Handle(bw).status_code(), 0);
+  EXPECT_EQ(vms_.iotune[vdb], (VmDiskThrottle{2'000'000, 0, 0}));
+  e = Make();
+  e->SetTenants({vm});
   v1::LimitCommand clear = Clear(kVm);
   clear.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
-  ASSERT_EQ(e.Handle(clear).status_code(), 0);
-  EXPECT_EQ((vms_.blkio[{kVm, "device_read_bytes_sec", "/dev/sda"}]), 5'000'000u);
-  EXPECT_EQ((vms_.blkio[{kVm, "device_write_bytes_sec", "/dev/sda"}]), 0u);
+  ASSERT_EQ(e->Handle(clear).status_code(), 0);
+  EXPECT_EQ(vms_.iotune[vda], (VmDiskThrottle{0, 3'000'000, 0}));
+  EXPECT_EQ(vms_.iotune[vdb], (VmDiskThrottle{}));
 
-  // Two disks, the second fails: the first is put back, nothing stays in force.
-  v1::DeviceId* broken = vm.tenant.add_disks();
-  broken->set_major(8);
-  broken->set_minor(16);
-  e.SetTenants({vm});
+  // IOPS have their own triple; a second device whose disk fails: the first
+  // is put back, nothing stays in force.
+  v1::DeviceId* sdb = vm.tenant.add_disks();
+  sdb->set_major(8);
+  sdb->set_minor(16);
+  vms_.guest_disks[{kVm, "8:16"}] = {"broken"};
+  e->SetTenants({vm});
   v1::LimitCommand iops = Apply(kVm, 300, 30'000);
   iops.mutable_limit()->set_resource(v1::RESOURCE_DISK_IOPS);
-  ack = e.Handle(iops);
+  ack = e->Handle(iops);
   EXPECT_EQ(ack.status_code(), static_cast<int>(absl::StatusCode::kUnavailable));
-  EXPECT_EQ((vms_.blkio[{kVm, "device_read_iops_sec", "/dev/sda"}]), 0u);
-  EXPECT_EQ((vms_.blkio[{kVm, "device_write_iops_sec", "/dev/sda"}]), 0u);
-  EXPECT_TRUE(e.InForce().empty());
-  std::filesystem::remove_all(sys);
+  EXPECT_EQ((vms_.iotune[{kVm, "vda", VmDiskUnit::kIops}]), VmDiskThrottle{});
+  EXPECT_EQ(vms_.iotune[vda], (VmDiskThrottle{0, 3'000'000, 0})) << "bytes untouched";
+  EXPECT_TRUE(e->InForce().empty());
+}
+
+// A domain whose driver has no QEMU throttle (or no guest disk on the
+// device): its own blkio cgroup, as for a cgroup tenant.
+TEST_F(EnforcerTest, VmDiskLimitFallsBackToItsCgroupWhereLibvirtHasNoDiskThrottle) {
+  const std::string mount = dir_ + "-blkio";
+  const std::string vm_dir = mount + "/machine/lxc-1-ct.libvirt-lxc";
+  std::filesystem::create_directories(vm_dir);
+  for (const char* f : {"blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"}) {
+    std::ofstream(absl::StrCat(vm_dir, "/", f)) << "";
+  }
+  EnforcerOptions o;
+  o.mounts.v1_by_controller["blkio"] = mount;
+  o.disk_hierarchy = "blkio";
+  o.state_dir = dir_;
+  o.own_cgroups = {{"blkio", ""}};
+  o.vm = &vms_;
+  o.now = [this] { return now_; };
+  auto made = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(made.ok()) << made.status();
+  TenantEntry vm = VmTenant(kVm);
+  vm.tenant.add_disks()->set_major(8);
+  v1::CgroupRef* ref = vm.tenant.add_cgroups();
+  ref->set_hierarchy("blkio");
+  ref->set_path("machine/lxc-1-ct.libvirt-lxc");
+  vms_.no_iotune.insert(kVm);
+  (*made)->SetTenants({vm});
+  v1::LimitCommand bw = Apply(kVm, 6e6, 30'000);
+  bw.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  v1::LimitAck ack = (*made)->Handle(bw);
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ((*made)->InForce()[0].knob(), v1::AppliedLimit::KNOB_CGROUP1_BLKIO_THROTTLE);
+  std::ifstream in(vm_dir + "/blkio.throttle.write_bps_device");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "8:0 6000000");
+  EXPECT_EQ(vms_.sets, 0) << "nothing through libvirt";
+  std::filesystem::remove_all(mount);
 }
 
 // cgroup v2's files as plain files in a directory standing in for the

@@ -1,16 +1,31 @@
 #include "agent/libvirt_domain.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+// The functions stay; the macros would rewrite DeviceId's accessors.
+#undef major
+#undef minor
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "agent/cgroup_discovery.h"
 
 namespace fairwatch::agent {
 namespace {
+
+// "major:minor" of the device holding `path`.
+std::string DeviceOf(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return "";
+  return absl::StrCat(gnu_dev_major(st.st_dev), ":", gnu_dev_minor(st.st_dev));
+}
 
 constexpr char kVmXml[] = R"(<domain type='qemu' id='7'>
   <name>web-1</name>
@@ -88,6 +103,37 @@ TEST(ParseDomainXml, RejectsBrokenOrIncompleteXml) {
       "<domain><name>a</name><uuid>u</uuid><cputune><shares>lots</shares></cputune></domain>");
   ASSERT_FALSE(bad_shares.ok());
   EXPECT_NE(bad_shares.status().message().find("shares"), std::string::npos);
+}
+
+// Which guest disks live on which whole host disk: two images on one disk
+// (a partition of it, as /sys/dev/block shows a partition), one missing.
+TEST(GuestDisksOn, NamesTheGuestDisksWhoseSourceIsOnTheDevice) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/guest-disks-", getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/a.img") << "a";
+  std::ofstream(dir + "/b.img") << "b";
+  const std::string dev = DeviceOf(dir + "/a.img");
+  ASSERT_FALSE(dev.empty());
+  if (absl::StartsWith(dev, "0:")) GTEST_SKIP() << "the temp dir is not on a block device";
+  // The file system's device as a partition of disk 7:42.
+  const std::string sys = dir + "/sys";
+  const std::string part = absl::StrCat(sys, "/", dev);
+  std::filesystem::create_directories(part);
+  std::ofstream(part + "/partition") << "1\n";
+  std::ofstream(part + "/../dev") << "7:42\n";
+  DomainInfo info;
+  info.disks = {{"vda", dir + "/a.img", false},
+                {"vdb", dir + "/missing.img", false},
+                {"vdc", dir + "/b.img", false}};
+  v1::DeviceId disk;
+  disk.set_major(7);
+  disk.set_minor(42);
+  EXPECT_EQ(GuestDisksOn(info, disk, sys), (std::vector<std::string>{"vda", "vdc"}));
+  ASSERT_EQ(DomainHostDisks(info, sys).size(), 1u) << "one host disk, once";
+  EXPECT_EQ(DomainHostDisks(info, sys)[0].minor(), 42u);
+  disk.set_minor(43);
+  EXPECT_TRUE(GuestDisksOn(info, disk, sys).empty());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ParseProcCgroup, HybridAndUnifiedLines) {
