@@ -24,9 +24,13 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # workloads and tools used by tests and the demo
   stress-ng fio iperf3 iproute2 procps util-linux openssl python3
-  # the package test: a fresh Debian root to install the .deb into,
-  # systemd-analyze for its units, systemd-nspawn to boot it, capsh
-  debootstrap dpkg-dev systemd systemd-container libcap2-bin
+  # the package test: CPack's DEB generator (dpkg-shlibdeps, file), a fresh
+  # Debian root to install the .deb into, systemd-analyze for its units,
+  # systemd-nspawn to boot it, capsh
+  debootstrap dpkg-dev file systemd systemd-container libcap2-bin
+  # CI records every program the run executes (.ci/run, deploy/check-deps.py);
+  # the benchmarks count cycles with it
+  linux-perf
   # real VMs for the libvirt tests (tests/vm/fw-test-vms.sh): TCG guests
   libvirt-daemon libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   qemu-system-x86 qemu-utils busybox-static cpio xz-utils

@@ -27,22 +27,9 @@ for tool in debootstrap cpack dpkg-deb systemd-analyze apt-get systemd-nspawn ns
   command -v "$tool" >/dev/null || skip "$tool is not installed (deploy/install-deps.sh installs it)"
 done
 
-# shellcheck source=/dev/null
-. /etc/os-release
-SUITE=${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}
-# deb lines of every configured repository of this suite's family, and the
-# one of the suite itself as the mirror.
-mapfile -t REPOS < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' \
-  'Created-By: Packages' | sort -u | awk -v s="$SUITE" '$2 == s || index($2, s "-") == 1')
-MIRROR=""
-for line in "${REPOS[@]}"; do
-  read -r uri release _ <<<"$line"
-  if [[ $release == "$SUITE" ]]; then
-    MIRROR=$uri
-    break
-  fi
-done
-[[ -n $MIRROR ]] || skip "no apt repository of suite $SUITE configured on this machine"
+# shellcheck source=../../deploy/lib/debian-root.sh
+. "$(dirname "$0")/../../deploy/lib/debian-root.sh"
+debian_repos || skip "no apt repository of this machine's suite is configured"
 
 WORK=$(mktemp -d /tmp/fwtest-pkg-$$-XXXXXX)
 ROOT=$WORK/root
@@ -101,13 +88,7 @@ debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log
   { tail -30 "$WORK/debootstrap.log" >&2; fail "debootstrap"; }
 
 # The root's apt: the same repositories and the same Acquire settings as here.
-printf 'deb %s\n' "${REPOS[@]}" >"$ROOT/etc/apt/sources.list"
-for key in Acquire::Check-Valid-Until Acquire::Check-Date Acquire::http::Proxy \
-  Acquire::https::Proxy; do
-  value=$(apt-config dump "$key" | awk -v k="$key" '$1 == k {print $2}' | tr -d '";')
-  [[ -n $value ]] && echo "$key \"$value\";" >>"$ROOT/etc/apt/apt.conf.d/90fairwatch-test"
-done
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+debian_root_apt "$ROOT"
 mount -t proc proc "$ROOT/proc"
 # No daemon may start inside the root.
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
