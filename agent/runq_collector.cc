@@ -17,6 +17,19 @@ namespace {
 
 constexpr int kWireBuckets = FW_RUNQ_HIST_FIRST_LOG2 + FW_RUNQ_HIST_BUCKETS;
 
+// Sums entries with the same holder (kind and tenant), in place.
+void MergeCauses(google::protobuf::RepeatedPtrField<v1::RunqWaitCause>* causes) {
+  for (int i = 0; i < causes->size(); ++i) {
+    for (int k = causes->size() - 1; k > i; --k) {
+      const v1::RunqWaitCause& b = causes->Get(k);
+      v1::RunqWaitCause* a = causes->Mutable(i);
+      if (a->holder() != b.holder() || a->tenant_id() != b.tenant_id()) continue;
+      a->set_wait_ns(a->wait_ns() + b.wait_ns());
+      causes->DeleteSubrange(k, 1);
+    }
+  }
+}
+
 }  // namespace
 
 RunqCollector::RunqCollector(RunqCollectorOptions options) : options_(std::move(options)) {}
@@ -43,6 +56,7 @@ absl::Status RunqCollector::LoadAndAttach(bool use_btf) {
   if (!err) err = bpf_map__set_max_entries(skel_->maps.tenant_roots, options_.max_tenants);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.runq_usage, options_.max_tenants);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.cgroup_slots, options_.max_tenants * 8);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.runq_causes, max_wait_causes());
   if (!err) {
     err = bpf_map__set_max_entries(skel_->maps.enqueued_by_pid,
                                    use_btf ? 1 : options_.max_queued_tasks);
@@ -90,6 +104,28 @@ absl::Status RunqCollector::Init() {
   return absl::OkStatus();
 }
 
+uint32_t RunqCollector::max_wait_causes() const {
+  return options_.max_wait_causes > 0 ? options_.max_wait_causes : 8 * options_.max_tenants;
+}
+
+absl::Status RunqCollector::ForgetCauses(const absl::flat_hash_map<uint32_t, bool>& slots) {
+  const int fd = bpf_map__fd(skel_->maps.runq_causes);
+  std::vector<fw_runq_cause_key> doomed;
+  fw_runq_cause_key key{}, next{};
+  const fw_runq_cause_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (slots.contains(next.waiter) || slots.contains(next.holder)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const fw_runq_cause_key& k : doomed) {
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT) {
+      return ErrnoStatus(errno, absl::StrCat("forgetting the run-queue causes of slot ", k.waiter));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
   if (!skel_) return absl::FailedPreconditionError("runq collector is not running");
   int roots_fd = bpf_map__fd(skel_->maps.tenant_roots);
@@ -111,6 +147,7 @@ absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
     changed = true;
   }
   std::vector<fw_runq_counters> zero(num_cpus_);
+  absl::flat_hash_map<uint32_t, bool> handed_over;
   for (const auto& t : tenants) {
     auto owner = slot_owner_.find(t.slot);
     if (owner == slot_owner_.end() || owner->second != t.tenant.id()) {
@@ -118,6 +155,7 @@ absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
       if (bpf_map_update_elem(usage_fd, &t.slot, zero.data(), BPF_ANY) != 0) {
         return ErrnoStatus(errno, absl::StrCat("clearing runq slot ", t.slot));
       }
+      if (owner != slot_owner_.end()) handed_over[t.slot] = true;
       slot_owner_[t.slot] = t.tenant.id();
     }
     if (installed_roots_.contains(t.cpu_cgroup_id)) continue;
@@ -128,6 +166,8 @@ absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
     installed_roots_[t.cpu_cgroup_id] = t.slot;
     changed = true;
   }
+  // Waits of the old owner, and waits the old owner caused, are not the new one's.
+  if (!handed_over.empty()) RETURN_IF_ERROR(ForgetCauses(handed_over));
   if (changed) {
     // Invalidates every memoized cgroup -> slot result at once.
     __atomic_add_fetch(&skel_->bss->tenant_gen, 1, __ATOMIC_SEQ_CST);
@@ -154,8 +194,33 @@ absl::StatusOr<RunqSlotCounters> RunqCollector::ReadSlot(uint32_t slot) const {
   return out;
 }
 
+absl::StatusOr<absl::flat_hash_map<uint32_t, std::vector<RunqCause>>> RunqCollector::ReadCauses()
+    const {
+  if (!skel_) return absl::FailedPreconditionError("runq collector is not running");
+  const int fd = bpf_map__fd(skel_->maps.runq_causes);
+  absl::flat_hash_map<uint32_t, std::vector<RunqCause>> out;
+  std::vector<uint64_t> per_cpu(num_cpus_);
+  fw_runq_cause_key key{}, next{};
+  const fw_runq_cause_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) != 0) {
+      if (errno == ENOENT) continue;  // deleted meanwhile
+      return ErrnoStatus(errno, "reading the run-queue causes");
+    }
+    RunqCause cause{key.holder, 0};
+    for (uint64_t v : per_cpu) cause.wait_ns += v;
+    out[key.waiter].push_back(cause);
+  }
+  return out;
+}
+
 absl::Status RunqCollector::Collect(absl::Span<const TenantEntry> tenants,
                                     v1::UsageReport* report) {
+  ASSIGN_OR_RETURN(auto causes, ReadCauses());
+  cause_pairs_ = 0;
+  for (const auto& [waiter, list] : causes) cause_pairs_ += list.size();
   for (size_t i = 0; i < tenants.size(); ++i) {
     ASSIGN_OR_RETURN(RunqSlotCounters counters, ReadSlot(tenants[i].slot));
     v1::CpuCounters* cpu = report->mutable_tenants(static_cast<int>(i))->mutable_cpu();
@@ -164,6 +229,27 @@ absl::Status RunqCollector::Collect(absl::Span<const TenantEntry> tenants,
     auto* buckets = cpu->mutable_runq_wait_hist()->mutable_buckets();
     buckets->Clear();
     buckets->Add(counters.hist.begin(), counters.hist.end());
+    cpu->set_runq_wait_attributed(true);
+    cpu->clear_runq_wait_by();
+    auto mine = causes.find(tenants[i].slot);
+    if (mine == causes.end()) continue;
+    for (const RunqCause& c : mine->second) {
+      v1::RunqWaitCause* out = cpu->add_runq_wait_by();
+      out->set_wait_ns(c.wait_ns);
+      if (c.holder == tenants[i].slot) {
+        out->set_holder(v1::RunqWaitCause::HOLDER_SELF);
+      } else if (c.holder == FW_HOLDER_IDLE) {
+        out->set_holder(v1::RunqWaitCause::HOLDER_IDLE);
+      } else if (auto owner = slot_owner_.find(c.holder);
+                 c.holder != FW_HOLDER_HOST && owner != slot_owner_.end()) {
+        out->set_holder(v1::RunqWaitCause::HOLDER_TENANT);
+        out->set_tenant_id(owner->second);
+      } else {
+        out->set_holder(v1::RunqWaitCause::HOLDER_HOST);
+      }
+    }
+    // One entry per holder kind (a slot freed and not yet reused reads as the host).
+    MergeCauses(cpu->mutable_runq_wait_by());
   }
   return absl::OkStatus();
 }
@@ -171,12 +257,13 @@ absl::Status RunqCollector::Collect(absl::Span<const TenantEntry> tenants,
 uint64_t RunqCollector::lost_events() const {
   if (!skel_) return 0;
   std::vector<uint64_t> per_cpu(num_cpus_);
-  const uint32_t key = FW_RUNQ_STAT_LOST;
-  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.runq_stats), &key, per_cpu.data()) != 0) {
-    return 0;
-  }
   uint64_t total = 0;
-  for (uint64_t v : per_cpu) total += v;
+  for (uint32_t key : {FW_RUNQ_STAT_LOST, FW_RUNQ_STAT_CAUSE_LOST}) {
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.runq_stats), &key, per_cpu.data()) != 0) {
+      continue;
+    }
+    for (uint64_t v : per_cpu) total += v;
+  }
   return total;
 }
 
@@ -201,6 +288,10 @@ void RunqCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
   roots->set_name("runq/tenant_roots");
   roots->set_entries(installed_roots_.size());
   roots->set_max_entries(options_.max_tenants);
+  v1::BpfMapFill* causes = self->add_maps();
+  causes->set_name("runq/causes");
+  causes->set_entries(cause_pairs_);
+  causes->set_max_entries(max_wait_causes());
 }
 
 absl::Status RunqCollector::Stop() {

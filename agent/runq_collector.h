@@ -20,6 +20,15 @@ struct RunqCollectorOptions {
   std::string attach_mode = "auto";
   // raw_tp only: tenant tasks that can be queued at once (pid -> stamp map).
   uint32_t max_queued_tasks = 65536;
+  // (waiter, holder) pairs whose interference is kept; 0: 8 x max_tenants.
+  uint32_t max_wait_causes = 0;
+};
+
+// Part of one slot's wait: who held the CPU (a slot, FW_HOLDER_HOST or
+// FW_HOLDER_IDLE), summed over CPUs.
+struct RunqCause {
+  uint32_t holder = 0;
+  uint64_t wait_ns = 0;
 };
 
 // One tenant slot's counters summed over CPUs.
@@ -39,7 +48,8 @@ class RunqCollector : public Collector {
   absl::string_view name() const override { return "runq"; }
   absl::Status Init() override;
   absl::Status SyncTenants(absl::Span<const TenantEntry> tenants) override;
-  // Fills cpu.runq_wait_ns, cpu.runq_waits and cpu.runq_wait_hist.
+  // Fills cpu.runq_wait_ns, cpu.runq_waits, cpu.runq_wait_hist and
+  // cpu.runq_wait_by (who held the CPU while it waited).
   absl::Status Collect(absl::Span<const TenantEntry> tenants, v1::UsageReport* report) override;
   // Programs' run time, lost events (added to the report's total) and map fill.
   void AddSelfCounters(v1::AgentSelfCounters* self) const override;
@@ -48,11 +58,16 @@ class RunqCollector : public Collector {
   // Which attach point was used: "tp_btf" or "raw_tp".
   const std::string& attach_kind() const { return attach_kind_; }
   absl::StatusOr<RunqSlotCounters> ReadSlot(uint32_t slot) const;
-  // Enqueues that could not be recorded (task storage or pid map full).
+  // Every slot's wait by holder: waiter slot -> causes.
+  absl::StatusOr<absl::flat_hash_map<uint32_t, std::vector<RunqCause>>> ReadCauses() const;
+  // Enqueues or causes that could not be recorded (a map full).
   uint64_t lost_events() const;
 
  private:
   absl::Status LoadAndAttach(bool use_btf);
+  // Deletes the causes where `slots` wait or hold (their owner changed).
+  absl::Status ForgetCauses(const absl::flat_hash_map<uint32_t, bool>& slots);
+  uint32_t max_wait_causes() const;
 
   RunqCollectorOptions options_;
   struct runq_bpf* skel_ = nullptr;
@@ -60,6 +75,7 @@ class RunqCollector : public Collector {
   int num_cpus_ = 0;
   absl::flat_hash_map<uint64_t, uint32_t> installed_roots_;
   absl::flat_hash_map<uint32_t, std::string> slot_owner_;
+  size_t cause_pairs_ = 0;  // entries of runq_causes at the last Collect
 };
 
 }  // namespace fairwatch::agent

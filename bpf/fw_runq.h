@@ -22,10 +22,35 @@ struct fw_runq_counters {
 	__u64 hist[FW_RUNQ_HIST_BUCKETS];
 };
 
+/* Who held a CPU while a tenant task waited there: a tenant slot, or one of
+ * these. A holder equal to the waiter's slot is the waiter itself. */
+#define FW_HOLDER_HOST 0xfffffffeu /* no tenant's task, or not known */
+#define FW_HOLDER_IDLE 0xfffffffdu /* the idle task: wakeup latency */
+
+/* runq_causes key: wait of `waiter` while `holder` ran; value: __u64 ns. */
+struct fw_runq_cause_key {
+	__u32 waiter;
+	__u32 holder;
+};
+
+/* The last run segments of one CPU (who ran from when), newest at head. A
+ * wait is split over the segments it overlaps; what precedes the oldest goes
+ * to the oldest. Power of two. */
+#define FW_RUNQ_SEGMENTS 4
+
+struct fw_runq_cpu {
+	__u64 start[FW_RUNQ_SEGMENTS];
+	__u32 holder[FW_RUNQ_SEGMENTS];
+	__u32 head;
+	__u32 pad;
+};
+
 /* Indexes of the per-CPU runq_stats array. */
 enum fw_runq_stat {
 	/* Enqueue not recorded: task storage or the pid hash was full. */
 	FW_RUNQ_STAT_LOST = 0,
+	/* A wait's cause not recorded: runq_causes was full. */
+	FW_RUNQ_STAT_CAUSE_LOST,
 	FW_RUNQ_STAT_MAX,
 };
 

@@ -78,6 +78,24 @@ struct {
 	__type(value, struct fw_runq_counters);
 } runq_usage SEC(".maps");
 
+/* Wait split by who held the CPU meanwhile; an entry per pair that ever
+ * interfered. The agent sizes it and deletes a slot's entries when the slot
+ * changes hands. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8 * FW_DEFAULT_MAX_TENANTS);
+	__type(key, struct fw_runq_cause_key);
+	__type(value, __u64);
+} runq_causes SEC(".maps");
+
+/* Who ran on each CPU lately. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fw_runq_cpu);
+} runq_cpu SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FW_RUNQ_STAT_MAX);
@@ -217,6 +235,53 @@ static __always_inline void charge(__u32 slot, __u64 wait_ns)
 		counters->hist[bucket]++;
 }
 
+static __always_inline void add_cause(__u32 waiter, __u32 holder, __u64 ns)
+{
+	struct fw_runq_cause_key key = {.waiter = waiter, .holder = holder};
+	__u64 *value = bpf_map_lookup_elem(&runq_causes, &key);
+
+	if (value) {
+		*value += ns;
+		return;
+	}
+	if (bpf_map_update_elem(&runq_causes, &key, &ns, BPF_NOEXIST))
+		count_stat(FW_RUNQ_STAT_CAUSE_LOST);
+}
+
+/* A wait of `slot` from t0 to now on this CPU: split over who ran meanwhile,
+ * then `next_holder` starts a segment. */
+static __always_inline void switch_segment(__u32 waiter, __u64 t0, __u64 now, __u32 next_holder)
+{
+	__u32 zero = 0;
+	struct fw_runq_cpu *cpu = bpf_map_lookup_elem(&runq_cpu, &zero);
+	__u64 end = now;
+	__u32 head;
+
+	if (!cpu)
+		return;
+	head = cpu->head & (FW_RUNQ_SEGMENTS - 1);
+	if (waiter != FW_NO_TENANT && t0 && now > t0) {
+		for (int i = 0; i < FW_RUNQ_SEGMENTS; i++) {
+			__u32 k = (head - i) & (FW_RUNQ_SEGMENTS - 1);
+			__u64 start = cpu->start[k];
+			/* Before the oldest segment known: charged to it. */
+			bool last = i == FW_RUNQ_SEGMENTS - 1 || start <= t0 || !start;
+			__u64 from = last ? t0 : start;
+
+			if (end > from)
+				add_cause(waiter, start ? cpu->holder[k] : FW_HOLDER_HOST,
+					  end - from);
+			if (last)
+				break;
+			end = start;
+		}
+	}
+	head = (head + 1) & (FW_RUNQ_SEGMENTS - 1);
+	cpu->start[head] = now;
+	cpu->holder[head] = next_holder;
+	cpu->head = head;
+}
+
 /* tp_btf: stamps a tenant task that just became runnable. */
 static __always_inline void enqueue_btf(struct task_struct *task, __u64 now)
 {
@@ -263,24 +328,36 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(fw_runq_switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	struct fw_runq_task *memo;
-	__u64 now = 0;
+	__u32 holder = FW_HOLDER_IDLE, waiter = FW_NO_TENANT;
+	__u64 now, t0 = 0;
 
 	if (!tenant_count)
 		return 0;
+	now = bpf_ktime_get_ns();
 	/* A preempted prev (still TASK_RUNNING, not the idle task) queues again now. */
-	if (prev->pid && runq_task_state_btf(prev) == TASK_RUNNING) {
-		now = bpf_ktime_get_ns();
+	if (prev->pid && runq_task_state_btf(prev) == TASK_RUNNING)
 		enqueue_btf(prev, now);
-	}
 	/* next waited since its stamp; no memo or no stamp: not a tenant task. */
 	memo = bpf_task_storage_get(&task_memo, next, 0, 0);
-	if (!memo || !memo->enqueue_ns)
-		return 0;
-	if (!now)
-		now = bpf_ktime_get_ns();
-	if (now > memo->enqueue_ns)
-		charge(memo->slot, now - memo->enqueue_ns);
-	memo->enqueue_ns = 0;
+	if (next->pid) {
+		struct cgroup *cgrp = task_cpu_cgroup_btf(next);
+		__u64 id = cgrp ? cgrp->kn->id : 0;
+
+		if (memo && memo->cgroup_id == id && memo->gen == tenant_gen)
+			holder = memo->slot;
+		else
+			holder = cgrp ? tenant_slot(cgrp, id) : FW_NO_TENANT;
+		if (holder == FW_NO_TENANT)
+			holder = FW_HOLDER_HOST;
+	}
+	if (memo && memo->enqueue_ns) {
+		t0 = memo->enqueue_ns;
+		waiter = memo->slot;
+		if (now > t0)
+			charge(waiter, now - t0);
+		memo->enqueue_ns = 0;
+	}
+	switch_segment(waiter, t0, now, holder);
 	return 0;
 }
 
@@ -322,25 +399,32 @@ SEC("raw_tp/sched_switch")
 int BPF_PROG(fw_runq_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	struct fw_runq_enqueued *entry;
-	__u32 pid;
-	__u64 now = 0;
+	__u32 pid, holder = FW_HOLDER_IDLE, waiter = FW_NO_TENANT;
+	__u64 now, t0 = 0;
 
 	if (!tenant_count)
 		return 0;
+	now = bpf_ktime_get_ns();
 	/* A preempted prev (still TASK_RUNNING, not the idle task) queues again now. */
-	if (BPF_CORE_READ(prev, pid) && runq_task_state_raw(prev) == TASK_RUNNING) {
-		now = bpf_ktime_get_ns();
+	if (BPF_CORE_READ(prev, pid) && runq_task_state_raw(prev) == TASK_RUNNING)
 		enqueue_raw(prev, now);
+	pid = BPF_CORE_READ(next, pid);
+	if (pid) {
+		struct cgroup *cgrp = task_cpu_cgroup_raw(next);
+
+		holder = cgrp ? tenant_slot(cgrp, fw_cgroup_id(cgrp)) : FW_NO_TENANT;
+		if (holder == FW_NO_TENANT)
+			holder = FW_HOLDER_HOST;
 	}
 	/* next waited since its stamp; no entry: not a tenant task. */
-	pid = BPF_CORE_READ(next, pid);
 	entry = bpf_map_lookup_elem(&enqueued_by_pid, &pid);
-	if (!entry)
-		return 0;
-	if (!now)
-		now = bpf_ktime_get_ns();
-	if (now > entry->enqueue_ns)
-		charge(entry->slot, now - entry->enqueue_ns);
-	bpf_map_delete_elem(&enqueued_by_pid, &pid);
+	if (entry) {
+		t0 = entry->enqueue_ns;
+		waiter = entry->slot;
+		if (now > t0)
+			charge(waiter, now - t0);
+		bpf_map_delete_elem(&enqueued_by_pid, &pid);
+	}
+	switch_segment(waiter, t0, now, holder);
 	return 0;
 }

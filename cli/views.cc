@@ -239,6 +239,20 @@ std::string ActionSummary(const v1::CaseAction& a, v1::Resource resource) {
 
 absl::Time FromNanos(int64_t ns) { return absl::FromUnixNanos(ns); }
 
+// "caused 82 % of web's run-queue wait (who held the CPU while it waited, ...)".
+std::string CausedLine(const v1::HarmedTenant& h, v1::Resource r) {
+  if (h.measured()) {
+    return absl::StrCat("caused ", FormatPercent(h.caused_share()), " of ", h.tenant_id(),
+                        "'s run-queue wait (who held the CPU while it waited, measured in the "
+                        "kernel)");
+  }
+  const char* what = r == v1::RESOURCE_CPU                                             ? "CPU"
+                     : r == v1::RESOURCE_DISK_BANDWIDTH || r == v1::RESOURCE_DISK_IOPS ? "disk"
+                                                                                       : "network";
+  return absl::StrCat("did ", FormatPercent(h.caused_share()), " of the host's ", what,
+                      " use while ", h.tenant_id(), " waited");
+}
+
 }  // namespace
 
 std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now) {
@@ -281,15 +295,18 @@ std::string CaseReport(const v1::Case& c) {
                   FormatAmount(e.capacity(), r), " (host total ", FormatAmount(e.host_usage(), r),
                   e.contended() ? ", contended" : "", ")\n  its fair share was ",
                   FormatAmount(e.fair_share(), r), " and its entitlement ",
-                  FormatAmount(e.entitled_share(), r), "\n  over its share in ",
-                  e.flagged_intervals(), " recent intervals; ", FormatPercent(e.blame()),
-                  " of the excess on the host\n");
+                  FormatAmount(e.entitled_share(), r), "\n  flagged in ", e.flagged_intervals(),
+                  " recent intervals; it caused ", FormatPercent(e.blame()),
+                  " of the neighbours' waiting that offenders caused on the host\n");
   if (e.harmed().empty()) {
-    absl::StrAppend(&text, "  no neighbour showed harm (the host was contended)\n");
+    absl::StrAppend(&text, "  no neighbour showed harm\n");
   }
   for (const v1::HarmedTenant& h : e.harmed()) {
     absl::StrAppend(&text, "  neighbour ", h.tenant_id(),
                     " was harmed: ", absl::StrJoin(h.evidence(), "; "), "\n");
+    if (h.caused_share() > 0) {
+      absl::StrAppend(&text, "    ", CausedLine(h, r), "\n");
+    }
   }
   absl::StrAppend(&text, "\nactions\n");
   std::vector<std::vector<std::string>> rows;
@@ -388,11 +405,13 @@ std::string PolicyReport(const v1::PolicyView& policy) {
     absl::StrAppend(&text, "            as configured (", p.dry_run() ? "on" : "off", ")\n");
   }
   absl::StrAppend(
-      &text, "\noffender    over its fair share by more than ", FormatPercent(p.tolerance()),
-      " in ", p.required_intervals(), " of ", p.window_intervals(),
-      " intervals, while the host is contended (", FormatPercent(p.contention()),
-      " of capacity) or a neighbour is harmed\n", "harm        a signal above ",
-      FormatDecimal(h.ratio(), 2),
+      &text, "\noffender    above its entitlement by more than ", FormatPercent(p.tolerance()),
+      " and the cause of at least ", FormatPercent(p.min_blame()), " of a victim's waiting, in ",
+      p.required_intervals(), " of ", p.window_intervals(), " intervals\n",
+      "victim      harm signals up, below its entitlement, and at least ",
+      FormatPercent(p.min_neighbour_share()),
+      " of its waiting caused by other tenants (CPU: who held the CPU, measured)\n",
+      "harm        a signal above ", FormatDecimal(h.ratio(), 2),
       "x the tenant's own baseline and above its detector's floor (below); CPU not while "
       "throttled by its own quota over ",
       FormatPercent(h.self_throttled_fraction()), " of the time\n",

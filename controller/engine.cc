@@ -2,10 +2,42 @@
 
 #include <algorithm>
 
+#include "absl/strings/string_view.h"
+
 namespace fairwatch::controller {
 namespace {
 
 constexpr size_t kResources = std::size(kJudgedResources);
+
+// Who caused each harmed tenant's waiting on `resource`, as shares of it. On
+// CPU, who held the CPU while it waited, when the agent measured it (its
+// waiting on an idle CPU is nobody's); otherwise, and on disk and network,
+// each tenant's part of the resource's use (AttributeByUse).
+void AttributeWaiting(v1::Resource resource, const HostInterval& interval,
+                      const absl::flat_hash_map<absl::string_view, uint32_t>& index,
+                      std::vector<TenantSample>* samples) {
+  for (size_t i = 0; i < samples->size(); ++i) {
+    TenantSample& s = (*samples)[i];
+    s.caused_by.clear();
+    s.neighbour_share = 0;
+    s.causes_measured = false;
+    if (!s.harmed || resource != v1::RESOURCE_CPU) continue;
+    const v1::HarmSignals& h = interval.tenants[i].harm;
+    if (!h.runq_attributed()) continue;
+    double total = h.runq_self_wait_ns_per_s() + h.runq_host_wait_ns_per_s();
+    for (const v1::TenantWait& w : h.runq_wait_by_tenant()) total += w.wait_ns_per_s();
+    if (total <= 0) continue;
+    s.causes_measured = true;
+    for (const v1::TenantWait& w : h.runq_wait_by_tenant()) {
+      auto k = index.find(w.tenant_id());
+      if (k == index.end() || k->second == i) continue;  // gone since, or itself
+      const double share = w.wait_ns_per_s() / total;
+      s.caused_by.emplace_back(k->second, share);
+      s.neighbour_share += share;
+    }
+  }
+  AttributeByUse(samples);
+}
 
 }  // namespace
 
@@ -52,6 +84,10 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
     }
   }
 
+  absl::flat_hash_map<absl::string_view, uint32_t> index;
+  index.reserve(n);
+  for (size_t i = 0; i < n; ++i) index.emplace(interval.tenants[i].id, static_cast<uint32_t>(i));
+
   // One sample per tenant, refilled for each resource.
   std::vector<TenantSample> samples(n);
   std::vector<const std::map<v1::Resource, double>*> tenant_limits(n, nullptr);
@@ -92,6 +128,7 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
       s.harmed = harm[i * kResources + k].harmed;
       histories[i] = &state[i]->flags[k];
     }
+    AttributeWaiting(resource, interval, index, &samples);
     IntervalJudgement judgement = JudgeInterval(params_, capacity, samples);
     any_contended = any_contended || judgement.contended;
     recorded[k] = true;
@@ -103,11 +140,15 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
       f.capacity = capacity;
       f.total_usage = judgement.total_usage;
       f.contended = judgement.contended;
+      const uint32_t offender = index.at(o.id);
       for (size_t i = 0; i < n; ++i) {
-        const HarmVerdict& v = harm[i * kResources + k];
-        if (v.harmed && interval.tenants[i].id != o.id) {
-          f.harmed.push_back({interval.tenants[i].id, v.evidence});
+        if (!judgement.tenants[i].harmed || i == offender) continue;
+        HarmedNeighbour h{interval.tenants[i].id, harm[i * kResources + k].evidence, 0,
+                          samples[i].causes_measured};
+        for (const auto& [j, share] : samples[i].caused_by) {
+          if (j == offender) h.caused = share;
         }
+        f.harmed.push_back(std::move(h));
       }
       f.offender = std::move(o);
       findings.push_back(std::move(f));

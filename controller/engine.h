@@ -25,6 +25,11 @@ inline constexpr v1::Resource kJudgedResources[] = {v1::RESOURCE_CPU, v1::RESOUR
 struct HarmedNeighbour {
   std::string id;
   std::vector<std::string> evidence;
+  // The share of its waiting the offender caused; `measured`: who held the
+  // CPU while it waited (the kernel's answer), else the offender's part of
+  // the resource's use.
+  double caused = 0;
+  bool measured = false;
 };
 
 // An offender on one resource of one host, with the evidence a case keeps.

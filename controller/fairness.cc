@@ -83,6 +83,24 @@ std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& d
   return share;
 }
 
+void AttributeByUse(std::vector<TenantSample>* samples) {
+  double total_use = 0;
+  for (const TenantSample& s : *samples) total_use += s.usage;
+  if (total_use <= 0) return;
+  for (size_t i = 0; i < samples->size(); ++i) {
+    TenantSample& s = (*samples)[i];
+    if (!s.harmed || s.causes_measured) continue;
+    s.caused_by.clear();
+    s.neighbour_share = 0;
+    for (size_t j = 0; j < samples->size(); ++j) {
+      const double use = (*samples)[j].usage;
+      if (j == i || use <= 0) continue;
+      s.caused_by.emplace_back(static_cast<uint32_t>(j), use / total_use);
+      s.neighbour_share += use / total_use;
+    }
+  }
+}
+
 IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
                                 const std::vector<TenantSample>& tenants) {
   IntervalJudgement j;
@@ -98,31 +116,50 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
     s.id = t.id;
     s.weight = t.weight > 0 ? t.weight : 1.0;
     s.usage = t.usage;
-    s.harmed = t.harmed;
+    s.harm_signal = t.harmed;
     s.active = t.usage >= idle_below || t.harmed;
-    s.demand = t.usage + std::max(0.0, t.wanted);
-    // Held down by a limit of ours: it wants at least the limit.
-    if (t.limit > 0) s.demand = std::max(s.demand, t.limit);
-    if (t.harmed && t.elastic_when_harmed) s.demand = kInf;
     j.total_usage += t.usage;
-    if (t.harmed) ++j.harmed;
     if (s.active) active_weight += s.weight;
-    demands.push_back(s.demand);
     weights.push_back(s.weight);
     j.tenants.push_back(std::move(s));
   }
   j.contended = capacity > 0 && j.total_usage >= params.contention * capacity;
+  // Entitlement is split among the active; an idle tenant's would-be share
+  // is what it gets the moment it wakes up.
+  for (TenantShare& s : j.tenants) {
+    const double pool = s.active ? active_weight : active_weight + s.weight;
+    s.entitled = pool > 0 ? capacity * s.weight / pool : capacity;
+  }
+  // Victims, and what each tenant caused them.
+  for (size_t i = 0; i < tenants.size(); ++i) {
+    const TenantSample& t = tenants[i];
+    TenantShare& s = j.tenants[i];
+    s.harmed = t.harmed && t.neighbour_share >= params.min_neighbour_share &&
+               t.usage < s.entitled * (1 - params.tolerance);
+    if (!s.harmed) continue;
+    ++j.harmed;
+    for (const auto& [k, share] : t.caused_by) {
+      if (k >= j.tenants.size() || k == i) continue;
+      j.tenants[k].caused_max = std::max(j.tenants[k].caused_max, share);
+      j.tenants[k].caused += share;
+    }
+  }
+  for (size_t i = 0; i < tenants.size(); ++i) {
+    const TenantSample& t = tenants[i];
+    TenantShare& s = j.tenants[i];
+    s.demand = t.usage + std::max(0.0, t.wanted);
+    // Held down by a limit of ours: it wants at least the limit.
+    if (t.limit > 0) s.demand = std::max(s.demand, t.limit);
+    if (s.harmed && t.elastic_when_harmed) s.demand = kInf;
+    demands.push_back(s.demand);
+  }
   const std::vector<double> fair = WeightedMaxMin(capacity, demands, weights);
   for (size_t i = 0; i < j.tenants.size(); ++i) {
     TenantShare& s = j.tenants[i];
     s.fair = fair[i];
-    // Entitlement is split among the active; an idle tenant's would-be share
-    // is what it gets the moment it wakes up.
-    const double pool = s.active ? active_weight : active_weight + s.weight;
-    s.entitled = pool > 0 ? capacity * s.weight / pool : capacity;
     s.over = s.active && s.usage > s.fair * (1 + params.tolerance) && s.usage > s.entitled;
-    const bool neighbour_harmed = j.harmed > (s.harmed ? 1u : 0u);
-    s.flagged = s.over && (j.contended || neighbour_harmed);
+    s.flagged = s.active && s.usage > s.entitled * (1 + params.tolerance) &&
+                s.caused_max >= params.min_blame;
   }
   return j;
 }
@@ -141,7 +178,7 @@ std::vector<Offender> RecordOffenders(const FairnessParams& params,
                                       absl::Span<FlagHistory* const> histories) {
   const uint32_t mask = WindowMask(params);
   std::vector<Offender> offenders;
-  double total_excess = 0;
+  double total_caused = 0;
   for (size_t i = 0; i < judgement.tenants.size(); ++i) {
     const TenantShare& s = judgement.tenants[i];
     FlagHistory& h = *histories[i];
@@ -154,11 +191,11 @@ std::vector<Offender> RecordOffenders(const FairnessParams& params,
     o.flagged_intervals = flagged;
     o.excess = std::max(0.0, s.usage - s.fair);
     o.share = s;
-    total_excess += o.excess;
+    total_caused += s.caused;
     offenders.push_back(std::move(o));
   }
   for (Offender& o : offenders) {
-    o.blame = total_excess > 0 ? o.excess / total_excess : 1.0 / offenders.size();
+    o.blame = total_caused > 0 ? o.share.caused / total_caused : 1.0 / offenders.size();
   }
   std::sort(offenders.begin(), offenders.end(),
             [](const Offender& a, const Offender& b) { return a.blame > b.blame; });

@@ -28,6 +28,14 @@ struct FairnessParams {
   // Tenants using less than this share of capacity (and not harmed) are idle:
   // they lend their entitlement.
   double idle_fraction = 0.005;
+  // A tenant whose harm signals are up is a victim of its neighbours only when
+  // at least this share of its waiting was caused by other tenants (not its
+  // own threads, quota or I/O, not the host), and it gets less than its
+  // entitlement (beyond that, waiting is what wanting more costs).
+  double min_neighbour_share = 0.5;
+  // A tenant above its entitlement is flagged when it caused at least this
+  // share of a victim's waiting (docs/policy.md, "Blame").
+  double min_blame = 0.1;
   HarmParams harm;
 };
 
@@ -65,8 +73,14 @@ struct TenantSample {
   // When `wanted` cannot be measured (disk, network), a harmed tenant is
   // taken to want as much as it may get.
   bool elastic_when_harmed = true;
-  double limit = 0;  // a fairwatch limit in force on this resource; 0: none
-  bool harmed = false;
+  double limit = 0;     // a fairwatch limit in force on this resource; 0: none
+  bool harmed = false;  // its harm signals are above its baseline (the detectors)
+  // Who caused its waiting, as shares of it, for a harmed tenant: on CPU who
+  // held the CPU while it waited (the kernel's answer, `measured`), else each
+  // neighbour's part of the resource's use. (index in the sample list, share)
+  bool causes_measured = false;
+  double neighbour_share = 0;  // all other tenants together
+  std::vector<std::pair<uint32_t, double>> caused_by;
 };
 
 struct TenantShare {
@@ -77,9 +91,15 @@ struct TenantShare {
   double entitled = 0;
   double fair = 0;
   bool active = false;
-  bool harmed = false;
-  bool over = false;     // above its fair share (with tolerance) and its entitlement
-  bool flagged = false;  // over while the host is contended or a neighbour is harmed
+  bool harm_signal = false;  // its harm signals are up (it may be its own doing)
+  bool harmed = false;       // a victim: harm signals up, mostly its neighbours' doing,
+                             // and less than its entitlement
+  bool over = false;         // above its fair share (with tolerance) and its entitlement
+  double caused_max = 0;     // the largest share of one victim's waiting it caused
+  double caused = 0;         // the shares of victims' waiting it caused, summed
+  // Above its entitlement (with tolerance) and the cause of at least
+  // min_blame of a victim's waiting.
+  bool flagged = false;
 };
 
 struct IntervalJudgement {
@@ -96,7 +116,14 @@ struct IntervalJudgement {
 std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& demands,
                                    const std::vector<double>& weights);
 
+// Who caused each harmed tenant's waiting, from each tenant's part of the
+// resource's use in the interval (whoever uses the device, the uplink or the
+// CPUs is who the others queue behind): fills caused_by and neighbour_share
+// of every harmed sample whose causes were not measured.
+void AttributeByUse(std::vector<TenantSample>* samples);
+
 // Entitled and fair shares and flags for one interval of one (host, resource).
+// A harmed sample's causes must be filled (AttributeByUse, or measured).
 IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
                                 const std::vector<TenantSample>& tenants);
 
@@ -104,8 +131,9 @@ struct Offender {
   std::string id;
   uint32_t flagged_intervals = 0;  // of the last `window`
   double excess = 0;               // usage - fair share, this interval
-  double blame = 0;                // its part of all offenders' excess on the host
-  TenantShare share;               // this interval's figures
+  // Its part of the victims' waiting caused by all offenders on the host.
+  double blame = 0;
+  TenantShare share;  // this interval's figures
 };
 
 // Which of one tenant's last intervals on one (host, resource) flagged it.

@@ -102,6 +102,12 @@ struct HarmCounters {
   std::vector<Net> net;
   bool tcp_present = false;
   uint64_t tcp_retransmits = 0;
+  struct Cause {
+    v1::RunqWaitCause::Holder holder = v1::RunqWaitCause::HOLDER_UNSPECIFIED;
+    std::string tenant_id;
+    uint64_t wait_ns = 0;
+  };
+  std::vector<Cause> runq_causes;
 
   void Assign(const v1::TenantCounters& c) {
     runq_wait_ns = c.cpu().runq_wait_ns();
@@ -123,6 +129,13 @@ struct HarmCounters {
     }
     tcp_present = c.tcp().present();
     tcp_retransmits = c.tcp().retransmitted_segments();
+    runq_causes.resize(c.cpu().runq_wait_by_size());
+    for (int i = 0; i < c.cpu().runq_wait_by_size(); ++i) {
+      const v1::RunqWaitCause& w = c.cpu().runq_wait_by(i);
+      runq_causes[i].holder = w.holder();
+      runq_causes[i].tenant_id = w.tenant_id();
+      runq_causes[i].wait_ns = w.wait_ns();
+    }
     net.resize(c.net_size());
     for (int i = 0; i < c.net_size(); ++i) {
       const v1::NetCounters& n = c.net(i);
@@ -311,6 +324,42 @@ void Log2P50P99(const Buckets& buckets, double* p50, double* p99) {
   }
 }
 
+// Who held the CPU while the tenant waited, per second, over the interval.
+// A cause new since the interval began counts from zero (a pair seen for the
+// first time, or one whose slot changed hands and started again).
+void ComputeWaitCauses(const v1::CpuCounters& to, const HarmCounters& from, double seconds,
+                       v1::HarmSignals* harm) {
+  harm->set_runq_attributed(to.runq_wait_attributed());
+  harm->set_runq_self_wait_ns_per_s(0);
+  harm->set_runq_host_wait_ns_per_s(0);
+  harm->set_runq_idle_wait_ns_per_s(0);
+  harm->clear_runq_wait_by_tenant();
+  for (const v1::RunqWaitCause& c : to.runq_wait_by()) {
+    uint64_t before = 0;
+    for (const HarmCounters::Cause& f : from.runq_causes) {
+      if (f.holder == c.holder() && f.tenant_id == c.tenant_id()) before = f.wait_ns;
+    }
+    const double rate = Rate(c.wait_ns(), before <= c.wait_ns() ? before : 0, seconds);
+    if (rate <= 0) continue;
+    switch (c.holder()) {
+      case v1::RunqWaitCause::HOLDER_SELF:
+        harm->set_runq_self_wait_ns_per_s(harm->runq_self_wait_ns_per_s() + rate);
+        break;
+      case v1::RunqWaitCause::HOLDER_IDLE:
+        harm->set_runq_idle_wait_ns_per_s(harm->runq_idle_wait_ns_per_s() + rate);
+        break;
+      case v1::RunqWaitCause::HOLDER_TENANT: {
+        v1::TenantWait* w = harm->add_runq_wait_by_tenant();
+        w->set_tenant_id(c.tenant_id());
+        w->set_wait_ns_per_s(rate);
+        break;
+      }
+      default:
+        harm->set_runq_host_wait_ns_per_s(harm->runq_host_wait_ns_per_s() + rate);
+    }
+  }
+}
+
 // The harm signals of a tenant over an interval from its counters at both
 // ends. Per-device rates are left to FillDeviceRates: the engine needs none.
 void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double seconds,
@@ -368,6 +417,7 @@ void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double 
       to.tcp().present() && from.tcp_present
           ? Rate(to.tcp().retransmitted_segments(), from.tcp_retransmits, seconds)
           : 0);
+  ComputeWaitCauses(to.cpu(), from, seconds, harm);
 }
 
 TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& series, uint32_t window)

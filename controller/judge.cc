@@ -28,6 +28,8 @@ v1::CaseEvidence Evidence(const Finding& f) {
     v1::HarmedTenant* out = e.add_harmed();
     out->set_tenant_id(h.id);
     for (const std::string& line : h.evidence) out->add_evidence(line);
+    out->set_caused_share(h.caused);
+    out->set_measured(h.measured);
   }
   return e;
 }

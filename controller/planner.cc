@@ -225,7 +225,9 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     c.dry_run = dry_run;
     std::vector<std::string> harmed;
     for (const HarmedNeighbour& h : f.harmed) {
-      harmed.push_back(absl::StrCat(h.id, " (", absl::StrJoin(h.evidence, ", "), ")"));
+      harmed.push_back(absl::StrCat(
+          h.id, " (", absl::StrJoin(h.evidence, ", "), "; ", std::lround(100 * h.caused),
+          h.measured ? " % of its run-queue wait was behind it)" : " % of the use was its)"));
     }
     action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
            absl::StrCat("using ", FormatAmount(s.usage, f.resource), " of ",

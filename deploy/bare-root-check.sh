@@ -14,7 +14,7 @@
 # (--keep leaves it, unmounted, for a look). The Debian mirror comes from this
 # machine's apt configuration. Inside the root, / is a mount point (the root
 # bound onto itself: `ip netns` and libvirt's QEMU need mount propagation
-# there), /proc, /sys and /dev are the host's, /run and /tmp are its own.
+# there), /proc, /sys and /dev are the host's, /run is its own tmpfs.
 # Logs: <root dir>/demo.log and test.log; a summary at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,7 +119,9 @@ step "git clone $COMMIT into $ROOT/root/fairwatch"
 git clone -q --no-checkout "$REPO" "$ROOT/root/fairwatch"
 git -C "$ROOT/root/fairwatch" checkout -q "$COMMIT"
 
-# / a mount point of its own; the host's kernel interfaces; its own /run, /tmp.
+# / a mount point of its own; the host's kernel interfaces; its own /run
+# (tmpfs, as systemd makes it). /tmp stays the root's own directory, on disk,
+# as on a Debian 12 install.
 mount --bind "$ROOT" "$ROOT"
 mount --make-private "$ROOT"
 mount -t proc proc "$ROOT/proc"
@@ -128,7 +130,6 @@ mount --make-rslave "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
 mount --make-rslave "$ROOT/dev"
 mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"
-mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 
 in_root() {
   chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

@@ -82,6 +82,35 @@ TEST_F(EngineTest, AVictimThrottledByItsOwnQuotaIsNotHarmed) {
   }
 }
 
+// Who held the CPU while a tenant waited, as the agent measures it, decides
+// whose doing the waiting was.
+TEST_F(EngineTest, WaitingBehindItsOwnThreadsIsNoNeighboursDoing) {
+  for (int i = 0; i < 10; ++i) {
+    Step({{"hog", {0.05, 0, 18, 0, {{"victim", 1.0}}}},
+          {"victim", {0.4, 0.01, 18, 0, {{"self", 1.0}}}}});
+  }
+  // The "victim" runs many threads that queue behind each other; the other
+  // tenant is busy too, but the waiting is 85 % the victim's own.
+  for (int i = 0; i < 6; ++i) {
+    std::vector<Finding> findings =
+        Step({{"hog", {1.3, 0.1, 19, 0, {{"victim", 1.0}}}},
+              {"victim", {0.7, 2.0, 23, 0, {{"self", 0.85}, {"hog", 0.15}}}}});
+    EXPECT_TRUE(findings.empty()) << "interval " << i;
+  }
+  // The same waiting, but behind the other tenant: it is the cause.
+  std::vector<Finding> findings;
+  for (int i = 0; i < 3 && findings.empty(); ++i) {
+    findings = Step({{"hog", {1.3, 0.1, 19, 0, {{"victim", 1.0}}}},
+                     {"victim", {0.7, 2.0, 23, 0, {{"self", 0.2}, {"hog", 0.8}}}}});
+  }
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_EQ(findings[0].offender.id, "hog");
+  ASSERT_EQ(findings[0].harmed.size(), 1u);
+  EXPECT_TRUE(findings[0].harmed[0].measured);
+  EXPECT_NEAR(findings[0].harmed[0].caused, 0.8, 0.01) << "80 % of the victim's run-queue wait";
+  EXPECT_DOUBLE_EQ(findings[0].offender.blame, 1.0);
+}
+
 TEST(FleetLastInterval, RatesAndHarmOverTheTwoNewestReports) {
   FleetState fleet{FleetOptions{}};
   Host host(&fleet, "hv", 4);

@@ -61,6 +61,23 @@ TenantSample T(const std::string& id, double usage, double wanted = 0, double we
   return t;
 }
 
+// A harmed tenant whose waiting the kernel attributed: `self` its own,
+// `by` the neighbours' (index in the sample list, share).
+TenantSample Measured(TenantSample t, std::vector<std::pair<uint32_t, double>> by) {
+  t.harmed = true;
+  t.causes_measured = true;
+  t.caused_by = std::move(by);
+  for (const auto& [k, share] : t.caused_by) t.neighbour_share += share;
+  return t;
+}
+
+// JudgeInterval with the harmed tenants' causes from the use where not measured.
+IntervalJudgement Judge(const FairnessParams& params, double capacity,
+                        std::vector<TenantSample> tenants) {
+  AttributeByUse(&tenants);
+  return JudgeInterval(params, capacity, tenants);
+}
+
 const TenantShare& Find(const IntervalJudgement& j, const std::string& id) {
   for (const auto& t : j.tenants) {
     if (t.id == id) return t;
@@ -90,10 +107,10 @@ TEST(JudgeInterval, TheOffenderRule) {
        2,
        {T("big", 1.3), T("small", 0.2)},
        {}},
-      {"contended host, nobody harmed, but one takes far more than its fair share",
+      {"contended host, nobody harmed: not a case, however big the share (a victim is needed)",
        2,
        {T("hog", 1.6, 2.0), T("meek", 0.4, 0.6)},
-       {"hog"}},
+       {}},
       {"harmed neighbour on an uncontended host still makes an over-user flagged",
        4,
        {T("hog", 2.5, 1.0), T("victim", 0.5, 1.5, 1, true), T("other", 0.1)},
@@ -102,10 +119,28 @@ TEST(JudgeInterval, TheOffenderRule) {
        3,
        {T("a", 1.35, 1.0), T("b", 1.2, 1.0), T("v", 0.45, 0.6, 1, true)},
        {"a", "b"}},
+      {"one modest neighbour harmed by a hog within its max-min fair share: interference",
+       2,
+       {T("hog", 1.5, 0.5), Measured(T("web", 0.4, 0.05), {{0, 0.9}})},
+       {"hog"}},
+      {"a victim's waiting mostly its own doing (own threads): nobody flagged",
+       2,
+       {T("big", 1.4, 0.2), Measured(T("web", 0.4, 0.3), {{0, 0.3}})},
+       {}},
+      {"the consumer queued behind its own threads gets its entitlement: no victim, the "
+       "single-threaded neighbour at its share is innocent",
+       2,
+       {Measured(T("many", 0.97, 3.0), {{1, 0.5}}), T("single", 1.03, 0.2)},
+       {}},
+      {"a tenant barely over its entitlement that caused a little: not flagged",
+       3,
+       {T("hog", 1.6, 0.5), T("mild", 1.05, 0.1),
+        Measured(T("web", 0.3, 0.1), {{0, 0.8}, {1, 0.05}})},
+       {"hog"}},
   };
   FairnessParams params;
   for (const Case& c : cases) {
-    IntervalJudgement j = JudgeInterval(params, c.capacity, c.tenants);
+    IntervalJudgement j = Judge(params, c.capacity, c.tenants);
     std::vector<std::string> flagged;
     for (const auto& t : j.tenants) {
       if (t.flagged) flagged.push_back(t.id);
@@ -134,7 +169,7 @@ TEST(JudgeInterval, ALimitOfOursCountsAsDemandAtLeastTheLimit) {
 TEST(JudgeInterval, HarmedTenantWithoutMeasuredDemandIsElastic) {
   TenantSample victim = T("victim", 20e6, 0, 1, true);
   victim.elastic_when_harmed = true;  // disk: no measure of unmet demand
-  IntervalJudgement j = JudgeInterval(FairnessParams{}, 100e6, {T("hog", 80e6), victim});
+  IntervalJudgement j = Judge(FairnessParams{}, 100e6, {T("hog", 80e6), victim});
   EXPECT_TRUE(std::isinf(Find(j, "victim").demand));
   EXPECT_NEAR(Find(j, "hog").fair, 50e6, 1) << "the victim would take its half";
   EXPECT_TRUE(Find(j, "hog").flagged);
@@ -196,19 +231,19 @@ TEST(OffenderTracker, NofMIntervals) {
   }
 }
 
-TEST(OffenderTracker, SeveralOffendersShareTheBlameInProportion) {
+TEST(OffenderTracker, SeveralOffendersShareTheBlameByTheWaitingEachCaused) {
   FairnessParams params;
   params.required = 1;
   OffenderTracker tracker(params);
-  IntervalJudgement j =
-      JudgeInterval(params, 3, {T("a", 1.35, 1.0), T("b", 1.2, 1.0), T("v", 0.45, 0.6, 1, true)});
+  IntervalJudgement j = JudgeInterval(
+      params, 3,
+      {T("a", 1.35, 1.0), T("b", 1.2, 1.0), Measured(T("v", 0.45, 0.6), {{0, 0.6}, {1, 0.3}})});
   std::vector<Offender> offenders = tracker.Record(j);
   ASSERT_EQ(offenders.size(), 2u);
   std::map<std::string, double> blame;
   for (const auto& o : offenders) blame[o.id] = o.blame;
-  // Fair shares: v wants 1.05 > 1, so everyone gets 1; excess a 0.35, b 0.2.
-  EXPECT_NEAR(blame["a"], 0.35 / 0.55, 1e-9);
-  EXPECT_NEAR(blame["b"], 0.20 / 0.55, 1e-9);
+  EXPECT_NEAR(blame["a"], 0.6 / 0.9, 1e-9) << "a caused 60 % of v's waiting, b 30 %";
+  EXPECT_NEAR(blame["b"], 0.3 / 0.9, 1e-9);
   EXPECT_EQ(offenders.front().id, "a") << "largest blame first";
 }
 

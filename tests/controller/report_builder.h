@@ -22,6 +22,9 @@ struct Second {
   double runq_wait_cores = 0;  // summed wait of its threads, s per s
   int wait_bucket = 0;         // log2 bucket of its waits (18: 0.26-0.52 ms, 23: 8.4-17 ms)
   double throttled_fraction = 0;
+  // Who held the CPU while it waited, as shares of runq_wait_cores: another
+  // tenant's id, "self" or "host". Empty: not attributed (an older agent).
+  std::map<std::string, double> wait_by = {};
 };
 
 // Accumulates cumulative counters per tenant and turns them into reports.
@@ -53,6 +56,22 @@ class Host {
       c->mutable_cpu()->set_runq_waits(seq_ * 1000);
       c->mutable_cpu()->set_throttled_ns(t.throttled_ns);
       for (uint64_t b : t.hist) c->mutable_cpu()->mutable_runq_wait_hist()->add_buckets(b);
+      for (const auto& [holder, share] : s.wait_by) {
+        t.wait_by[holder] += static_cast<uint64_t>(share * s.runq_wait_cores * 1e9);
+      }
+      c->mutable_cpu()->set_runq_wait_attributed(!t.wait_by.empty());
+      for (const auto& [holder, ns] : t.wait_by) {
+        v1::RunqWaitCause* cause = c->mutable_cpu()->add_runq_wait_by();
+        cause->set_wait_ns(ns);
+        if (holder == "self") {
+          cause->set_holder(v1::RunqWaitCause::HOLDER_SELF);
+        } else if (holder == "host") {
+          cause->set_holder(v1::RunqWaitCause::HOLDER_HOST);
+        } else {
+          cause->set_holder(v1::RunqWaitCause::HOLDER_TENANT);
+          cause->set_tenant_id(holder);
+        }
+      }
     }
     absl::StatusOr<ReportOutcome> outcome = fleet_->IngestReport(id_, report);
     ASSERT_TRUE(outcome.ok()) << outcome.status();
@@ -62,6 +81,7 @@ class Host {
   struct Totals {
     uint64_t cpu_ns = 0, wait_ns = 0, throttled_ns = 0;
     std::vector<uint64_t> hist;
+    std::map<std::string, uint64_t> wait_by;
   };
   FleetState* fleet_;
   std::string id_;

@@ -591,20 +591,42 @@ std::optional<Latency> ReaderLatency(World& w, const std::string& name, int wind
 
 // Direct writes flood the disk next to a reader that needs low latency: the
 // writer gets an I/O limit and the reader's latency comes back down.
+// A directory of the scenario's own on a disk: /var/tmp, since /tmp may be a
+// tmpfs (Debian 13 and systemd hosts mount one there). Removed at the end.
+class DiskDir {
+ public:
+  DiskDir() {
+    char tmpl[] = "/var/tmp/fairwatch-scenario-disk-XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
+  }
+  ~DiskDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  DiskDir(const DiskDir&) = delete;
+  DiskDir& operator=(const DiskDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
-  absl::StatusOr<std::pair<std::string, std::string>> disk = DiskOf(ctx.dir);
+  const DiskDir dir;
+  SCENARIO_REQUIRE(out, !dir.path().empty(), "cannot make a directory in /var/tmp");
+  absl::StatusOr<std::pair<std::string, std::string>> disk = DiskOf(dir.path());
   SCENARIO_REQUIRE_OK(out, disk.status());
   const std::string dev = disk->first;  // a lambda below captures it
   const std::string disk_name = disk->second;
   // The disk's write bandwidth, measured alone: the capacity the controller judges by.
   const uint64_t before = DiskBytesWritten(disk_name);
   const absl::Time m0 = absl::Now();
-  std::vector<std::string> fio = FioWriter(ctx.dir + "/probe", 4);
+  std::vector<std::string> fio = FioWriter(dir.path() + "/probe", 4);
   fio[0] = Which("fio");  // RunCommand does not search PATH
   CommandResult probe = RunCommand(fio, 30);
   const double bandwidth = static_cast<double>(DiskBytesWritten(disk_name) - before) /
                            absl::ToDoubleSeconds(absl::Now() - m0);
-  std::filesystem::remove(ctx.dir + "/probe");
+  std::filesystem::remove(dir.path() + "/probe");
   SCENARIO_REQUIRE(out, probe.exit_code == 0 && bandwidth > 1e6,
                    absl::StrCat("measuring ", disk_name, ": fio exit ", probe.exit_code, ", ",
                                 bandwidth / 1e6, " MB/s ", probe.err));
@@ -618,7 +640,7 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
                             disk_name, dev, bandwidth / 1e6));
   SCENARIO_REQUIRE_OK(out, w.Start(2));
   SCENARIO_REQUIRE_OK(
-      out, w.tenants.Run("reader", {"fio", "--name=reader", "--filename=" + ctx.dir + "/reader",
+      out, w.tenants.Run("reader", {"fio", "--name=reader", "--filename=" + dir.path() + "/reader",
                                     "--size=64M", "--rw=randread", "--bs=4k", "--direct=1",
                                     "--ioengine=psync", "--rate_iops=50", "--time_based",
                                     "--runtime=600", "--output=/dev/null"}));
@@ -630,7 +652,7 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
                             quiet->p99));
 
   const absl::Time t0 = absl::Now();
-  SCENARIO_REQUIRE_OK(out, w.tenants.Run("writer", FioWriter(ctx.dir + "/writer", 600)));
+  SCENARIO_REQUIRE_OK(out, w.tenants.Run("writer", FioWriter(dir.path() + "/writer", 600)));
   w.say.Say("writer starts: 1 MiB direct writes, 16 in flight");
   std::optional<Detection> d =
       WaitForLimit(w, "writer", t0, absl::Seconds(20), v1::RESOURCE_DISK_BANDWIDTH);
