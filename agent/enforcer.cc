@@ -12,11 +12,13 @@
 #include <limits>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "agent/cgroup_dir.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -214,6 +216,27 @@ uint64_t ThrottleFor(double value, uint64_t original) {
   return original > 0 ? std::min(v, original) : v;
 }
 
+v1::Lever LeverOf(const v1::AppliedLimit& l) {
+  return l.lever() == v1::LEVER_UNSPECIFIED ? v1::LEVER_CAP : l.lever();
+}
+
+// The weight knobs' floor and a plain task's weight: cpu.shares 2 and 1024
+// (v1, libvirt), cpu.weight 1 and 100 (v2).
+struct WeightScale {
+  uint64_t min;
+  uint64_t plain;
+};
+WeightScale ScaleOf(v1::AppliedLimit::Knob knob) {
+  return knob == v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT ? WeightScale{1, 100}
+                                                           : WeightScale{2, 1024};
+}
+
+// `fraction` of the weight that was there, at least the knob's floor.
+uint64_t WeightFor(double fraction, uint64_t original, WeightScale scale) {
+  const double w = std::round(static_cast<double>(original) * std::min(1.0, fraction));
+  return std::max<uint64_t>(scale.min, static_cast<uint64_t>(std::max(0.0, w)));
+}
+
 VmDiskUnit UnitOf(v1::Resource resource) {
   return resource == v1::RESOURCE_DISK_IOPS ? VmDiskUnit::kIops : VmDiskUnit::kBytes;
 }
@@ -330,8 +353,8 @@ std::string Enforcer::Prefix(const std::string& tenant_id, v1::Resource resource
 }
 
 std::string Enforcer::Key(const v1::AppliedLimit& l) {
-  return absl::StrCat(Prefix(l.tenant_id(), l.resource()), l.device().major(), ":",
-                      l.device().minor(), "/", l.interface());
+  return absl::StrCat(Prefix(l.tenant_id(), l.resource()), static_cast<int>(LeverOf(l)), "\x1f",
+                      l.device().major(), ":", l.device().minor(), "/", l.interface());
 }
 
 absl::Status Enforcer::LoadJournal() {
@@ -443,6 +466,24 @@ absl::StatusOr<std::vector<v1::AppliedLimit>> Enforcer::Targets(const v1::Tenant
   v1::AppliedLimit base;
   base.set_tenant_id(tenant.id());
   base.set_resource(resource);
+  base.set_lever(limit.lever() == v1::LEVER_WEIGHT ? v1::LEVER_WEIGHT : v1::LEVER_CAP);
+  if (limit.lever() == v1::LEVER_WEIGHT) {
+    if (resource != v1::RESOURCE_CPU) {
+      return absl::UnimplementedError(
+          absl::StrCat("the weight lever is for CPU only, not ", v1::Resource_Name(resource)));
+    }
+    if (vm) {
+      base.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_CPU_SHARES);
+      base.set_domain_uuid(tenant.id());
+      return std::vector<v1::AppliedLimit>{base};
+    }
+    ASSIGN_OR_RETURN(v1::CgroupRef ref, CgroupOf(tenant, options_.cpu_hierarchy));
+    base.set_hierarchy(ref.hierarchy());
+    base.set_cgroup_path(ref.path());
+    base.set_knob(options_.cpu_hierarchy == "unified" ? v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT
+                                                      : v1::AppliedLimit::KNOB_CGROUP1_CPU_SHARES);
+    return std::vector<v1::AppliedLimit>{base};
+  }
   if (resource == v1::RESOURCE_CPU) {
     if (vm) {
       base.set_knob(v1::AppliedLimit::KNOB_LIBVIRT_GLOBAL_QUOTA);
@@ -600,6 +641,22 @@ absl::StatusOr<std::string> Enforcer::ReadRaw(const v1::AppliedLimit& t) const {
                        options_.vm->GetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path));
       return FormatPair({read, write});
     }
+    case v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT:
+    case v1::AppliedLimit::KNOB_CGROUP1_CPU_SHARES: {
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      const char* file =
+          t.knob() == v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT ? "cpu.weight" : "cpu.shares";
+      absl::StatusOr<std::string> raw = dir.Read(file);
+      if (absl::IsNotFound(raw.status())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            dir.path(), " has no ", file, ": the cpu controller is not enabled for it"));
+      }
+      return raw;
+    }
+    case v1::AppliedLimit::KNOB_LIBVIRT_CPU_SHARES: {
+      ASSIGN_OR_RETURN(uint64_t shares, options_.vm->GetCpuShares(t.domain_uuid()));
+      return absl::StrCat(shares);
+    }
     case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
       GuestThrottles disks;
       for (const std::string& target : t.guest_disks()) {
@@ -663,6 +720,16 @@ absl::Status Enforcer::WriteRaw(const v1::AppliedLimit& t, const std::string& ra
           options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_read, path, rw.read));
       return options_.vm->SetBlkioThrottle(t.domain_uuid(), keys.libvirt_write, path, rw.write);
     }
+    case v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT:
+    case v1::AppliedLimit::KNOB_CGROUP1_CPU_SHARES: {
+      ASSIGN_OR_RETURN(CgroupDir dir, OpenTarget(options_.mounts, t));
+      return dir.Write(
+          t.knob() == v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT ? "cpu.weight" : "cpu.shares", raw);
+    }
+    case v1::AppliedLimit::KNOB_LIBVIRT_CPU_SHARES: {
+      ASSIGN_OR_RETURN(int64_t shares, ParseInt(raw, "the saved cpu_shares"));
+      return options_.vm->SetCpuShares(t.domain_uuid(), static_cast<uint64_t>(shares));
+    }
     case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
       ASSIGN_OR_RETURN(GuestThrottles disks, ParseGuestThrottles(raw));
       for (const auto& [target, throttle] : disks) {
@@ -713,6 +780,14 @@ absl::Status Enforcer::WriteValue(const v1::AppliedLimit& r) const {
       return WriteRaw(r, FormatPair({ThrottleFor(r.value(), original.read),
                                      ThrottleFor(r.value(), original.write)}));
     }
+    case v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT:
+    case v1::AppliedLimit::KNOB_CGROUP1_CPU_SHARES:
+    case v1::AppliedLimit::KNOB_LIBVIRT_CPU_SHARES: {
+      ASSIGN_OR_RETURN(int64_t original, ParseInt(r.original(), "the saved weight"));
+      return WriteRaw(r, absl::StrCat(WeightFor(
+                             r.value(), static_cast<uint64_t>(std::max<int64_t>(original, 0)),
+                             ScaleOf(r.knob()))));
+    }
     case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
       // The guest disks on one host device share the value: together they
       // never take more than it.
@@ -758,6 +833,19 @@ absl::StatusOr<double> Enforcer::ReadValue(const v1::AppliedLimit& t) const {
       ASSIGN_OR_RETURN(ReadWrite rw, ParsePair(raw));
       // Unlimited on either side is unlimited.
       return rw.read == 0 || rw.write == 0 ? 0.0 : static_cast<double>(std::max(rw.read, rw.write));
+    }
+    case v1::AppliedLimit::KNOB_CGROUP2_CPU_WEIGHT:
+    case v1::AppliedLimit::KNOB_CGROUP1_CPU_SHARES:
+    case v1::AppliedLimit::KNOB_LIBVIRT_CPU_SHARES: {
+      // The fraction of the weight that was there (a plain task's if unknown).
+      ASSIGN_OR_RETURN(std::string raw, ReadRaw(t));
+      ASSIGN_OR_RETURN(int64_t now,
+                       ParseInt(std::string(absl::StripAsciiWhitespace(raw)), "the weight"));
+      int64_t original = static_cast<int64_t>(ScaleOf(t.knob()).plain);
+      if (!t.original().empty()) {
+        ASSIGN_OR_RETURN(original, ParseInt(t.original(), "the saved weight"));
+      }
+      return original > 0 ? static_cast<double>(now) / static_cast<double>(original) : 0.0;
     }
     case v1::AppliedLimit::KNOB_LIBVIRT_DISK_IOTUNE: {
       ASSIGN_OR_RETURN(std::string raw, ReadRaw(t));
@@ -826,6 +914,10 @@ absl::StatusOr<v1::Limit> Enforcer::Apply(const v1::LimitCommand& command) {
   if (!std::isfinite(limit.value()) || limit.value() <= 0) {
     return refuse(absl::InvalidArgumentError(
         absl::StrCat("limit value ", limit.value(), " is not a positive amount")));
+  }
+  if (limit.lever() == v1::LEVER_WEIGHT && limit.value() > 1) {
+    return refuse(absl::InvalidArgumentError(absl::StrCat(
+        "a weight is lowered to a fraction of the tenant's own, in (0, 1]; not ", limit.value())));
   }
   const absl::Duration lease = absl::Milliseconds(command.lease_ms());
   if (lease <= absl::ZeroDuration() || lease > options_.max_lease) {
@@ -907,6 +999,8 @@ absl::StatusOr<v1::Limit> Enforcer::Clear(const v1::LimitCommand& command) {
   std::vector<v1::AppliedLimit> records;
   for (auto it = limits_.lower_bound(prefix);
        it != limits_.end() && absl::StartsWith(it->first, prefix); ++it) {
+    // No lever named: every lever of the resource.
+    if (limit.lever() != v1::LEVER_UNSPECIFIED && LeverOf(it->second) != limit.lever()) continue;
     records.push_back(it->second);
   }
   v1::Limit out;

@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/libvirt_domain.h"
 #include "agent/vm_tuning.h"
+#include "common/status.h"
 
 namespace fairwatch::agent {
 namespace {
@@ -30,27 +31,10 @@ class LibvirtTuning final : public VmTuning {
 
   absl::StatusOr<VmCpuQuota> GetCpuQuota(const std::string& uuid) override {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
-    if (!dom.ok()) return dom.status();
-    int n = 0;
-    char* type = virDomainGetSchedulerType(*dom, &n);
-    if (type == nullptr) {
-      absl::Status status = Failed("reading the scheduler type of", uuid);
-      virDomainFree(*dom);
-      return status;
-    }
-    free(type);  // NOLINT(cppcoreguidelines-no-malloc): libvirt allocates with malloc
-    std::vector<virTypedParameter> params(static_cast<size_t>(n));
-    if (virDomainGetSchedulerParametersFlags(*dom, params.data(), &n, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-      absl::Status status = Failed("reading the scheduler parameters of", uuid);
-      virDomainFree(*dom);
-      return status;
-    }
-    virDomainFree(*dom);
+    ASSIGN_OR_RETURN(std::vector<virTypedParameter> params, SchedulerParameters(uuid));
     VmCpuQuota quota;
     bool have_period = false, have_quota = false;
-    for (int i = 0; i < n; ++i) {
-      const virTypedParameter& p = params[static_cast<size_t>(i)];
+    for (const virTypedParameter& p : params) {
       if (std::string(p.field) == VIR_DOMAIN_SCHEDULER_GLOBAL_PERIOD) {
         quota.period_us = p.value.ul;
         have_period = true;
@@ -67,6 +51,34 @@ class LibvirtTuning final : public VmTuning {
     // libvirt reports an unlimited quota as a huge value on some versions.
     if (quota.quota_us >= 17592186044415LL) quota.quota_us = -1;
     return quota;
+  }
+
+  absl::StatusOr<uint64_t> GetCpuShares(const std::string& uuid) override {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(std::vector<virTypedParameter> params, SchedulerParameters(uuid));
+    for (const virTypedParameter& p : params) {
+      if (std::string(p.field) == VIR_DOMAIN_SCHEDULER_CPU_SHARES &&
+          p.type == VIR_TYPED_PARAM_ULLONG) {
+        return p.value.ul;
+      }
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("libvirt does not offer cpu_shares for domain ", uuid,
+                     " (the cpu cgroup controller is not available to it)"));
+  }
+
+  absl::Status SetCpuShares(const std::string& uuid, uint64_t shares) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    virTypedParameter param{};
+    snprintf(param.field, sizeof(param.field), "%s", VIR_DOMAIN_SCHEDULER_CPU_SHARES);
+    param.type = VIR_TYPED_PARAM_ULLONG;
+    param.value.ul = shares;
+    const int rc = virDomainSetSchedulerParametersFlags(*dom, &param, 1, VIR_DOMAIN_AFFECT_LIVE);
+    absl::Status status = rc < 0 ? Failed("setting cpu_shares of", uuid) : absl::OkStatus();
+    virDomainFree(*dom);
+    return status;
   }
 
   absl::Status SetCpuQuota(const std::string& uuid, int64_t quota_us) override {
@@ -258,6 +270,31 @@ class LibvirtTuning final : public VmTuning {
       conn_ = nullptr;
     }
     return absl::UnavailableError(message);
+  }
+
+  // The live scheduler parameters of a running domain (global_quota,
+  // cpu_shares, ...); only plain values, so nothing needs freeing.
+  absl::StatusOr<std::vector<virTypedParameter>> SchedulerParameters(const std::string& uuid)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<virDomainPtr> dom = Lookup(uuid);
+    if (!dom.ok()) return dom.status();
+    int n = 0;
+    char* type = virDomainGetSchedulerType(*dom, &n);
+    if (type == nullptr) {
+      absl::Status status = Failed("reading the scheduler type of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    free(type);  // NOLINT(cppcoreguidelines-no-malloc): libvirt allocates with malloc
+    std::vector<virTypedParameter> params(static_cast<size_t>(n));
+    if (virDomainGetSchedulerParametersFlags(*dom, params.data(), &n, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+      absl::Status status = Failed("reading the scheduler parameters of", uuid);
+      virDomainFree(*dom);
+      return status;
+    }
+    virDomainFree(*dom);
+    params.resize(static_cast<size_t>(n));
+    return params;
   }
 
   absl::StatusOr<virDomainPtr> Lookup(const std::string& uuid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -40,6 +40,9 @@ class VmTuning {
   virtual absl::StatusOr<VmCpuQuota> GetCpuQuota(const std::string& uuid) = 0;
   // Sets the live global_quota (microseconds per global_period; -1 lifts it).
   virtual absl::Status SetCpuQuota(const std::string& uuid, int64_t quota_us) = 0;
+  // The live cpu_shares: the domain's scheduling weight (1024 is a plain task's).
+  virtual absl::StatusOr<uint64_t> GetCpuShares(const std::string& uuid) = 0;
+  virtual absl::Status SetCpuShares(const std::string& uuid, uint64_t shares) = 0;
   // The guest disks ("vda") of a running domain whose source lives on the
   // whole host disk `device`. UNIMPLEMENTED: this domain's driver has none.
   virtual absl::StatusOr<std::vector<std::string>> GuestDisksOn(const std::string& uuid,

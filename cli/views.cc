@@ -233,6 +233,7 @@ std::string AckLabel(const v1::CaseAction& a) {
 std::string ActionSummary(const v1::CaseAction& a, v1::Resource resource) {
   std::string text = std::string(ActionKindName(a.kind()));
   if (a.limit() > 0) absl::StrAppend(&text, " ", FormatAmount(a.limit(), resource));
+  if (a.weight() > 0) absl::StrAppend(&text, " weight ", FormatPercent(a.weight()));
   absl::StrAppend(&text, " (", AckLabel(a), ")");
   return text;
 }
@@ -312,17 +313,25 @@ std::string CaseReport(const v1::Case& c) {
   std::vector<std::vector<std::string>> rows;
   for (const v1::CaseAction& a : c.actions()) {
     std::string ack = AckLabel(a);
+    // A weight-only action's ack reads back the weight, as a fraction.
+    const bool weight_only = a.weight() > 0 && a.limit() == 0;
     if (a.has_in_effect()) {
       absl::StrAppend(&ack, ", in effect ",
-                      a.in_effect() > 0 ? FormatAmount(a.in_effect(), r) : "no limit");
+                      weight_only         ? absl::StrCat("weight ", FormatPercent(a.in_effect()))
+                      : a.in_effect() > 0 ? FormatAmount(a.in_effect(), r)
+                                          : "no limit");
     }
     if (!a.ack_message().empty()) absl::StrAppend(&ack, ": ", a.ack_message());
-    rows.push_back(
-        {FormatTimestampUtc(FromNanos(a.at_unix_ns())), std::string(ActionKindName(a.kind())),
-         a.limit() > 0 ? FormatAmount(a.limit(), r) : "-",
-         a.lease_expires_unix_ns() > 0 ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
-                                       : "-",
-         a.decided_by(), ack, a.reason()});
+    std::string levers = a.limit() > 0 ? FormatAmount(a.limit(), r) : "";
+    if (a.weight() > 0) {
+      absl::StrAppend(&levers, levers.empty() ? "" : " + ", "weight ", FormatPercent(a.weight()));
+    }
+    rows.push_back({FormatTimestampUtc(FromNanos(a.at_unix_ns())),
+                    std::string(ActionKindName(a.kind())), levers.empty() ? "-" : levers,
+                    a.lease_expires_unix_ns() > 0
+                        ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
+                        : "-",
+                    a.decided_by(), ack, a.reason()});
   }
   absl::StrAppend(&text, RenderTable({{"AT"},
                                       {"ACTION"},

@@ -4,14 +4,19 @@
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "common/log.h"
 #include "common/status.h"
 
 namespace fairwatch::controller {
 namespace {
+
+// Command id of the weight lever sent beside a cap for the same action.
+constexpr absl::string_view kWeightSuffix = "/weight";
 
 v1::CaseEvidence Evidence(const Finding& f) {
   v1::CaseEvidence e;
@@ -190,22 +195,38 @@ v1::AckState Judge::Send(const PlannedAction& action, uint64_t action_id, std::s
     *message = "dry run: not sent";
     return v1::ACK_STATE_NOT_SENT;
   }
-  v1::ControllerMessage out;
-  v1::LimitCommand* command = out.mutable_limit();
-  command->set_command_id(absl::StrCat(action_id));
-  const bool clear = action.kind == v1::ACTION_KIND_RELEASE;
-  command->set_kind(clear ? v1::LimitCommand::KIND_CLEAR : v1::LimitCommand::KIND_APPLY);
-  command->mutable_limit()->set_tenant_id(action.tenant_id);
-  command->mutable_limit()->set_resource(action.resource);
-  command->mutable_limit()->set_value(action.limit);
-  command->set_lease_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(options_.planner.lease)));
-  absl::Status sent = send_(action.host_id, out);
-  if (!sent.ok()) {
-    ++stats_.commands_failed_to_send;
-    *message = absl::StrCat("not sent: ", sent.message());
-    return v1::ACK_STATE_NOT_SENT;
+  // One command per lever: a release clears them all (no lever named); any
+  // other action sets the weight and the cap that stand, each with a lease.
+  std::vector<v1::ControllerMessage> out;
+  auto command = [&](v1::LimitCommand::Kind kind, v1::Lever lever, double value,
+                     absl::string_view suffix) {
+    v1::LimitCommand* c = out.emplace_back().mutable_limit();
+    c->set_command_id(absl::StrCat(action_id, suffix));
+    c->set_kind(kind);
+    c->mutable_limit()->set_tenant_id(action.tenant_id);
+    c->mutable_limit()->set_resource(action.resource);
+    c->mutable_limit()->set_value(value);
+    c->mutable_limit()->set_lever(lever);
+    c->set_lease_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(options_.planner.lease)));
+  };
+  if (action.kind == v1::ACTION_KIND_RELEASE) {
+    command(v1::LimitCommand::KIND_CLEAR, v1::LEVER_UNSPECIFIED, 0, "");
+  } else {
+    if (action.weight > 0) {
+      command(v1::LimitCommand::KIND_APPLY, v1::LEVER_WEIGHT, action.weight,
+              action.limit > 0 ? kWeightSuffix : "");
+    }
+    if (action.limit > 0) command(v1::LimitCommand::KIND_APPLY, v1::LEVER_CAP, action.limit, "");
   }
-  ++stats_.commands_sent;
+  for (const v1::ControllerMessage& message_out : out) {
+    absl::Status sent = send_(action.host_id, message_out);
+    if (!sent.ok()) {
+      ++stats_.commands_failed_to_send;
+      *message = absl::StrCat("not sent: ", sent.message());
+      return v1::ACK_STATE_NOT_SENT;
+    }
+    ++stats_.commands_sent;
+  }
   return v1::ACK_STATE_PENDING;
 }
 
@@ -246,6 +267,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
   v1::CaseAction record;
   record.set_kind(action.kind);
   record.set_limit(action.limit);
+  record.set_weight(action.weight);
   record.set_at_unix_ns(absl::ToUnixNanos(now));
   record.set_lease_expires_unix_ns(
       action.kind == v1::ACTION_KIND_RELEASE ? 0 : absl::ToUnixNanos(action.lease_expires));
@@ -340,10 +362,15 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
 
 void Judge::OnAck(const std::string& host_id, const v1::LimitAck& ack, absl::Time now) {
   uint64_t action_id = 0;
-  if (!absl::SimpleAtoi(ack.command_id(), &action_id)) {
+  absl::string_view id = ack.command_id();
+  // The weight's command beside a cap: its failure is the action's, its
+  // success says nothing the cap's ack will not (that one carries the value).
+  const bool weight_beside_cap = absl::ConsumeSuffix(&id, kWeightSuffix);
+  if (!absl::SimpleAtoi(id, &action_id)) {
     FW_LOG(Warning, "host ", host_id, " acknowledged unknown command '", ack.command_id(), "'");
     return;
   }
+  if (weight_beside_cap && ack.status_code() == 0) return;
   const bool applied = ack.status_code() == 0;
   absl::Status status = store_->RecordAck(
       action_id, applied ? v1::ACK_STATE_APPLIED : v1::ACK_STATE_FAILED, ack.status_message(),

@@ -51,7 +51,10 @@ double Planner::LimitOf(const std::string& host_id, const std::string& tenant_id
 LimitsInForce Planner::LimitsOn(const std::string& host_id) const {
   LimitsInForce limits;
   for (const auto& [key, c] : cases_) {
-    if (std::get<0>(key) == host_id) limits[std::get<1>(key)][std::get<2>(key)] = c.limit;
+    // A lowered weight bounds nobody's demand: only caps.
+    if (std::get<0>(key) == host_id && c.limit > 0) {
+      limits[std::get<1>(key)][std::get<2>(key)] = c.limit;
+    }
   }
   return limits;
 }
@@ -61,22 +64,41 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
   std::vector<PlannedAction> actions;
   if (evaluation.seq == 0) return actions;  // an interval already planned for
   const std::string& host = evaluation.host_id;
+  // Every action but a release carries the levers of the case as they stand.
   auto action = [&](const Key& key, v1::ActionKind kind, double limit, absl::Time lease,
-                    bool dry_run, std::string reason) {
-    PlannedAction a;
+                    bool dry_run, std::string reason) -> PlannedAction& {
+    PlannedAction& a = actions.emplace_back();
     a.host_id = host;
     a.tenant_id = std::get<1>(key);
     a.resource = std::get<2>(key);
     a.kind = kind;
     a.limit = limit;
+    if (auto c = cases_.find(key); c != cases_.end() && kind != v1::ACTION_KIND_RELEASE) {
+      a.weight = c->second.weight;
+    }
     a.lease_expires = lease;
     a.dry_run = dry_run;
     a.reason = std::move(reason);
-    actions.push_back(std::move(a));
+    return a;
   };
 
+  // Offenders now that each caused a large part of the victims' waiting:
+  // never refused a cap by the cap on capped tenants.
+  size_t strong = 0;
+  for (const Finding& f : evaluation.findings) {
+    if (f.offender.blame >= params_.co_offender_blame) ++strong;
+  }
+  const size_t cap_bound =
+      std::max({size_t{1},
+                static_cast<size_t>(
+                    std::floor(params_.max_limited_fraction * static_cast<double>(host_tenants))),
+                strong});
+  size_t capped = 0;
+  for (const auto& [key, c] : cases_) {
+    if (std::get<0>(key) == host && c.limit > 0) ++capped;
+  }
+
   // Cases in progress on this host.
-  size_t limited = 0;
   for (auto it = cases_.begin(); it != cases_.end();) {
     const Key& key = it->first;
     Case& c = it->second;
@@ -99,8 +121,13 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     }
     bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;
+    const bool weight_only = c.limit == 0;
     // Usage is unknown when the resource was not judged: never "stopped".
-    const bool idle = share != nullptr && share->usage < params_.release_below_fraction * c.limit;
+    // With only its weight lowered, it has stopped once it keeps within its
+    // entitlement: then nobody needs it lowered.
+    const bool idle =
+        share != nullptr && (weight_only ? share->usage <= share->entitled
+                                         : share->usage < params_.release_below_fraction * c.limit);
     if (!idle) {
       c.idle_since = absl::InfinitePast();
     } else if (c.idle_since == absl::InfinitePast()) {
@@ -109,23 +136,60 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     ++c.intervals_since_step;
     if (others_harmed > 0) ++c.harmed_since_step;
     if (!idle) ++c.binding_since_step;
-    // Harm that persists, from a tenant that keeps using its limit: a tenant
-    // that bursts leaves its neighbours behind on their work, so they wait in
-    // its idle intervals too, and it would be stepped every step interval.
+    // Harm that persists, from a tenant that keeps using its limit (or, with
+    // only its weight lowered, keeps taking more than its entitlement): a
+    // tenant that bursts leaves its neighbours behind on their work, so they
+    // wait in its idle intervals too, and it would be stepped every step
+    // interval.
     const double needed = params_.step_down_harmed_fraction * c.intervals_since_step;
     const bool harm_persists = c.harmed_since_step >= needed && c.binding_since_step >= needed;
     if (c.manual) {
       // Renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
-      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-             absl::StrCat(
-                 "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
-                 " % of its limit ", FormatAmount(c.limit, resource), " for ",
-                 absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))), " (now ",
-                 FormatAmount(share->usage, resource), "): it no longer needs one"));
+      action(
+          key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+          weight_only
+              ? absl::StrCat(
+                    "back within its entitlement ", FormatAmount(share->entitled, resource),
+                    " for ",
+                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                    " (now ", FormatAmount(share->usage, resource),
+                    "): its weight is its own again")
+              : absl::StrCat(
+                    "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
+                    " % of its limit ", FormatAmount(c.limit, resource), " for ",
+                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                    " (now ", FormatAmount(share->usage, resource), "): it no longer needs one"));
       cooldown_until_[key] = now + params_.cooldown;
       it = cases_.erase(it);
       continue;
+    } else if (weight_only) {
+      // Its weight is lowered: the kernel serves the neighbours first. A cap
+      // only when that did not end the harm.
+      if (others_harmed > 0) {
+        c.quiet_since = absl::InfinitePast();
+        if (step_due && harm_persists && share != nullptr) {
+          const double cap = std::max(c.floor, share->fair * (1 + params_.headroom));
+          if (cap < share->usage && capped < cap_bound) {
+            c.limit = cap;
+            c.opening_usage = std::max(c.opening_usage, share->usage);
+            c.last_step = now;
+            c.intervals_since_step = 0;
+            c.harmed_since_step = 0;
+            c.binding_since_step = 0;
+            c.lease_expires = now + params_.lease;
+            ++capped;
+            action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
+                   absl::StrCat("its lowered weight did not end the harm (", others_harmed,
+                                " neighbour(s) still harmed): capped at ",
+                                FormatAmount(c.limit, resource), ", its fair share + ",
+                                std::lround(100 * params_.headroom), " %"));
+            acted = true;
+          }
+        }
+      } else if (c.quiet_since == absl::InfinitePast()) {
+        c.quiet_since = now;
+      }
     } else if (others_harmed > 0) {
       c.quiet_since = absl::InfinitePast();
       const double lower = std::max(c.floor, c.limit * params_.step_down);
@@ -178,7 +242,6 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.lease_expires = now + params_.lease;
       action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, "case still open");
     }
-    ++limited;
     ++it;
   }
   for (auto it = cooldown_until_.begin(); it != cooldown_until_.end();) {
@@ -186,9 +249,6 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
   }
 
   // New offenders.
-  const size_t cap =
-      std::max<size_t>(1, static_cast<size_t>(std::floor(params_.max_limited_fraction *
-                                                         static_cast<double>(host_tenants))));
   for (const Finding& f : evaluation.findings) {
     const Key key(host, f.offender.id, f.resource);
     if (cases_.contains(key)) continue;
@@ -204,21 +264,9 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                           " after its last release"));
       continue;
     }
-    if (limited >= cap) {
-      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
-             absl::StrCat("cap reached: ", limited, " of ", host_tenants,
-                          " tenants on the host already limited"));
-      continue;
-    }
     const TenantShare& s = f.offender.share;
     Case c;
     c.floor = params_.floor_fraction * s.entitled;
-    c.limit = std::max(c.floor, s.fair * (1 + params_.headroom));
-    if (c.limit >= s.usage) {
-      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
-             "a limit at its fair share plus headroom would not bind");
-      continue;
-    }
     c.opening_usage = s.usage;
     c.last_step = now;
     c.lease_expires = now + params_.lease;
@@ -229,15 +277,39 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
           h.id, " (", absl::StrJoin(h.evidence, ", "), "; ", std::lround(100 * h.caused),
           h.measured ? " % of its run-queue wait was behind it)" : " % of the use was its)"));
     }
-    action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
-           absl::StrCat("using ", FormatAmount(s.usage, f.resource), " of ",
-                        FormatAmount(f.capacity, f.resource), ", above its fair share ",
-                        FormatAmount(s.fair, f.resource), " and its entitlement ",
-                        FormatAmount(s.entitled, f.resource), " in ", f.offender.flagged_intervals,
-                        " recent intervals", f.contended ? "; host contended" : "",
-                        harmed.empty() ? "" : "; harmed: ", absl::StrJoin(harmed, "; ")));
+    const std::string why = absl::StrCat(
+        "using ", FormatAmount(s.usage, f.resource), " of ", FormatAmount(f.capacity, f.resource),
+        ", above its entitlement ", FormatAmount(s.entitled, f.resource), " (fair share ",
+        FormatAmount(s.fair, f.resource), "), in ", f.offender.flagged_intervals,
+        " recent intervals", f.contended ? "; host contended" : "",
+        harmed.empty() ? "" : "; harmed: ", absl::StrJoin(harmed, "; "));
+    if (f.resource == v1::RESOURCE_CPU) {
+      // The lightest lever first: it costs the offender nothing the
+      // neighbours do not need, so it needs no cap on how many get it.
+      c.weight = params_.weight_fraction;
+      PlannedAction& a =
+          action(key, v1::ACTION_KIND_LIMIT, 0, c.lease_expires, dry_run,
+                 absl::StrCat(why, "; weight lowered to ", absl::StrFormat("%g %%", 100 * c.weight),
+                              " of its own"));
+      a.weight = c.weight;
+      cases_.emplace(key, c);
+      continue;
+    }
+    if (capped >= cap_bound) {
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
+             absl::StrCat("cap reached: ", capped, " of ", host_tenants,
+                          " tenants on the host already capped"));
+      continue;
+    }
+    c.limit = std::max(c.floor, s.fair * (1 + params_.headroom));
+    if (c.limit >= s.usage) {
+      action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
+             "a limit at its fair share plus headroom would not bind");
+      continue;
+    }
+    action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run, why);
     cases_.emplace(key, c);
-    ++limited;
+    ++capped;
   }
   return actions;
 }
@@ -249,6 +321,9 @@ PlannedAction Planner::Impose(absl::Time now, const std::string& host_id,
   auto [it, inserted] = cases_.try_emplace(key);
   Case& c = it->second;
   c.limit = limit;
+  // The operator's cap is the whole of it: a weight the policy had lowered
+  // is no longer renewed and comes back when its lease ends.
+  c.weight = 0;
   c.floor = 0;
   c.last_step = now;
   c.lease_expires = now + params_.lease;

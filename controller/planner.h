@@ -33,8 +33,16 @@ struct PlannerParams {
   absl::Duration quiet_period = absl::Seconds(10);  // no harm this long before stepping up
   absl::Duration lease = absl::Seconds(30);         // the agent reverts an unrenewed limit
   absl::Duration cooldown = absl::Seconds(60);      // after a release, before a new limit
-  // At most this share of a host's tenants limited at once (at least one).
+  // At most this share of a host's tenants capped at once (at least one), but
+  // never fewer than the offenders that each caused co_offender_blame of the
+  // victims' waiting: a measured co-offender is never left free. The weight
+  // lever does not count: it costs nothing the neighbours do not need.
   double max_limited_fraction = 0.25;
+  double co_offender_blame = 0.2;
+  // CPU cases open by lowering the offender's scheduling weight to this
+  // fraction of its own (the kernel's floor at most: cpu.shares 2, cpu.weight
+  // 1); a cap follows only if the harm persists.
+  double weight_fraction = 0.01;
   // Released when its usage stayed below this share of its limit for the
   // quiet period: it stopped, so the limit binds nothing and whatever harm
   // remains is not its doing (nor is such harm a reason to step down).
@@ -56,7 +64,8 @@ struct PlannedAction {
   std::string tenant_id;
   v1::Resource resource = v1::RESOURCE_UNSPECIFIED;
   v1::ActionKind kind = v1::ACTION_KIND_SKIP;
-  double limit = 0;  // resource units; 0 for release and skip
+  double limit = 0;   // the cap, resource units; 0: none (release, skip, weight only)
+  double weight = 0;  // the weight lever, a fraction of its own; 0: none
   absl::Time lease_expires = absl::InfinitePast();
   bool dry_run = false;
   std::string reason;  // why, in words a customer could read
@@ -114,13 +123,15 @@ class Planner {
  private:
   using Key = std::tuple<std::string, std::string, v1::Resource>;  // host, tenant, resource
   struct Case {
-    double limit = 0;
+    double limit = 0;   // the cap; 0 while only the weight is lowered
+    double weight = 0;  // the weight lever in force; 0: none
     double floor = 0;
     double opening_usage = 0;  // released once the limit is back up to this
     absl::Time last_step;
     absl::Time quiet_since = absl::InfinitePast();  // InfinitePast: harm now
     // Since when its usage has stayed below release_below_fraction of the
-    // limit (InfinitePast: it is using its limit).
+    // cap, or, with only the weight lowered, within its entitlement
+    // (InfinitePast: it is using its limit, or taking more).
     absl::Time idle_since = absl::InfinitePast();
     // Intervals since the last step, those with a neighbour harmed, and
     // those in which it used its limit (at least release_below_fraction of it).

@@ -55,6 +55,8 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   a->set_release_below_fraction(set(a->release_below_fraction(), pd.release_below_fraction));
   a->set_step_down_harmed_fraction(
       set(a->step_down_harmed_fraction(), pd.step_down_harmed_fraction));
+  a->set_weight_fraction(set(a->weight_fraction(), pd.weight_fraction));
+  a->set_co_offender_blame(set(a->co_offender_blame(), pd.co_offender_blame));
 }
 
 absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
@@ -107,6 +109,8 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("actions.release_below_fraction", a.release_below_fraction(), 0.01, 0.9));
   RETURN_IF_ERROR(
       InRange("actions.step_down_harmed_fraction", a.step_down_harmed_fraction(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("actions.weight_fraction", a.weight_fraction(), 0.0001, 1));
+  RETURN_IF_ERROR(InRange("actions.co_offender_blame", a.co_offender_blame(), 0.01, 1));
   for (int r : p.dry_run_resources()) {
     if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
       return absl::InvalidArgumentError(
@@ -164,6 +168,8 @@ absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy)
   params.max_limited_fraction = a.max_limited_fraction();
   params.release_below_fraction = a.release_below_fraction();
   params.step_down_harmed_fraction = a.step_down_harmed_fraction();
+  params.weight_fraction = a.weight_fraction();
+  params.co_offender_blame = a.co_offender_blame();
   params.dry_run = policy.dry_run();
   for (int r : policy.dry_run_resources()) {
     params.dry_run_resources.push_back(static_cast<v1::Resource>(r));

@@ -110,6 +110,10 @@ CREATE TABLE audit_log (
     {4, R"sql(
 ALTER TABLE case_actions ADD COLUMN in_effect REAL;
 )sql"},
+    // The weight lever beside the cap (CaseAction.weight); 0: none.
+    {5, R"sql(
+ALTER TABLE case_actions ADD COLUMN weight REAL NOT NULL DEFAULT 0;
+)sql"},
 };
 
 absl::StatusCode SqliteCode(int rc) {
@@ -397,8 +401,8 @@ INSERT INTO cases(host_id, tenant_id, tenant_name, resource, state, opened_unix_
 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8))sql"));
   ASSIGN_OR_RETURN(insert_action_, Prepare(R"sql(
 INSERT INTO case_actions(case_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run,
-                         reason, decided_by, ack, ack_message, ack_unix_ns)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql"));
+                         reason, decided_by, ack, ack_message, ack_unix_ns, weight)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12))sql"));
   ASSIGN_OR_RETURN(case_state_, Prepare("SELECT state FROM cases WHERE case_id = ?1"));
   ASSIGN_OR_RETURN(record_ack_, Prepare(R"sql(
 UPDATE case_actions SET ack = ?2, ack_message = ?3, ack_unix_ns = ?4, in_effect = ?5
@@ -408,7 +412,7 @@ UPDATE cases SET state = 'closed', close_reason = ?2, closed_unix_ns = ?3
 WHERE case_id = ?1 AND state = 'open')sql"));
   ASSIGN_OR_RETURN(list_actions_, Prepare(R"sql(
 SELECT action_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run, reason,
-       decided_by, ack, ack_message, ack_unix_ns, in_effect
+       decided_by, ack, ack_message, ack_unix_ns, in_effect, weight
 FROM case_actions WHERE case_id = ?1 ORDER BY action_id)sql"));
   return absl::OkStatus();
 }
@@ -530,6 +534,7 @@ absl::StatusOr<uint64_t> SqliteStore::InsertAction(uint64_t case_id, v1::CaseAct
   BindText(st, 9, ack);
   BindText(st, 10, action->ack_message());
   sqlite3_bind_int64(st, 11, action->ack_unix_ns());
+  sqlite3_bind_double(st, 12, action->weight());
   RETURN_IF_ERROR(Run(st, absl::StrCat("recording an action of case ", case_id)));
   action->set_action_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
   return action->action_id();
@@ -640,6 +645,7 @@ absl::Status SqliteStore::LoadActions(v1::Case* c) {
     a->set_ack_message(ColumnText(st, 9));
     a->set_ack_unix_ns(sqlite3_column_int64(st, 10));
     if (sqlite3_column_type(st, 11) != SQLITE_NULL) a->set_in_effect(sqlite3_column_double(st, 11));
+    a->set_weight(sqlite3_column_double(st, 12));
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);

@@ -44,6 +44,17 @@ class FakeVms : public VmTuning {
     it->second.quota_us = quota_us;
     return absl::OkStatus();
   }
+  std::map<std::string, uint64_t> shares;  // uuid -> live cpu_shares (1024 unless set)
+  absl::StatusOr<uint64_t> GetCpuShares(const std::string& uuid) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    return shares.contains(uuid) ? shares[uuid] : 1024;
+  }
+  absl::Status SetCpuShares(const std::string& uuid, uint64_t value) override {
+    if (!vms.contains(uuid)) return absl::NotFoundError(absl::StrCat("no domain ", uuid));
+    ++sets;
+    shares[uuid] = value;
+    return absl::OkStatus();
+  }
   // (uuid, host device "M:m") -> guest disks on it; a uuid in `no_iotune`
   // belongs to a driver without QEMU's throttle.
   std::map<std::pair<std::string, std::string>, std::vector<std::string>> guest_disks;
@@ -339,6 +350,80 @@ TEST_F(EnforcerTest, VmDiskLimitsGoThroughQemusThrottleSharedByTheGuestDisksOfAD
   EXPECT_EQ((vms_.iotune[{kVm, "vda", VmDiskUnit::kIops}]), VmDiskThrottle{});
   EXPECT_EQ(vms_.iotune[vda], (VmDiskThrottle{0, 3'000'000, 0})) << "bytes untouched";
   EXPECT_TRUE(e->InForce().empty());
+}
+
+// The weight lever: the tenant's own weight scaled down (never below the
+// knob's floor), beside a cap on the same resource; each lever cleared on its
+// own, or both by a CLEAR that names none.
+TEST_F(EnforcerTest, TheWeightLeverScalesTheTenantsOwnWeightBesideACap) {
+  const std::string mount = dir_ + "-cpu";
+  const std::string tenant_dir = mount + "/tenants/web";
+  std::filesystem::create_directories(tenant_dir);
+  auto put = [&](const char* file, const std::string& text) {
+    std::ofstream(absl::StrCat(tenant_dir, "/", file)) << text;
+  };
+  auto get = [&](const char* file) {
+    std::ifstream in(absl::StrCat(tenant_dir, "/", file));
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  put("cpu.shares", "2048\n");
+  put("cpu.cfs_quota_us", "-1\n");
+  put("cpu.cfs_period_us", "100000\n");
+  EnforcerOptions o;
+  o.mounts.v1_by_controller["cpu"] = mount;
+  o.cpu_hierarchy = "cpu";
+  o.state_dir = dir_;
+  o.own_cgroups = {{"cpu", "agents/fairwatch"}};
+  o.vm = &vms_;
+  o.now = [this] { return now_; };
+  auto made = Enforcer::Create(std::move(o));
+  ASSERT_TRUE(made.ok()) << made.status();
+  Enforcer& e = **made;
+  e.SetTenants({CgroupTenant("tenants/web", "tenants/web"), VmTenant(kVm)});
+
+  v1::LimitCommand weight = Apply("tenants/web", 0.01, 30'000, "w");
+  weight.mutable_limit()->set_lever(v1::LEVER_WEIGHT);
+  v1::LimitAck ack = e.Handle(weight);
+  ASSERT_EQ(ack.status_code(), 0) << ack.status_message();
+  EXPECT_EQ(get("cpu.shares"), "20") << "1 % of its own 2048";
+  put("cpu.shares", "20\n");
+  EXPECT_DOUBLE_EQ(ack.in_effect().value(), 20.0 / 2048);
+  weight.mutable_limit()->set_value(0.0001);
+  ASSERT_EQ(e.Handle(weight).status_code(), 0);
+  EXPECT_EQ(get("cpu.shares"), "2") << "never below the kernel's floor";
+  put("cpu.shares", "2\n");
+  ASSERT_EQ(e.Handle(Apply("tenants/web", 0.5, 30'000, "cap")).status_code(), 0);
+  EXPECT_EQ(get("cpu.cfs_quota_us"), "50000");
+  ASSERT_EQ(e.InForce().size(), 2u) << "a weight and a cap, side by side";
+
+  v1::LimitCommand clear_weight = Clear("tenants/web");
+  clear_weight.mutable_limit()->set_lever(v1::LEVER_WEIGHT);
+  ASSERT_EQ(e.Handle(clear_weight).status_code(), 0);
+  EXPECT_EQ(get("cpu.shares"), "2048") << "its own weight back";
+  EXPECT_EQ(e.InForce().size(), 1u) << "the cap stays";
+  put("cpu.cfs_quota_us", "50000\n");
+  ASSERT_EQ(e.Handle(weight).status_code(), 0);
+  ASSERT_EQ(e.Handle(Clear("tenants/web")).status_code(), 0);
+  EXPECT_EQ(get("cpu.shares"), "2048");
+  EXPECT_EQ(get("cpu.cfs_quota_us"), "-1");
+  EXPECT_TRUE(e.InForce().empty()) << "a CLEAR naming no lever takes back every lever";
+
+  // A VM's weight is libvirt's cpu_shares.
+  v1::LimitCommand vm_weight = Apply(kVm, 0.05, 30'000, "vw");
+  vm_weight.mutable_limit()->set_lever(v1::LEVER_WEIGHT);
+  ASSERT_EQ(e.Handle(vm_weight).status_code(), 0);
+  EXPECT_EQ(vms_.shares[kVm], 51u);
+  // Refused: a weight above the tenant's own, and a weight on disk.
+  vm_weight.mutable_limit()->set_value(2);
+  EXPECT_EQ(e.Handle(vm_weight).status_code(),
+            static_cast<int>(absl::StatusCode::kInvalidArgument));
+  vm_weight.mutable_limit()->set_value(0.5);
+  vm_weight.mutable_limit()->set_resource(v1::RESOURCE_DISK_BANDWIDTH);
+  EXPECT_EQ(e.Handle(vm_weight).status_code(), static_cast<int>(absl::StatusCode::kUnimplemented));
+  now_ += absl::Seconds(31);
+  e.ExpireLeases();
+  EXPECT_EQ(vms_.shares[kVm], 1024u) << "lease ended: its own weight again";
+  std::filesystem::remove_all(mount);
 }
 
 // A domain whose driver has no QEMU throttle (or no guest disk on the

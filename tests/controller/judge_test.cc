@@ -80,25 +80,51 @@ TEST_F(JudgeTest, AnOffenderGetsACaseALimitCommandAndItsAckIsRecorded) {
   EXPECT_EQ(c.opening().harmed(0).tenant_id(), "victim");
   ASSERT_EQ(c.actions_size(), 1);
   EXPECT_EQ(c.actions(0).kind(), v1::ACTION_KIND_LIMIT);
-  EXPECT_NEAR(c.actions(0).limit(), 1.1, 0.01);
+  EXPECT_DOUBLE_EQ(c.actions(0).limit(), 0) << "CPU: the weight first, no cap";
+  EXPECT_DOUBLE_EQ(c.actions(0).weight(), 0.01);
   EXPECT_EQ(c.actions(0).ack(), v1::ACK_STATE_PENDING);
 
   ASSERT_EQ(sent_.size(), 1u);
   EXPECT_EQ(sent_[0].kind(), v1::LimitCommand::KIND_APPLY);
   EXPECT_EQ(sent_[0].command_id(), absl::StrCat(c.actions(0).action_id()));
   EXPECT_EQ(sent_[0].limit().tenant_id(), "hog");
-  EXPECT_NEAR(sent_[0].limit().value(), 1.1, 0.01);
+  EXPECT_EQ(sent_[0].limit().lever(), v1::LEVER_WEIGHT);
+  EXPECT_DOUBLE_EQ(sent_[0].limit().value(), 0.01);
   EXPECT_EQ(sent_[0].lease_ms(), 30000u);
 
   v1::LimitAck ack;
   ack.set_command_id(sent_[0].command_id());
   ack.set_status_code(0);
-  ack.mutable_in_effect()->set_value(1.1);
+  ack.mutable_in_effect()->set_value(0.0098);
   judge_->OnAck("hv", ack, kT0 + absl::Seconds(14));
   absl::StatusOr<v1::Case> after = store_->GetCase(c.case_id());
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->actions(0).ack(), v1::ACK_STATE_APPLIED);
   EXPECT_EQ(judge_->stats().acks_applied, 1u);
+
+  // Harm persists under the lowered weight: a cap beside it, two commands
+  // for one action; the weight's failure is the action's failure.
+  for (int i = 0; i < 6; ++i) Tick(true);
+  after = store_->GetCase(c.case_id());
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->actions_size(), 2);
+  const v1::CaseAction& capped = after->actions(1);
+  EXPECT_EQ(capped.kind(), v1::ACTION_KIND_STEP_DOWN);
+  EXPECT_NEAR(capped.limit(), 1.1, 0.01) << "fair share + 10 %";
+  EXPECT_DOUBLE_EQ(capped.weight(), 0.01);
+  ASSERT_EQ(sent_.size(), 3u);
+  EXPECT_EQ(sent_[1].command_id(), absl::StrCat(capped.action_id(), "/weight"));
+  EXPECT_EQ(sent_[1].limit().lever(), v1::LEVER_WEIGHT);
+  EXPECT_EQ(sent_[2].command_id(), absl::StrCat(capped.action_id()));
+  EXPECT_EQ(sent_[2].limit().lever(), v1::LEVER_CAP);
+  ack.set_command_id(sent_[1].command_id());
+  ack.set_status_code(static_cast<int>(absl::StatusCode::kUnavailable));
+  ack.set_status_message("cpu.shares: no such file");
+  judge_->OnAck("hv", ack, kT0 + absl::Seconds(20));
+  after = store_->GetCase(c.case_id());
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->actions(1).ack(), v1::ACK_STATE_FAILED);
+  EXPECT_EQ(after->actions(1).ack_message(), "cpu.shares: no such file");
 }
 
 TEST_F(JudgeTest, HarmPersistsThenEndsTheCaseStepsDownThenIsReleasedAndClosed) {

@@ -12,10 +12,14 @@ const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 
 absl::Time At(int seconds) { return kT0 + absl::Seconds(seconds); }
 
+// A resource whose cases open with a cap (CPU's open by lowering the weight).
+constexpr v1::Resource kCapped = v1::RESOURCE_DISK_BANDWIDTH;
+
 // One interval of host "hv": `hog` with the given shares, `victim` harmed or
 // not; the hog is an offender when `offender` is set.
 Evaluation Interval(uint64_t seq, bool offender, bool victim_harmed, double usage = 1.6,
-                    v1::Resource resource = v1::RESOURCE_CPU, const std::string& hog = "hog") {
+                    v1::Resource resource = kCapped, const std::string& hog = "hog",
+                    double blame = 0) {
   Evaluation e;
   e.host_id = "hv";
   e.seq = seq;
@@ -47,7 +51,8 @@ Evaluation Interval(uint64_t seq, bool offender, bool victim_harmed, double usag
     f.offender.id = hog;
     f.offender.share = h;
     f.offender.flagged_intervals = 3;
-    if (victim_harmed) f.harmed.push_back({"victim", {"run-queue wait p99 8.4 ms"}});
+    f.offender.blame = blame;
+    if (victim_harmed) f.harmed.push_back({"victim", {"run-queue wait p99 8.4 ms"}, 0.8, false});
     e.findings.push_back(f);
   }
   return e;
@@ -174,8 +179,8 @@ TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
   std::vector<PlannedAction> first = planner.Plan(At(0), Interval(1, true, true), 2);
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0].lease_expires, At(30));
-  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.1);
-  EXPECT_DOUBLE_EQ(planner.LimitsOn("hv").at("hog").at(v1::RESOURCE_CPU), 1.1);
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", kCapped), 1.1);
+  EXPECT_DOUBLE_EQ(planner.LimitsOn("hv").at("hog").at(kCapped), 1.1);
   // Harm persists but the floor is reached after a few steps; the lease never lapses.
   absl::Time lease = first[0].lease_expires;
   for (int t = 1; t <= 200; ++t) {
@@ -190,7 +195,7 @@ TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
 TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
   Planner planner{PlannerParams{}};  // 25 % of 4 tenants: one
   Evaluation e = Interval(1, true, true);
-  Evaluation other = Interval(1, true, true, 1.6, v1::RESOURCE_CPU, "hog2");
+  Evaluation other = Interval(1, true, true, 1.6, kCapped, "hog2");
   e.findings.push_back(other.findings[0]);
   e.verdicts[0].judgement.tenants.push_back(other.verdicts[0].judgement.tenants[0]);
   std::vector<PlannedAction> actions = planner.Plan(At(0), e, 4);
@@ -219,12 +224,13 @@ TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
   PlannerParams params;
   params.dry_run_resources = {v1::RESOURCE_CPU};
   Planner planner(params);
-  std::vector<PlannedAction> cpu = planner.Plan(At(0), Interval(1, true, true), 2);
+  std::vector<PlannedAction> cpu =
+      planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2);
   ASSERT_EQ(cpu.size(), 1u);
   EXPECT_EQ(cpu[0].kind, v1::ACTION_KIND_LIMIT);
   EXPECT_TRUE(cpu[0].dry_run);
   // Next interval: the CPU case goes on (nothing due yet) and a disk offender appears.
-  Evaluation next = Interval(2, false, true);
+  Evaluation next = Interval(2, false, true, 1.6, v1::RESOURCE_CPU);
   Evaluation disk = Interval(2, true, true, 160e6, v1::RESOURCE_DISK_BANDWIDTH, "hog2");
   next.verdicts.push_back(disk.verdicts[0]);
   next.findings.push_back(disk.findings[0]);
@@ -254,7 +260,8 @@ TEST(Planner, ALimitOnAResourceNotJudgedOnTheHostIsKeptWhileTheTenantIsThere) {
   planner.Impose(At(0), "hv", "hog", v1::RESOURCE_DISK_BANDWIDTH, 4e6, "operator:alice", "t");
   std::vector<v1::ActionKind> kinds;
   for (int t = 1; t <= 40; ++t) {
-    for (const PlannedAction& a : planner.Plan(At(t), Interval(t, false, false, 0.3), 2)) {
+    for (const PlannedAction& a :
+         planner.Plan(At(t), Interval(t, false, false, 0.3, v1::RESOURCE_CPU), 2)) {
       kinds.push_back(a.kind);
     }
   }
@@ -262,7 +269,7 @@ TEST(Planner, ALimitOnAResourceNotJudgedOnTheHostIsKeptWhileTheTenantIsThere) {
   for (v1::ActionKind k : kinds) EXPECT_EQ(k, v1::ACTION_KIND_RENEW);
   EXPECT_EQ(planner.active_cases(), 1u);
   // Gone from every verdict: gone from the host.
-  Evaluation gone = Interval(41, false, false, 0.3);
+  Evaluation gone = Interval(41, false, false, 0.3, v1::RESOURCE_CPU);
   gone.verdicts[0].judgement.tenants.erase(gone.verdicts[0].judgement.tenants.begin());
   std::vector<PlannedAction> actions = planner.Plan(At(41), gone, 1);
   ASSERT_EQ(actions.size(), 1u);
@@ -274,12 +281,12 @@ TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
   params.dry_run = true;  // operators' limits are sent regardless
   Planner planner(params);
   PlannedAction imposed =
-      planner.Impose(At(0), "hv", "hog", v1::RESOURCE_CPU, 0.3, "operator:alice", "ticket 1");
+      planner.Impose(At(0), "hv", "hog", kCapped, 0.3, "operator:alice", "ticket 1");
   EXPECT_EQ(imposed.kind, v1::ACTION_KIND_LIMIT);
   EXPECT_TRUE(imposed.new_case);
   EXPECT_FALSE(imposed.dry_run);
   EXPECT_EQ(imposed.decided_by, "operator:alice");
-  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 0.3);
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", kCapped), 0.3);
   // Harm then quiet for two minutes: the policy would step down, up and
   // release its own case; it only renews this one.
   std::vector<v1::ActionKind> kinds;
@@ -296,15 +303,14 @@ TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
 
   // Taken over by a second Impose: same case, new value.
   PlannedAction changed =
-      planner.Impose(At(121), "hv", "hog", v1::RESOURCE_CPU, 0.6, "operator:bob", "more");
+      planner.Impose(At(121), "hv", "hog", kCapped, 0.6, "operator:bob", "more");
   EXPECT_FALSE(changed.new_case);
   PlannedAction release;
-  EXPECT_TRUE(
-      planner.Lift(At(122), "hv", "hog", v1::RESOURCE_CPU, "operator:bob", "done", true, &release));
+  EXPECT_TRUE(planner.Lift(At(122), "hv", "hog", kCapped, "operator:bob", "done", true, &release));
   EXPECT_EQ(release.kind, v1::ACTION_KIND_RELEASE);
   EXPECT_EQ(release.decided_by, "operator:bob");
-  EXPECT_FALSE(planner.Lift(At(123), "hv", "hog", v1::RESOURCE_CPU, "operator:bob", "again", true,
-                            &release));
+  EXPECT_FALSE(
+      planner.Lift(At(123), "hv", "hog", kCapped, "operator:bob", "again", true, &release));
   // Cooling down: the policy leaves the offender alone for a minute.
   std::vector<PlannedAction> after = planner.Plan(At(124), Interval(200, true, true), 2);
   ASSERT_EQ(after.size(), 1u);
@@ -317,7 +323,7 @@ TEST(Planner, ATakenOverPolicyCaseStopsStepping) {
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true), 2).size(), 1u);
   EXPECT_FALSE(planner.Cases()[0].manual);
   PlannedAction imposed =
-      planner.Impose(At(1), "hv", "hog", v1::RESOURCE_CPU, 1.5, "operator:alice", "let it run");
+      planner.Impose(At(1), "hv", "hog", kCapped, 1.5, "operator:alice", "let it run");
   EXPECT_FALSE(imposed.new_case);
   EXPECT_TRUE(planner.Cases()[0].manual);
   for (int t = 2; t <= 40; ++t) {
@@ -325,7 +331,95 @@ TEST(Planner, ATakenOverPolicyCaseStopsStepping) {
       EXPECT_EQ(a.kind, v1::ACTION_KIND_RENEW) << "t=" << t;
     }
   }
-  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.5);
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", kCapped), 1.5);
+}
+
+// CPU: the weight first, a cap only when the harm persists under it; the
+// weight stays with the cap, both renewed together.
+TEST(Planner, ACpuCaseLowersTheWeightFirstAndCapsOnlyWhenHarmPersists) {
+  Planner planner{PlannerParams{}};
+  std::vector<PlannedAction> opened =
+      planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2);
+  ASSERT_EQ(opened.size(), 1u);
+  EXPECT_EQ(opened[0].kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_DOUBLE_EQ(opened[0].weight, 0.01);
+  EXPECT_DOUBLE_EQ(opened[0].limit, 0) << "no cap yet";
+  EXPECT_NE(opened[0].reason.find("weight lowered to 1 % of its own"), std::string::npos)
+      << opened[0].reason;
+  EXPECT_TRUE(planner.LimitsOn("hv").empty()) << "a weight bounds nobody's demand";
+  std::vector<PlannedAction> later;
+  for (int t = 1; t <= 6; ++t) {
+    for (PlannedAction& a :
+         planner.Plan(At(t), Interval(t + 1, false, true, 1.6, v1::RESOURCE_CPU), 2)) {
+      later.push_back(std::move(a));
+    }
+  }
+  ASSERT_EQ(later.size(), 1u) << "the harm persisted a step interval under the lowered weight";
+  EXPECT_EQ(later[0].kind, v1::ACTION_KIND_STEP_DOWN);
+  EXPECT_DOUBLE_EQ(later[0].limit, 1.1) << "fair share + 10 %";
+  EXPECT_DOUBLE_EQ(later[0].weight, 0.01) << "the weight stays lowered beside the cap";
+  EXPECT_NE(later[0].reason.find("lowered weight did not end the harm"), std::string::npos);
+  EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.1);
+}
+
+// Under its lowered weight the neighbours are fine, but it still takes more
+// than its entitlement: the weight stays (it costs nothing); once it keeps
+// within its entitlement for the quiet period, its weight is its own again.
+TEST(Planner, ALoweredWeightStaysWhileItTakesMoreAndGoesWhenItStops) {
+  Planner planner{PlannerParams{}};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2).size(), 1u);
+  std::vector<v1::ActionKind> kinds;
+  for (int t = 1; t <= 60; ++t) {
+    const double usage = t < 40 ? 1.6 : 0.8;  // stops hogging at t=40
+    for (const PlannedAction& a :
+         planner.Plan(At(t), Interval(t + 1, false, false, usage, v1::RESOURCE_CPU), 2)) {
+      kinds.push_back(a.kind);
+      if (a.kind == v1::ACTION_KIND_RENEW) {
+        EXPECT_DOUBLE_EQ(a.weight, 0.01);
+      }
+      if (a.kind == v1::ACTION_KIND_RELEASE) {
+        EXPECT_EQ(t, 50) << "10 s within its entitlement";
+        EXPECT_NE(a.reason.find("back within its entitlement"), std::string::npos) << a.reason;
+      }
+    }
+  }
+  ASSERT_FALSE(kinds.empty());
+  EXPECT_EQ(kinds.back(), v1::ACTION_KIND_RELEASE);
+  for (size_t i = 0; i + 1 < kinds.size(); ++i) EXPECT_EQ(kinds[i], v1::ACTION_KIND_RENEW);
+}
+
+// Two offenders that each caused a large part of the victims' waiting are
+// both acted on, whatever the cap on capped tenants; weak suspects beyond the
+// cap are not.
+TEST(Planner, EveryMeasuredCoOffenderIsActedOn) {
+  auto two = [](v1::Resource resource, double blame_a, double blame_b) {
+    Evaluation e = Interval(1, true, true, 1.6, resource, "a", blame_a);
+    Evaluation b = Interval(1, true, true, 1.4, resource, "b", blame_b);
+    e.findings.push_back(b.findings[0]);
+    e.verdicts[0].judgement.tenants.push_back(b.verdicts[0].judgement.tenants[0]);
+    return e;
+  };
+  {
+    Planner planner{PlannerParams{}};  // 25 % of 4 tenants: one cap
+    std::vector<PlannedAction> actions = planner.Plan(At(0), two(kCapped, 0.6, 0.4), 4);
+    ASSERT_EQ(actions.size(), 2u);
+    EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
+    EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_LIMIT) << actions[1].reason;
+  }
+  {
+    Planner planner{PlannerParams{}};
+    std::vector<PlannedAction> actions = planner.Plan(At(0), two(kCapped, 0.15, 0.1), 4);
+    ASSERT_EQ(actions.size(), 2u);
+    EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
+    EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_SKIP) << "a weak suspect beyond the cap";
+  }
+  {
+    Planner planner{PlannerParams{}};
+    std::vector<PlannedAction> actions = planner.Plan(At(0), two(v1::RESOURCE_CPU, 0.15, 0.1), 4);
+    ASSERT_EQ(actions.size(), 2u) << "lowered weights are not capped";
+    EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
+    EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_LIMIT);
+  }
 }
 
 TEST(Planner, DryRunCanBeChangedWhileRunning) {
@@ -333,7 +427,8 @@ TEST(Planner, DryRunCanBeChangedWhileRunning) {
   planner.SetDryRun(false, {v1::RESOURCE_DISK_BANDWIDTH});
   EXPECT_TRUE(planner.DryRun(v1::RESOURCE_DISK_BANDWIDTH));
   EXPECT_FALSE(planner.DryRun(v1::RESOURCE_CPU));
-  std::vector<PlannedAction> cpu = planner.Plan(At(0), Interval(1, true, true), 2);
+  std::vector<PlannedAction> cpu =
+      planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2);
   ASSERT_EQ(cpu.size(), 1u);
   EXPECT_FALSE(cpu[0].dry_run);
   planner.SetDryRun(true, {});

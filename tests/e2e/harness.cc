@@ -196,6 +196,26 @@ std::optional<double> Tenants::CpuLimit(const std::string& name) const {
   return q / p;
 }
 
+std::optional<double> Tenants::CpuWeight(const std::string& name) const {
+  const bool v1 = mounts_.cpu_hierarchy == "cpu";
+  absl::StatusOr<std::string> text =
+      tree_.ReadFile(mounts_.cpu, name, v1 ? "cpu.shares" : "cpu.weight");
+  double w = 0;
+  if (!text.ok() || !absl::SimpleAtod(absl::StripAsciiWhitespace(*text), &w)) return std::nullopt;
+  return w / (v1 ? 1024.0 : 100.0);
+}
+
+std::string Tenants::CpuHeldBack(const std::string& name) const {
+  std::vector<std::string> how;
+  if (std::optional<double> cap = CpuLimit(name)) {
+    how.push_back(absl::StrCat("quota ", cli::FormatAmount(*cap, v1::RESOURCE_CPU)));
+  }
+  if (std::optional<double> w = CpuWeight(name); w && *w < 1) {
+    how.push_back(absl::StrCat("weight ", cli::FormatPercent(*w), " of a plain cgroup's"));
+  }
+  return absl::StrJoin(how, ", ");
+}
+
 std::map<std::string, double> Tenants::CpuRates(const std::vector<std::string>& names,
                                                 absl::Duration span) const {
   std::map<std::string, std::optional<uint64_t>> before;
@@ -412,11 +432,13 @@ std::string DescribeAction(const v1::Case& c, const v1::CaseAction& a) {
   std::string what;
   switch (a.kind()) {
     case v1::ACTION_KIND_LIMIT:
-      what = absl::StrCat("limit ", cli::FormatAmount(a.limit(), c.resource()));
+      what = a.limit() > 0 ? absl::StrCat("limit ", cli::FormatAmount(a.limit(), c.resource()))
+                           : absl::StrCat("weight lowered to ", cli::FormatPercent(a.weight()),
+                                          " of its own (the kernel serves the neighbours first)");
       break;
     case v1::ACTION_KIND_STEP_DOWN:
-      what = absl::StrCat("stepped down to ", cli::FormatAmount(a.limit(), c.resource()), " (",
-                          a.reason(), ")");
+      what = absl::StrCat(a.weight() > 0 ? "capped at " : "stepped down to ",
+                          cli::FormatAmount(a.limit(), c.resource()), " (", a.reason(), ")");
       break;
     case v1::ACTION_KIND_STEP_UP:
       what = absl::StrCat("stepped up to ", cli::FormatAmount(a.limit(), c.resource()));

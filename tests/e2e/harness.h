@@ -114,6 +114,12 @@ class Tenants {
   std::optional<uint64_t> CpuNs(const std::string& name) const;
   // The CFS quota in force in cores; nullopt when unlimited (-1 / "max").
   std::optional<double> CpuLimit(const std::string& name) const;
+  // The CPU weight as a fraction of a plain cgroup's (cpu.shares / 1024 on
+  // v1, cpu.weight / 100 on v2); nullopt when unreadable.
+  std::optional<double> CpuWeight(const std::string& name) const;
+  // Held back on CPU by a cap or a weight below a plain cgroup's: how, in
+  // words, or empty when neither.
+  std::string CpuHeldBack(const std::string& name) const;
   // Cores used over `span`, from the kernel's counter (NaN when unreadable,
   // so any check on it fails).
   std::map<std::string, double> CpuRates(const std::vector<std::string>& names,

@@ -219,15 +219,17 @@ void CheckEvidence(Outcome& out, const v1::Case& c, const std::string& hog,
   out.Check(c.opened_by() == "policy", absl::StrCat("opened by ", c.opened_by()));
   out.Check(c.tenant_name() == hog, absl::StrCat("offender ", c.tenant_name(), ", not ", hog));
   const v1::CaseEvidence& e = c.opening();
-  out.Check(e.usage() > e.fair_share() && e.usage() > e.entitled_share(),
-            absl::StrCat("evidence: usage ", Fmt(e.usage()), " not above fair share ",
-                         Fmt(e.fair_share()), " and entitlement ", Fmt(e.entitled_share())));
-  out.Check(e.contended() || e.harmed_size() > 0, "evidence: neither contended nor anyone harmed");
+  out.Check(e.usage() > e.entitled_share(),
+            absl::StrCat("evidence: usage ", Fmt(e.usage()), " not above its entitlement ",
+                         Fmt(e.entitled_share())));
+  out.Check(e.harmed_size() > 0, "evidence: nobody harmed");
   for (const v1::HarmedTenant& h : e.harmed()) {
     const bool known =
         std::find(victim_ids.begin(), victim_ids.end(), h.tenant_id()) != victim_ids.end();
     out.Check(known, absl::StrCat("evidence names ", h.tenant_id(), " as harmed"));
     out.Check(!h.evidence().empty(), absl::StrCat(h.tenant_id(), " harmed without evidence"));
+    out.Check(h.caused_share() > 0,
+              absl::StrCat("evidence: ", h.tenant_id(), "'s waiting not caused by the offender"));
   }
 }
 void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string& hog,
@@ -261,11 +263,16 @@ void CpuHogScenario(ScenarioContext& ctx, Outcome& out) {
   const v1::CaseAction& limit = d->record.actions(0);
   SCENARIO_REQUIRE(out, limit.ack() == v1::ACK_STATE_APPLIED,
                    absl::StrCat("limit not applied: ", limit.ack_message()));
-  std::optional<double> in_kernel = w.tenants.CpuLimit("hog");
-  // The kernel holds the last value applied (a step may have followed).
-  out.Check(in_kernel.has_value() && *in_kernel <= limit.in_effect() + 1e-6,
-            absl::StrCat("kernel quota ", in_kernel ? Cores(*in_kernel) : "none", ", applied ",
-                         Cores(limit.in_effect())));
+  // The kernel holds the lever applied (the weight first; a cap may have followed).
+  const std::string held = w.tenants.CpuHeldBack("hog");
+  out.Check(!held.empty(), "hog held back by neither a quota nor a lowered weight");
+  if (limit.limit() > 0) {
+    std::optional<double> in_kernel = w.tenants.CpuLimit("hog");
+    out.Check(in_kernel.has_value() && *in_kernel <= limit.in_effect() + 1e-6,
+              absl::StrCat("kernel quota ", in_kernel ? Cores(*in_kernel) : "none", ", applied ",
+                           Cores(limit.in_effect())));
+  }
+  w.say.Say(absl::StrCat("in the kernel: hog's ", held));
 
   if (w.say.on()) {
     w.say.Say(absl::StrCat("what an operator sees: fairwatch case ", d->record.case_id()));
@@ -292,7 +299,7 @@ void CpuHogScenario(ScenarioContext& ctx, Outcome& out) {
   w.say.Say("hog stops");
   CheckReleased(
       *w.watcher, *w.stack, out, d->record.case_id(), t_stop,
-      [&] { return !w.tenants.CpuLimit("hog"); }, w.tenants.Id("hog"), "hog");
+      [&] { return w.tenants.CpuHeldBack("hog").empty(); }, w.tenants.Id("hog"), "hog");
 }
 
 // One tenant takes the whole otherwise idle host: nobody is owed anything.
@@ -399,7 +406,7 @@ void UntouchedHog(ScenarioContext& ctx, Outcome& out, const std::function<bool(W
   std::vector<v1::Case> cases;
   WaitUntil(
       [&] {
-        written = written || w.tenants.CpuLimit("hog").has_value();
+        written = written || !w.tenants.CpuHeldBack("hog").empty();
         cases = w.watcher->Poll();
         found = FindCase(cases, w.tenants.Id("hog"));
         return found != nullptr && recorded(*found);
@@ -409,7 +416,7 @@ void UntouchedHog(ScenarioContext& ctx, Outcome& out, const std::function<bool(W
                    absl::StrCat("no case recording ", what, " within 15 s"));
   out.Figure("recorded", Since(t0, found->opened_unix_ns()), "s");
   // Some more intervals: still nothing written.
-  WaitUntil([&] { return (written = written || w.tenants.CpuLimit("hog").has_value()); },
+  WaitUntil([&] { return (written = written || !w.tenants.CpuHeldBack("hog").empty()); },
             absl::Seconds(5), absl::Milliseconds(100));
   out.Check(!written, "a CPU limit was written to the hog's cgroup");
   if (!written) w.say.Say(absl::StrCat("nothing written to hog's cgroup: ", what));
@@ -466,7 +473,7 @@ void ControllerRestartScenario(ScenarioContext& ctx, Outcome& out) {
   SCENARIO_REQUIRE_OK(out, w.tenants.Run("hog", Hog()));
   w.say.Say(absl::StrCat("hog starts; leases are ", kLeaseS, " s in this scenario"));
   std::optional<Detection> d = WaitForLimit(w, "hog", t0, absl::Seconds(15));
-  SCENARIO_REQUIRE(out, d && w.tenants.CpuLimit("hog"), "hog not limited within 15 s");
+  SCENARIO_REQUIRE(out, d && !w.tenants.CpuHeldBack("hog").empty(), "hog not limited within 15 s");
 
   std::optional<v1::HostInfo> before = w.stack->Host();
   SCENARIO_REQUIRE(out, before.has_value(), "no host listed");
@@ -477,7 +484,9 @@ void ControllerRestartScenario(ScenarioContext& ctx, Outcome& out) {
   std::optional<double> reverted;
   WaitUntil(
       [&] {
-        if (!w.tenants.CpuLimit("hog")) reverted = absl::ToDoubleSeconds(absl::Now() - killed);
+        if (w.tenants.CpuHeldBack("hog").empty()) {
+          reverted = absl::ToDoubleSeconds(absl::Now() - killed);
+        }
         return reverted.has_value();
       },
       absl::Seconds(kLeaseS + 10), absl::Milliseconds(100));
@@ -1162,6 +1171,7 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
   say.Say("controller and agent up on loopback; the agent follows libvirt's domains");
   const std::optional<double> own_limit = VmCpuLimit(*mounts, infos["hog"]);
   const std::string own_quota = vms.Schedinfo("hog", "global_quota");
+  const std::string own_shares = vms.Schedinfo("hog", "cpu_shares");
   Pause(absl::Seconds(5));  // quiet intervals: the neighbours' baselines
   std::map<std::string, std::map<std::string, std::string>> neighbour_infos = infos;
   neighbour_infos.erase("hog");
@@ -1189,16 +1199,27 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
   const v1::CaseAction& limit = d->record.actions(0);
   SCENARIO_REQUIRE(out, limit.ack() == v1::ACK_STATE_APPLIED,
                    absl::StrCat("limit not applied: ", limit.ack_message()));
-  // Through libvirt: its own view and the kernel's agree.
+  // Through libvirt: the weight first (cpu_shares), a quota if it followed;
+  // libvirt's view and the kernel's agree.
+  const std::string shares = vms.Schedinfo("hog", "cpu_shares");
   const std::string quota = vms.Schedinfo("hog", "global_quota");
   const std::optional<double> in_kernel = VmCpuLimit(*mounts, infos["hog"]);
-  say.Say(absl::StrCat("virsh schedinfo: global_quota ", quota, " (was ", own_quota,
-                       "); kernel quota ", in_kernel ? Cores(*in_kernel) : "none"));
-  out.Check(quota != own_quota && !quota.empty() && quota != "-1",
-            absl::StrCat("libvirt's global_quota is ", quota, ", was ", own_quota));
-  out.Check(in_kernel.has_value() && *in_kernel <= limit.in_effect() + 1e-6,
-            absl::StrCat("kernel quota ", in_kernel ? Cores(*in_kernel) : "none", ", applied ",
-                         Cores(limit.in_effect())));
+  say.Say(absl::StrCat("virsh schedinfo: cpu_shares ", shares, " (was ", own_shares,
+                       "), global_quota ", quota, " (was ", own_quota, "); kernel quota ",
+                       in_kernel ? Cores(*in_kernel) : "none"));
+  if (limit.weight() > 0) {
+    uint64_t now_shares = 0, was_shares = 0;
+    out.Check(absl::SimpleAtoi(shares, &now_shares) && absl::SimpleAtoi(own_shares, &was_shares) &&
+                  now_shares < was_shares,
+              absl::StrCat("libvirt's cpu_shares is ", shares, ", was ", own_shares));
+  }
+  if (limit.limit() > 0) {
+    out.Check(quota != own_quota && !quota.empty() && quota != "-1",
+              absl::StrCat("libvirt's global_quota is ", quota, ", was ", own_quota));
+    out.Check(in_kernel.has_value() && *in_kernel <= limit.in_effect() + 1e-6,
+              absl::StrCat("kernel quota ", in_kernel ? Cores(*in_kernel) : "none", ", applied ",
+                           Cores(limit.in_effect())));
+  }
   if (say.on()) {
     say.Say(absl::StrCat("what an operator sees: fairwatch case ", d->record.case_id()));
     say.Show(w.stack->CliTable({"case", absl::StrCat(d->record.case_id())}).out);
@@ -1228,7 +1249,8 @@ void VmHogScenario(ScenarioContext& ctx, Outcome& out) {
       *w.watcher, *w.stack, out, d->record.case_id(), t_stop,
       [&] {
         return VmCpuLimit(*mounts, infos["hog"]) == own_limit &&
-               vms.Schedinfo("hog", "global_quota") == own_quota;
+               vms.Schedinfo("hog", "global_quota") == own_quota &&
+               vms.Schedinfo("hog", "cpu_shares") == own_shares;
       },
       hog_id, "hog");
 }
