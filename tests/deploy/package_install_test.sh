@@ -169,7 +169,10 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 [[ -n $INIT ]] || { tail -20 "$WORK/nspawn.log" >&2; fail "systemd did not start in the container"; }
-in_box() { nsenter -t "$INIT" -a /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+# -r -w: the container's root and directory too. Entering its mount namespace
+# alone puts us at that namespace's root, which is not the container's when
+# this test itself runs in a chroot (deploy/bare-root-check.sh).
+in_box() { nsenter -t "$INIT" -a -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 # (is-system-running --wait needs D-Bus, which a minbase root has not.)
 state=""
 for _ in $(seq 240); do
