@@ -451,7 +451,8 @@ void DryRunScenario(ScenarioContext& ctx, Outcome& out) {
       },
       [](const v1::Case& c) {
         return c.dry_run() && c.actions_size() > 0 &&
-               c.actions(0).kind() == v1::ACTION_KIND_LIMIT && c.actions(0).limit() > 0 &&
+               c.actions(0).kind() == v1::ACTION_KIND_LIMIT &&
+               (c.actions(0).limit() > 0 || c.actions(0).weight() > 0) &&
                c.actions(0).ack() == v1::ACK_STATE_NOT_SENT;
       },
       "a dry run: the would-be limit is on the case");
