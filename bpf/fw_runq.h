@@ -33,9 +33,10 @@ struct fw_runq_cause_key {
 	__u32 holder;
 };
 
-/* The last run segments of one CPU (who ran from when), newest at head. A
- * wait is split over the segments it overlaps; what precedes the oldest goes
- * to the oldest. Power of two. */
+/* The last run segments of one CPU (who ran from when), newest at head; a
+ * holder that runs again right after itself extends its segment. A wait is
+ * split over the segments it overlaps; what precedes the oldest is split
+ * like the part they cover. Power of two. */
 #define FW_RUNQ_SEGMENTS 4
 
 struct fw_runq_cpu {

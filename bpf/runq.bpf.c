@@ -248,14 +248,21 @@ static __always_inline void add_cause(__u32 waiter, __u32 holder, __u64 ns)
 		count_stat(FW_RUNQ_STAT_CAUSE_LOST);
 }
 
-/* A wait of `slot` from t0 to now on this CPU: split over who ran meanwhile,
- * then `next_holder` starts a segment. */
+/* A wait of `waiter` from t0 to now on this CPU: split over who ran
+ * meanwhile, then `next_holder` holds the CPU (a new segment unless it
+ * already held it). A wait longer than the segments kept (more than
+ * FW_RUNQ_SEGMENTS changes of holder) has its earlier part split like the
+ * part that is known: charged to the oldest holder alone, a host task that
+ * switches often would take the blame for a hog's long turns. */
 static __always_inline void switch_segment(__u32 waiter, __u64 t0, __u64 now, __u32 next_holder)
 {
 	__u32 zero = 0;
 	struct fw_runq_cpu *cpu = bpf_map_lookup_elem(&runq_cpu, &zero);
-	__u64 end = now;
+	__u64 len[FW_RUNQ_SEGMENTS] = {};
+	__u32 who[FW_RUNQ_SEGMENTS] = {};
+	__u64 end = now, covered = 0, rest = 0, given = 0;
 	__u32 head;
+	int n = 0;
 
 	if (!cpu)
 		return;
@@ -264,18 +271,44 @@ static __always_inline void switch_segment(__u32 waiter, __u64 t0, __u64 now, __
 		for (int i = 0; i < FW_RUNQ_SEGMENTS; i++) {
 			__u32 k = (head - i) & (FW_RUNQ_SEGMENTS - 1);
 			__u64 start = cpu->start[k];
-			/* Before the oldest segment known: charged to it. */
-			bool last = i == FW_RUNQ_SEGMENTS - 1 || start <= t0 || !start;
-			__u64 from = last ? t0 : start;
+			bool first = start <= t0 || !start;
+			__u64 from = first ? t0 : start;
 
-			if (end > from)
-				add_cause(waiter, start ? cpu->holder[k] : FW_HOLDER_HOST,
-					  end - from);
-			if (last)
+			who[i] = start ? cpu->holder[k] : FW_HOLDER_HOST;
+			len[i] = end > from ? end - from : 0;
+			covered += len[i];
+			n = i + 1;
+			if (first)
 				break;
+			if (i == FW_RUNQ_SEGMENTS - 1)
+				rest = start - t0;
 			end = start;
 		}
+		if (!covered) {
+			/* Nothing known of the wait: the host's. */
+			add_cause(waiter, FW_HOLDER_HOST, now - t0);
+			rest = 0;
+		}
+		for (int i = 0; i < FW_RUNQ_SEGMENTS; i++) {
+			__u64 part = 0;
+
+			if (i >= n)
+				break;
+			if (rest) {
+				if (i == n - 1) {
+					part = rest - given;
+				} else {
+					/* Shares in 1/1024: no overflow for waits < 2^54 ns. */
+					part = (rest * ((len[i] << 10) / covered)) >> 10;
+					given += part;
+				}
+			}
+			if (len[i] + part)
+				add_cause(waiter, who[i], len[i] + part);
+		}
 	}
+	if (cpu->start[head] && cpu->holder[head] == next_holder)
+		return;
 	head = (head + 1) & (FW_RUNQ_SEGMENTS - 1);
 	cpu->start[head] = now;
 	cpu->holder[head] = next_holder;

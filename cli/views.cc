@@ -415,12 +415,16 @@ std::string PolicyReport(const v1::PolicyView& policy) {
   }
   absl::StrAppend(
       &text, "\noffender    above its entitlement by more than ", FormatPercent(p.tolerance()),
-      " and the cause of at least ", FormatPercent(p.min_blame()), " of a victim's waiting, in ",
-      p.required_intervals(), " of ", p.window_intervals(), " intervals\n",
-      "victim      harm signals up, below its entitlement, and at least ",
+      ", and over its fair share and the cause of at least ", FormatPercent(p.min_blame()),
+      " of a victim's waiting, or the cause of at least ", FormatPercent(p.dominant_blame()),
+      " of it; in ", p.required_intervals(), " of ", p.window_intervals(), " intervals\n",
+      "victim      harm signals up, wanting no more than its fair share (or getting less), at "
+      "least ",
       FormatPercent(p.min_neighbour_share()),
-      " of its waiting caused by other tenants (CPU: who held the CPU, measured)\n",
-      "harm        a signal above ", FormatDecimal(h.ratio(), 2),
+      " of its waiting caused by other tenants (CPU: who held the CPU, measured), not held back "
+      "by fairwatch, seen for ",
+      p.window_intervals(), " intervals\n", "harm        a signal above ",
+      FormatDecimal(h.ratio(), 2),
       "x the tenant's own baseline and above its detector's floor (below); CPU not while "
       "throttled by its own quota over ",
       FormatPercent(h.self_throttled_fraction()), " of the time\n",

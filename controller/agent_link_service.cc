@@ -372,7 +372,10 @@ class AgentLinkService::AgentStream final
     if (*outcome == ReportOutcome::kDuplicate) {
       FW_LOG(Debug, "host ", host_id_, " resent report seq ", report.seq(), "; already held");
     } else {
-      service_->RecordIngestLag(absl::GetCurrentTimeNanos() - report.timestamp_unix_ns());
+      const int64_t lag_ns = absl::GetCurrentTimeNanos() - report.timestamp_unix_ns();
+      FW_LOG(Debug, "host ", host_id_, " report seq ", report.seq(), ", ", report.tenants_size(),
+             " tenants, taken ", lag_ns / 1000000, " ms ago");
+      service_->RecordIngestLag(lag_ns);
       if (service_->options_.on_report) service_->options_.on_report(host_id_);
     }
     v1::ControllerMessage ack;

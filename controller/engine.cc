@@ -59,7 +59,9 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
   bool inserted_any = false;
   for (size_t i = 0; i < n; ++i) {
     auto [it, inserted] = host.tenants.try_emplace(interval.tenants[i].id);
-    it->second.round = round;
+    TenantState& t = it->second;
+    t.seen = t.round + 1 == round ? std::min(t.seen + 1, params_.window) : 1;
+    t.round = round;
     state[i] = &it->second;
     inserted_any = inserted_any || inserted;
   }
@@ -120,12 +122,16 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
         s.elastic_when_harmed = false;
       }
       s.limit = 0;
+      s.held_back = false;
       if (tenant_limits[i] != nullptr) {
         if (auto v = tenant_limits[i]->find(resource); v != tenant_limits[i]->end()) {
           s.limit = v->second;
+          s.held_back = true;
         }
       }
-      s.harmed = harm[i * kResources + k].harmed;
+      // A tenant that just appeared (a container starting) has no history
+      // to be harmed against: a victim only once seen for a whole window.
+      s.harmed = harm[i * kResources + k].harmed && state[i]->seen >= params_.window;
       histories[i] = &state[i]->flags[k];
     }
     AttributeWaiting(resource, interval, index, &samples);

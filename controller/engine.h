@@ -58,7 +58,8 @@ struct Evaluation {
   std::vector<ResourceVerdict> verdicts;  // one per judged resource
 };
 
-// Limits of ours in force: tenant id -> resource -> value (resource units).
+// Cases of ours: tenant id -> resource -> the cap in force (resource units;
+// 0: only the weight lowered). A tenant listed is held back on the resource.
 using LimitsInForce = absl::flat_hash_map<std::string, std::map<v1::Resource, double>>;
 
 class FairnessEngine {
@@ -79,6 +80,9 @@ class FairnessEngine {
     HarmBaseline baseline;
     std::array<FlagHistory, std::size(kJudgedResources)> flags;  // N-of-M per resource
     uint64_t round = 0;  // the last evaluation that saw the tenant
+    // Intervals in a row it has been seen (capped): a tenant seen for fewer
+    // than `window` cannot be a victim yet.
+    uint32_t seen = 0;
   };
   struct HostState {
     uint64_t last_seq = 0;

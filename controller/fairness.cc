@@ -130,36 +130,100 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
     const double pool = s.active ? active_weight : active_weight + s.weight;
     s.entitled = pool > 0 ? capacity * s.weight / pool : capacity;
   }
-  // Victims, and what each tenant caused them.
+  // Measured demand (what it used plus, on CPU, what it waited for; at
+  // least a cap of ours) and the fair shares over it.
+  for (size_t i = 0; i < tenants.size(); ++i) {
+    const TenantSample& t = tenants[i];
+    double d = t.usage + std::max(0.0, t.wanted);
+    if (t.limit > 0) d = std::max(d, t.limit);
+    demands.push_back(d);
+  }
+  const std::vector<double> measured_fair = WeightedMaxMin(capacity, demands, weights);
+  // Victims, and what each tenant caused them. Only a tenant that takes more
+  // than the victim (per unit of weight, beyond the tolerance) can harm it:
+  // waiting behind a smaller neighbour's brief turns is what wanting more
+  // costs. A victim wants no more than its fair share, or gets less than it:
+  // a tenant that waits because it wants more than it could fairly get is
+  // not harmed by anyone.
+  std::vector<std::vector<std::pair<uint32_t, double>>> causes(tenants.size());
   for (size_t i = 0; i < tenants.size(); ++i) {
     const TenantSample& t = tenants[i];
     TenantShare& s = j.tenants[i];
-    s.harmed = t.harmed && t.neighbour_share >= params.min_neighbour_share &&
-               t.usage < s.entitled * (1 - params.tolerance);
-    if (!s.harmed) continue;
-    ++j.harmed;
+    // Held back by a case of ours, it yields to everyone by design: its
+    // waiting is our doing, not its neighbours'.
+    if (!t.harmed || t.held_back) continue;
+    const double f = measured_fair[i];
+    // Wanting more than its fair share, it is harmed only by a tenant that
+    // takes more than its own fair share: among tenants that all want more,
+    // one getting a little less than the others in an interval is the
+    // scheduler's noise, not anyone's doing.
+    const bool wants_more = demands[i] > f * (1 + params.tolerance);
+    // Waiting behind smaller tenants (many small ones waking often) is left
+    // out of the whole as well: nobody's doing, like waiting on an idle CPU.
+    const double own = t.usage / s.weight * (1 + params.tolerance);
+    double from_bigger = 0, from_smaller = 0;
     for (const auto& [k, share] : t.caused_by) {
       if (k >= j.tenants.size() || k == i) continue;
+      const bool over_fair = tenants[k].usage > measured_fair[k] * (1 + params.tolerance);
+      if (j.tenants[k].usage / j.tenants[k].weight <= own || (wants_more && !over_fair)) {
+        from_smaller += share;
+        continue;
+      }
+      causes[i].emplace_back(k, share);
+      from_bigger += share;
+    }
+    const double whole = 1 - std::min(from_smaller, 0.99);
+    from_bigger /= whole;
+    for (auto& [k, share] : causes[i]) share /= whole;
+    const bool within_fair = !wants_more || t.usage < f * (1 - params.tolerance);
+    s.harmed = from_bigger >= params.min_neighbour_share && within_fair;
+    if (!s.harmed) {
+      causes[i].clear();
+      continue;
+    }
+    ++j.harmed;
+    for (const auto& [k, share] : causes[i]) {
       j.tenants[k].caused_max = std::max(j.tenants[k].caused_max, share);
       j.tenants[k].caused += share;
     }
   }
+  // A victim whose unmet demand is not measured (disk, network) would take
+  // whatever it may get.
   for (size_t i = 0; i < tenants.size(); ++i) {
-    const TenantSample& t = tenants[i];
     TenantShare& s = j.tenants[i];
-    s.demand = t.usage + std::max(0.0, t.wanted);
-    // Held down by a limit of ours: it wants at least the limit.
-    if (t.limit > 0) s.demand = std::max(s.demand, t.limit);
-    if (s.harmed && t.elastic_when_harmed) s.demand = kInf;
-    demands.push_back(s.demand);
+    s.demand = demands[i];
+    if (s.harmed && tenants[i].elastic_when_harmed) s.demand = demands[i] = kInf;
   }
   const std::vector<double> fair = WeightedMaxMin(capacity, demands, weights);
+  // Above its entitlement, a tenant is flagged when it caused at least
+  // min_blame of a victim's waiting and: it is over its fair share (a
+  // disproportionate share); or it caused at least dominant_blame of it (a
+  // hog next to a lone modest neighbour, within its max-min share because
+  // that neighbour wants little, and the cause of most of its waiting); or
+  // it is a taker — wanting more than its fair share — and takers together
+  // caused at least dominant_blame of it (several hogs sharing the blame).
+  std::vector<char> above(j.tenants.size(), 0), taker(j.tenants.size(), 0);
   for (size_t i = 0; i < j.tenants.size(); ++i) {
     TenantShare& s = j.tenants[i];
     s.fair = fair[i];
     s.over = s.active && s.usage > s.fair * (1 + params.tolerance) && s.usage > s.entitled;
-    s.flagged = s.active && s.usage > s.entitled * (1 + params.tolerance) &&
-                s.caused_max >= params.min_blame;
+    const double measured_demand = tenants[i].usage + std::max(0.0, tenants[i].wanted);
+    s.above = s.active && s.usage > s.entitled;
+    // A taker wants clearly more than its fair share: above its entitlement
+    // by any margin is enough then (several takers next to a small tenant
+    // sit just above it, each taking what the small one lends).
+    taker[i] = s.above && (s.over || measured_demand > s.fair * (1 + params.tolerance));
+    above[i] = taker[i] || (s.active && s.usage > s.entitled * (1 + params.tolerance));
+  }
+  for (size_t v = 0; v < tenants.size(); ++v) {
+    double by_takers = 0;
+    for (const auto& [k, share] : causes[v]) by_takers += taker[k] ? share : 0;
+    for (const auto& [k, share] : causes[v]) {
+      if (!above[k] || share < params.min_blame) continue;
+      TenantShare& s = j.tenants[k];
+      s.flagged = s.flagged || s.over || share >= params.dominant_blame ||
+                  (taker[k] && by_takers >= params.dominant_blame);
+    }
   }
   return j;
 }
@@ -179,13 +243,24 @@ std::vector<Offender> RecordOffenders(const FairnessParams& params,
   const uint32_t mask = WindowMask(params);
   std::vector<Offender> offenders;
   double total_caused = 0;
+  // Co-offenders are acted on together: once one tenant meets the N-of-M
+  // rule, every tenant flagged in this interval or the one before, and above
+  // its entitlement now, is an offender with it (each was a cause of a
+  // victim's waiting just now). One after the other, the first held back
+  // would leave the others more room, and the victims' harm might end
+  // before their turn: the first would pay for all.
+  bool any = false;
   for (size_t i = 0; i < judgement.tenants.size(); ++i) {
     const TenantShare& s = judgement.tenants[i];
     FlagHistory& h = *histories[i];
     h.bits = ((h.bits << 1) | (s.flagged ? 1u : 0u)) & mask;
     h.absent = 0;
-    const auto flagged = static_cast<uint32_t>(std::popcount(h.bits));
-    if (!s.flagged || flagged < params.required) continue;
+    any = any || (s.flagged && static_cast<uint32_t>(std::popcount(h.bits)) >= params.required);
+  }
+  for (size_t i = 0; i < judgement.tenants.size() && any; ++i) {
+    const TenantShare& s = judgement.tenants[i];
+    const auto flagged = static_cast<uint32_t>(std::popcount(histories[i]->bits));
+    if (!s.flagged && !((histories[i]->bits & 2u) != 0 && s.above && !s.harmed)) continue;
     Offender o;
     o.id = s.id;
     o.flagged_intervals = flagged;

@@ -30,12 +30,16 @@ struct FairnessParams {
   double idle_fraction = 0.005;
   // A tenant whose harm signals are up is a victim of its neighbours only when
   // at least this share of its waiting was caused by other tenants (not its
-  // own threads, quota or I/O, not the host), and it gets less than its
-  // entitlement (beyond that, waiting is what wanting more costs).
+  // own threads, quota or I/O, not the host), and it wants no more than its
+  // fair share or gets less than it (beyond that, waiting is what wanting
+  // more costs).
   double min_neighbour_share = 0.5;
-  // A tenant above its entitlement is flagged when it caused at least this
-  // share of a victim's waiting (docs/policy.md, "Blame").
+  // A taker (above its entitlement, wanting more than its fair share) is
+  // flagged when it caused at least min_blame of a victim's waiting and is
+  // over its fair share, or takers together caused at least dominant_blame
+  // of that victim's waiting (docs/policy.md, "Blame").
   double min_blame = 0.1;
+  double dominant_blame = 0.5;
   HarmParams harm;
 };
 
@@ -73,7 +77,10 @@ struct TenantSample {
   // When `wanted` cannot be measured (disk, network), a harmed tenant is
   // taken to want as much as it may get.
   bool elastic_when_harmed = true;
-  double limit = 0;     // a fairwatch limit in force on this resource; 0: none
+  double limit = 0;  // a fairwatch cap in force on this resource; 0: none
+  // Held back by a case of ours on this resource (a cap or a lowered weight):
+  // its waiting is then our doing, not its neighbours'.
+  bool held_back = false;
   bool harmed = false;  // its harm signals are above its baseline (the detectors)
   // Who caused its waiting, as shares of it, for a harmed tenant: on CPU who
   // held the CPU while it waited (the kernel's answer, `measured`), else each
@@ -93,12 +100,14 @@ struct TenantShare {
   bool active = false;
   bool harm_signal = false;  // its harm signals are up (it may be its own doing)
   bool harmed = false;       // a victim: harm signals up, mostly its neighbours' doing,
-                             // and less than its entitlement
+                             // wanting no more than its fair share (or getting less)
+  bool above = false;        // active and using more than its entitlement
   bool over = false;         // above its fair share (with tolerance) and its entitlement
   double caused_max = 0;     // the largest share of one victim's waiting it caused
   double caused = 0;         // the shares of victims' waiting it caused, summed
-  // Above its entitlement (with tolerance) and the cause of at least
-  // min_blame of a victim's waiting.
+  // A taker (above its entitlement, wanting more than its fair share) that
+  // caused at least min_blame of a victim's waiting, over its fair share or
+  // with takers together the main cause of it.
   bool flagged = false;
 };
 
@@ -144,8 +153,9 @@ struct FlagHistory {
 
 // Records one interval in every tenant's history (`histories[i]` is that of
 // judgement.tenants[i]) and returns the offenders now (flagged in this
-// interval and in at least `required` of the last `window`), largest blame
-// first.
+// interval and in at least `required` of the last `window`; with one such,
+// every tenant flagged in this interval, or in the one before and above its
+// entitlement now, as co-offenders), largest blame first.
 std::vector<Offender> RecordOffenders(const FairnessParams& params,
                                       const IntervalJudgement& judgement,
                                       absl::Span<FlagHistory* const> histories);

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
@@ -37,6 +38,24 @@ v1::CaseEvidence Evidence(const Finding& f) {
     out->set_measured(h.measured);
   }
   return e;
+}
+
+// One line per resource with a victim or a flagged tenant (--log-level debug):
+// how each interval was judged, for whoever asks why a case opened or not.
+void LogVerdicts(const Evaluation& evaluation) {
+  for (const ResourceVerdict& v : evaluation.verdicts) {
+    std::vector<std::string> parts;
+    for (const TenantShare& s : v.judgement.tenants) {
+      if (!s.harmed && !s.flagged && !s.harm_signal && s.caused_max == 0) continue;
+      parts.push_back(absl::StrFormat("%s[u %.3g e %.3g f %.3g d %.3g%s%s%s caused %.2f]", s.id,
+                                      s.usage, s.entitled, s.fair, s.demand,
+                                      s.harm_signal ? " signal" : "", s.harmed ? " VICTIM" : "",
+                                      s.flagged ? " FLAGGED" : "", s.caused_max));
+    }
+    if (parts.empty()) continue;
+    FW_LOG(Debug, "host ", evaluation.host_id, " seq ", evaluation.seq, " ",
+           v1::Resource_Name(v.resource), ": ", absl::StrJoin(parts, " "));
+  }
 }
 
 // The part of a skip reason that does not change every second.
@@ -176,6 +195,7 @@ void Judge::RunOnce(absl::Time now) {
     if (evaluation.seq == 0) continue;  // judged already
     judged_hosts_.insert(host_id);
     ++stats_.intervals_judged;
+    if (GetLogLevel() <= LogLevel::kDebug) LogVerdicts(evaluation);
     auto exempt = [&](const std::string& host, const std::string& tenant_id) {
       std::string name;
       for (const TenantInterval& t : interval->tenants) {

@@ -51,10 +51,9 @@ double Planner::LimitOf(const std::string& host_id, const std::string& tenant_id
 LimitsInForce Planner::LimitsOn(const std::string& host_id) const {
   LimitsInForce limits;
   for (const auto& [key, c] : cases_) {
-    // A lowered weight bounds nobody's demand: only caps.
-    if (std::get<0>(key) == host_id && c.limit > 0) {
-      limits[std::get<1>(key)][std::get<2>(key)] = c.limit;
-    }
+    // Every case: its cap, or 0 with only the weight lowered (held back, but
+    // its demand bounded by nothing).
+    if (std::get<0>(key) == host_id) limits[std::get<1>(key)][std::get<2>(key)] = c.limit;
   }
   return limits;
 }
@@ -123,10 +122,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     const bool step_due = now - c.last_step >= params_.step_interval;
     const bool weight_only = c.limit == 0;
     // Usage is unknown when the resource was not judged: never "stopped".
-    // With only its weight lowered, it has stopped once it keeps within its
-    // entitlement: then nobody needs it lowered.
+    // With only its weight lowered, it has stopped once it wants no more
+    // than its entitlement: then nobody needs it lowered. Its demand, not its
+    // usage: under the lowered weight it gets only what is idle, which may be
+    // less than its entitlement while it still wants much more.
     const bool idle =
-        share != nullptr && (weight_only ? share->usage <= share->entitled
+        share != nullptr && (weight_only ? share->demand <= share->entitled
                                          : share->usage < params_.release_below_fraction * c.limit);
     if (!idle) {
       c.idle_since = absl::InfinitePast();
@@ -150,10 +151,10 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
           key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
           weight_only
               ? absl::StrCat(
-                    "back within its entitlement ", FormatAmount(share->entitled, resource),
-                    " for ",
+                    "wanting no more than its entitlement ",
+                    FormatAmount(share->entitled, resource), " for ",
                     absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                    " (now ", FormatAmount(share->usage, resource),
+                    " (now using ", FormatAmount(share->usage, resource),
                     "): its weight is its own again")
               : absl::StrCat(
                     "its usage stayed under ", std::lround(100 * params_.release_below_fraction),

@@ -89,7 +89,9 @@ class Planner {
   // The limit in force for (host, tenant, resource); 0 when none.
   double LimitOf(const std::string& host_id, const std::string& tenant_id,
                  v1::Resource resource) const;
-  // Every limit in force on a host, for the engine (demand is at least the limit).
+  // Every case on a host, for the engine: its cap (demand is at least the cap),
+  // 0 with only the weight lowered. Either way the tenant is held back there
+  // and cannot be a victim on that resource.
   LimitsInForce LimitsOn(const std::string& host_id) const;
   size_t active_cases() const { return cases_.size(); }
 

@@ -25,6 +25,7 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
   policy->set_idle_fraction(set(policy->idle_fraction(), d.idle_fraction));
   policy->set_min_neighbour_share(set(policy->min_neighbour_share(), d.min_neighbour_share));
   policy->set_min_blame(set(policy->min_blame(), d.min_blame));
+  policy->set_dominant_blame(set(policy->dominant_blame(), d.dominant_blame));
 
   v1::HarmPolicy* h = policy->mutable_harm();
   const HarmParams hd;
@@ -71,6 +72,7 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
   RETURN_IF_ERROR(InRange("idle_fraction", p.idle_fraction(), 0, 0.5));
   RETURN_IF_ERROR(InRange("min_neighbour_share", p.min_neighbour_share(), 0.01, 1));
   RETURN_IF_ERROR(InRange("min_blame", p.min_blame(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("dominant_blame", p.dominant_blame(), 0.01, 1));
   const v1::HarmPolicy& h = p.harm();
   RETURN_IF_ERROR(InRange("harm.ratio", h.ratio(), 1, 1000));
   RETURN_IF_ERROR(InRange("harm.runq_p99_floor_ms", h.runq_p99_floor_ms(), 0, 60000));
@@ -137,6 +139,7 @@ absl::StatusOr<FairnessParams> FairnessParamsFromPolicy(v1::FairnessPolicy polic
   params.idle_fraction = policy.idle_fraction();
   params.min_neighbour_share = policy.min_neighbour_share();
   params.min_blame = policy.min_blame();
+  params.dominant_blame = policy.dominant_blame();
   const v1::HarmPolicy& h = policy.harm();
   params.harm.ratio = h.ratio();
   params.harm.runq_p99_floor_ns = h.runq_p99_floor_ms() * 1e6;

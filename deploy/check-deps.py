@@ -114,9 +114,15 @@ def file_owners():
     return owners
 
 
+MAINTAINER_SCRIPTS = (".preinst", ".postinst", ".prerm", ".postrm", ".config")
+
+
 def owner_of(path, owners):
     """The package of `path`, also through the /usr merge and symlinks
-    (alternatives), or None."""
+    (alternatives), or None. A maintainer script dpkg runs
+    (/var/lib/dpkg/info/<package>[:arch].postinst, ...) is its package's."""
+    if path.startswith(DPKG_INFO + "/") and path.endswith(MAINTAINER_SCRIPTS):
+        return os.path.basename(path).rsplit(".", 1)[0].split(":", 1)[0]
     candidates = [path]
     for short, merged in (("/bin/", "/usr/bin/"), ("/sbin/", "/usr/sbin/"),
                           ("/lib/", "/usr/lib/"), ("/lib64/", "/usr/lib64/")):

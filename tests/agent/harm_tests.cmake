@@ -12,7 +12,7 @@ foreach(_t runq_harm_root_test runq_cost_root_test cgroup_stats_root_test)
   add_executable(${_t} ${_t}.cc)
   target_link_libraries(${_t} PRIVATE fairwatch_agent_lib fairwatch_test_support GTest::gtest_main)
   gtest_discover_tests(${_t} DISCOVERY_TIMEOUT 30
-                       PROPERTIES LABELS "root;bpf" TIMEOUT 120 RUN_SERIAL TRUE)
+                       PROPERTIES LABELS "root:bpf" TIMEOUT 120 RUN_SERIAL TRUE)
 endforeach()
 
 # The cost test runs the bench's pipe ping-pong from the same bin directory.

@@ -4,4 +4,4 @@ gtest_discover_tests(net_interfaces_test DISCOVERY_TIMEOUT 30)
 
 add_executable(net_accuracy_root_test net_accuracy_root_test.cc)
 target_link_libraries(net_accuracy_root_test PRIVATE fairwatch_agent_lib fairwatch_test_support GTest::gtest_main)
-gtest_discover_tests(net_accuracy_root_test DISCOVERY_TIMEOUT 30 PROPERTIES LABELS "root;bpf" TIMEOUT 120 RUN_SERIAL TRUE)
+gtest_discover_tests(net_accuracy_root_test DISCOVERY_TIMEOUT 30 PROPERTIES LABELS "root:bpf" TIMEOUT 120 RUN_SERIAL TRUE)

@@ -111,6 +111,22 @@ TEST_F(EngineTest, WaitingBehindItsOwnThreadsIsNoNeighboursDoing) {
   EXPECT_DOUBLE_EQ(findings[0].offender.blame, 1.0);
 }
 
+// A tenant that just appeared has no history to be harmed against: however
+// long it waits, it is no victim until it has been seen for a whole window.
+TEST_F(EngineTest, ATenantThatJustAppearedIsNoVictimYet) {
+  for (int i = 0; i < 10; ++i) Step({{"hog", {1.6, 0.4, 20}}});
+  // The "victim" appears next to the busy hog and waits behind it at once.
+  const std::map<std::string, Second> both = {{"hog", {1.6, 0.4, 20, 0, {{"victim", 1.0}}}},
+                                              {"victim", {0.3, 0.5, 23, 0, {{"hog", 0.9}}}}};
+  int first_finding = -1;
+  for (int i = 0; i < 10 && first_finding < 0; ++i) {
+    if (!Step(both).empty()) first_finding = i;
+  }
+  // Seen in its 2nd report first (rates need two), a victim from its 5th,
+  // the hog flagged in that interval and the next (2 of 5).
+  EXPECT_EQ(first_finding, 5);
+}
+
 TEST(FleetLastInterval, RatesAndHarmOverTheTwoNewestReports) {
   FleetState fleet{FleetOptions{}};
   Host host(&fleet, "hv", 4);

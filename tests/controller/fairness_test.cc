@@ -7,6 +7,8 @@
 #include <limits>
 #include <map>
 
+#include "absl/strings/str_cat.h"
+
 namespace fairwatch::controller {
 namespace {
 
@@ -68,6 +70,16 @@ TenantSample Measured(TenantSample t, std::vector<std::pair<uint32_t, double>> b
   t.causes_measured = true;
   t.caused_by = std::move(by);
   for (const auto& [k, share] : t.caused_by) t.neighbour_share += share;
+  return t;
+}
+
+// A hog (index 0) and a modest steady tenant (1) next to eight small ones,
+// each waiting, 70 % of it behind the hog and 15 % behind the steady one.
+std::vector<TenantSample> SmallCrowd() {
+  std::vector<TenantSample> t = {T("hog", 1.0, 0.5), T("web", 0.4, 0.01)};
+  for (int i = 0; i < 8; ++i) {
+    t.push_back(Measured(T(absl::StrCat("small-", i), 0.05, 0.01), {{0, 0.7}, {1, 0.15}}));
+  }
   return t;
 }
 
@@ -137,6 +149,26 @@ TEST(JudgeInterval, TheOffenderRule) {
        {T("hog", 1.6, 0.5), T("mild", 1.05, 0.1),
         Measured(T("web", 0.3, 0.1), {{0, 0.8}, {1, 0.05}})},
        {"hog"}},
+      {"ten small tenants shrink everyone's entitlement: a modest steady tenant that caused a "
+       "little of their waiting is not blamed; the hog that caused most of it is",
+       2,
+       SmallCrowd(),
+       {"hog"}},
+      {"three takers next to a small tenant, each just above its entitlement with what the "
+       "small one lends, together the cause of its waiting: all three",
+       2,
+       {T("a", 0.53, 1.4), T("b", 0.57, 1.4), T("c", 0.55, 1.4),
+        Measured(T("web", 0.1, 0.01), {{0, 0.3}, {1, 0.35}, {2, 0.3}})},
+       {"a", "b", "c"}},
+      {"one of three takers a little below the others in an interval: the scheduler's noise, "
+       "no victim among them",
+       2,
+       {T("a", 0.7, 1.3), Measured(T("b", 0.5, 1.5), {{0, 0.5}, {2, 0.5}}), T("c", 0.7, 1.3)},
+       {}},
+      {"a taker far below its fair share while another takes three times it: a victim",
+       2,
+       {T("hog", 1.5, 0.5), Measured(T("small", 0.45, 1.5), {{0, 0.9}})},
+       {"hog"}},
   };
   FairnessParams params;
   for (const Case& c : cases) {
@@ -147,6 +179,44 @@ TEST(JudgeInterval, TheOffenderRule) {
     }
     EXPECT_EQ(flagged, c.flagged) << c.name;
   }
+}
+
+TEST(JudgeInterval, ATenantWeHoldBackIsNoVictim) {
+  // Its weight lowered by a case, it yields to everyone by design.
+  TenantSample held = Measured(T("held", 0.1, 1.9), {{0, 0.95}});
+  held.held_back = true;
+  IntervalJudgement j = JudgeInterval(FairnessParams{}, 2, {T("free", 1.8, 0.2), held});
+  EXPECT_FALSE(Find(j, "held").harmed);
+  EXPECT_FALSE(Find(j, "free").flagged);
+}
+
+TEST(OffenderTracker, CoOffendersFlaggedAnIntervalApartAreActedOnTogether) {
+  FairnessParams params;  // 2 of 5
+  OffenderTracker tracker(params);
+  auto interval = [](bool a_flagged, bool b_flagged, bool b_above) {
+    IntervalJudgement j;
+    for (const char* id : {"a", "b"}) {
+      TenantShare s;
+      s.id = id;
+      s.usage = 0.6;
+      s.entitled = 0.5;
+      s.above = true;
+      j.tenants.push_back(s);
+    }
+    j.tenants[0].flagged = a_flagged;
+    j.tenants[1].flagged = b_flagged;
+    j.tenants[1].above = b_above;
+    return j;
+  };
+  EXPECT_TRUE(tracker.Record(interval(true, true, true)).empty());
+  std::vector<Offender> now = tracker.Record(interval(true, false, true));
+  ASSERT_EQ(now.size(), 2u) << "b was flagged the interval before and is above its entitlement";
+
+  OffenderTracker other(params);
+  EXPECT_TRUE(other.Record(interval(true, true, true)).empty());
+  now = other.Record(interval(true, false, false));
+  ASSERT_EQ(now.size(), 1u) << "b is back within its entitlement";
+  EXPECT_EQ(now[0].id, "a");
 }
 
 TEST(JudgeInterval, SharesOfAnIdleAndABusyTenant) {

@@ -276,8 +276,12 @@ absl::Status Stack::StartController() {
         << options_.fairness << "\n}\n";
     if (!out) return absl::InternalError("writing " + config);
   }
-  controller_ = std::make_unique<Daemon>(
-      std::vector<std::string>{binaries_.controller, "--config", config}, dir_ + "/controller.log");
+  std::vector<std::string> argv = {binaries_.controller, "--config", config};
+  // FW_SCENARIO_CONTROLLER_LOG=debug: how every interval was judged, in controller.log.
+  if (const char* level = getenv("FW_SCENARIO_CONTROLLER_LOG"); level != nullptr) {
+    argv.insert(argv.end(), {"--log-level", level});
+  }
+  controller_ = std::make_unique<Daemon>(std::move(argv), dir_ + "/controller.log");
   if (!controller_->Start()) return absl::InternalError("cannot start " + binaries_.controller);
   // Up when it answers.
   if (!WaitUntil([&] { return Cli({"hosts"}).exit_code == 0 || !controller_->Running(); },
@@ -456,7 +460,11 @@ std::string DescribeAction(const v1::Case& c, const v1::CaseAction& a) {
     case v1::ACK_STATE_APPLIED:
       absl::StrAppend(&what, ", applied by the agent");
       if (a.has_in_effect()) {
-        absl::StrAppend(&what, " (in effect ", cli::FormatAmount(a.in_effect(), c.resource()), ")");
+        absl::StrAppend(&what, " (in effect ",
+                        a.weight() > 0 && a.limit() == 0
+                            ? absl::StrCat("weight ", cli::FormatPercent(a.in_effect()))
+                            : cli::FormatAmount(a.in_effect(), c.resource()),
+                        ")");
       }
       break;
     case v1::ACK_STATE_FAILED:
