@@ -202,27 +202,33 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
   // that neighbour wants little, and the cause of most of its waiting); or
   // it is a taker — wanting more than its fair share — and takers together
   // caused at least dominant_blame of it (several hogs sharing the blame).
-  std::vector<char> above(j.tenants.size(), 0), taker(j.tenants.size(), 0);
+  // "Above" has the tolerance, except next to a victim that lends: one using
+  // less than its entitlement (beyond the tolerance) is owed prompt service
+  // for what it uses, and whoever takes more than its own entitlement takes
+  // what the victim lends (three hogs next to a small tenant each sit just
+  // above their entitlement). Next to a victim using about its entitlement,
+  // a neighbour a few per cent above its own is the scheduler's rounding.
+  std::vector<char> above_tol(j.tenants.size(), 0), wants_more(j.tenants.size(), 0);
   for (size_t i = 0; i < j.tenants.size(); ++i) {
     TenantShare& s = j.tenants[i];
     s.fair = fair[i];
     s.over = s.active && s.usage > s.fair * (1 + params.tolerance) && s.usage > s.entitled;
     const double measured_demand = tenants[i].usage + std::max(0.0, tenants[i].wanted);
     s.above = s.active && s.usage > s.entitled;
-    // A taker wants clearly more than its fair share: above its entitlement
-    // by any margin is enough then (several takers next to a small tenant
-    // sit just above it, each taking what the small one lends).
-    taker[i] = s.above && (s.over || measured_demand > s.fair * (1 + params.tolerance));
-    above[i] = taker[i] || (s.active && s.usage > s.entitled * (1 + params.tolerance));
+    above_tol[i] = s.active && s.usage > s.entitled * (1 + params.tolerance);
+    wants_more[i] = s.over || measured_demand > s.fair * (1 + params.tolerance);
   }
   for (size_t v = 0; v < tenants.size(); ++v) {
+    if (causes[v].empty()) continue;
+    const bool lends = tenants[v].usage < j.tenants[v].entitled * (1 - params.tolerance);
+    auto qualifies = [&](uint32_t k) { return lends ? j.tenants[k].above : above_tol[k] != 0; };
     double by_takers = 0;
-    for (const auto& [k, share] : causes[v]) by_takers += taker[k] ? share : 0;
+    for (const auto& [k, share] : causes[v]) by_takers += qualifies(k) && wants_more[k] ? share : 0;
     for (const auto& [k, share] : causes[v]) {
-      if (!above[k] || share < params.min_blame) continue;
+      if (!qualifies(k) || share < params.min_blame) continue;
       TenantShare& s = j.tenants[k];
       s.flagged = s.flagged || s.over || share >= params.dominant_blame ||
-                  (taker[k] && by_takers >= params.dominant_blame);
+                  (wants_more[k] && by_takers >= params.dominant_blame);
     }
   }
   return j;

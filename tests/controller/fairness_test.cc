@@ -165,6 +165,11 @@ TEST(JudgeInterval, TheOffenderRule) {
        2,
        {T("a", 0.7, 1.3), Measured(T("b", 0.5, 1.5), {{0, 0.5}, {2, 0.5}}), T("c", 0.7, 1.3)},
        {}},
+      {"a single-threaded tenant at about its entitlement waits behind a many-threaded one a "
+       "few per cent above its own: the scheduler's rounding, nobody flagged",
+       2,
+       {T("many", 1.05, 6.95), Measured(T("single", 0.94, 0.06), {{0, 0.95}})},
+       {}},
       {"a taker far below its fair share while another takes three times it: a victim",
        2,
        {T("hog", 1.5, 0.5), Measured(T("small", 0.45, 1.5), {{0, 0.9}})},
