@@ -96,6 +96,7 @@ absl::Status Agent::Init() {
   ASSIGN_OR_RETURN(std::vector<BlockDevice> devices, ListBlockDevices());
   ASSIGN_OR_RETURN(std::vector<v1::DiskCapacity> disks,
                    BuildDiskCapacities(devices, config_.disk_capacity()));
+  block_devices_ = devices;
   for (auto& d : disks) *hello_.mutable_capacity()->add_disks() = std::move(d);
   std::vector<v1::InterfaceCapacityOverride> interface_overrides(
       config_.interface_capacity().begin(), config_.interface_capacity().end());
@@ -260,6 +261,13 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
   if (host.ok()) {
     report.mutable_host()->set_cpu_busy_ns(host->busy_ns);
     report.mutable_host()->set_cpu_total_ns(host->total_ns);
+  }
+  // The devices' own counters: what the controller learns their capacity from.
+  absl::StatusOr<std::vector<v1::DiskCounters>> diskstats = ReadDiskstats(block_devices_);
+  if (diskstats.ok()) {
+    for (auto& d : *diskstats) *report.mutable_host()->add_disks() = std::move(d);
+  } else {
+    FW_LOG(Error, "host disks: ", diskstats.status().message());
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
   const EnforcerStats enforced = enforcer_->stats();

@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/block_devices.h"
 #include "agent/cgroup_discovery.h"
 #include "agent/collector.h"
 #include "agent/enforcer.h"
@@ -46,6 +47,7 @@ class Agent {
  private:
   v1::AgentConfig config_;
   v1::Hello hello_;
+  std::vector<BlockDevice> block_devices_;  // the Hello's disks, for /proc/diskstats
   // Discovery, registry update, collector sync and inventory to the reporter.
   void RefreshInventory();
   // Copies the network collector's interfaces into the registry when they

@@ -135,8 +135,54 @@ absl::StatusOr<std::vector<v1::DiskCapacity>> BuildDiskCapacities(
     }
     out[match].set_bandwidth_bytes_per_s(o.bandwidth_bytes_per_s());
     out[match].set_ops_per_s(o.ops_per_s());
+    out[match].set_source(v1::CAPACITY_CONFIGURED);
   }
   return out;
+}
+
+absl::StatusOr<std::vector<v1::DiskCounters>> ParseDiskstats(
+    absl::string_view text, const std::vector<BlockDevice>& devices) {
+  std::vector<v1::DiskCounters> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    // major minor name, then reads completed (3), merged, sectors read (5),
+    // ms reading, writes completed (7), merged, sectors written (9), ms
+    // writing, in flight, io_ticks (12), ... (Documentation/admin-guide/iostats.rst)
+    if (f.size() < 14) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "diskstats line with ", f.size(), " fields (at least 14 expected): '", line, "'"));
+    }
+    uint32_t major = 0, minor = 0;
+    uint64_t reads = 0, read_sectors = 0, writes = 0, write_sectors = 0, io_ticks = 0;
+    if (!absl::SimpleAtoi(f[0], &major) || !absl::SimpleAtoi(f[1], &minor) ||
+        !absl::SimpleAtoi(f[3], &reads) || !absl::SimpleAtoi(f[5], &read_sectors) ||
+        !absl::SimpleAtoi(f[7], &writes) || !absl::SimpleAtoi(f[9], &write_sectors) ||
+        !absl::SimpleAtoi(f[12], &io_ticks)) {
+      return absl::InvalidArgumentError(absl::StrCat("unreadable diskstats line: '", line, "'"));
+    }
+    const bool listed = std::any_of(devices.begin(), devices.end(), [&](const BlockDevice& d) {
+      return d.major == major && d.minor == minor;
+    });
+    if (!listed) continue;
+    v1::DiskCounters& c = out.emplace_back();
+    c.mutable_device()->set_major(major);
+    c.mutable_device()->set_minor(minor);
+    c.set_read_bytes(read_sectors * 512);
+    c.set_write_bytes(write_sectors * 512);
+    c.set_read_ops(reads);
+    c.set_write_ops(writes);
+    c.set_busy_ms(io_ticks);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::DiskCounters>> ReadDiskstats(const std::vector<BlockDevice>& devices,
+                                                            const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(errno, absl::StrCat("reading ", path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return ParseDiskstats(buffer.str(), devices);
 }
 
 absl::StatusOr<v1::DeviceId> WholeDiskOf(uint32_t major, uint32_t minor,

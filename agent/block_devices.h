@@ -37,6 +37,14 @@ absl::StatusOr<std::vector<v1::DiskCapacity>> BuildDiskCapacities(
     const std::vector<BlockDevice>& devices,
     const google::protobuf::RepeatedPtrField<v1::DiskCapacityOverride>& overrides);
 
+// One whole disk's cumulative counters from /proc/diskstats: bytes (sectors
+// x 512) and completed requests per direction, and milliseconds with I/O in
+// flight (io_ticks). Devices not in `devices` are left out.
+absl::StatusOr<std::vector<v1::DiskCounters>> ParseDiskstats(
+    absl::string_view text, const std::vector<BlockDevice>& devices);
+absl::StatusOr<std::vector<v1::DiskCounters>> ReadDiskstats(
+    const std::vector<BlockDevice>& devices, const std::string& path = "/proc/diskstats");
+
 // The whole disk a device number belongs to (itself for a disk, the parent for
 // a partition), resolved through `sys_dev_block` (normally /sys/dev/block).
 absl::StatusOr<v1::DeviceId> WholeDiskOf(uint32_t major, uint32_t minor,

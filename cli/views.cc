@@ -19,15 +19,41 @@ std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
                     absl::StrCat(host.tenant_count()), FormatCores(host.cpu_used_cores()),
                     host.agent_version()});
   }
-  return RenderTable({{"HOST"},
-                      {"HOSTNAME"},
-                      {"STATE"},
-                      {"LAYOUT"},
-                      {"CPUS", Align::kRight},
-                      {"TENANTS", Align::kRight},
-                      {"CPU USED", Align::kRight},
-                      {"AGENT"}},
-                     rows);
+  std::string text = RenderTable({{"HOST"},
+                                  {"HOSTNAME"},
+                                  {"STATE"},
+                                  {"LAYOUT"},
+                                  {"CPUS", Align::kRight},
+                                  {"TENANTS", Align::kRight},
+                                  {"CPU USED", Align::kRight},
+                                  {"AGENT"}},
+                                 rows);
+  // Each disk's capacity and where it comes from (docs/disk.md, "Capacity").
+  std::vector<std::vector<std::string>> disks;
+  for (const v1::HostInfo& host : response.hosts()) {
+    for (const v1::DiskCapacity& d : host.capacity().disks()) {
+      std::string source = "unknown (not busy yet)";
+      if (d.source() == v1::CAPACITY_CONFIGURED) source = "configured";
+      if (d.source() == v1::CAPACITY_LEARNED) source = "learned";
+      disks.push_back(
+          {host.host_id(),
+           absl::StrCat(d.name(), " (", d.device().major(), ":", d.device().minor(), ")"),
+           d.bandwidth_bytes_per_s() > 0 ? FormatBytesRate(d.bandwidth_bytes_per_s()) : "-",
+           d.ops_per_s() > 0 ? FormatRate(d.ops_per_s()) : "-", FormatPercent(d.busy_fraction()),
+           source});
+    }
+  }
+  if (!disks.empty()) {
+    absl::StrAppend(&text, "\n",
+                    RenderTable({{"HOST"},
+                                 {"DISK"},
+                                 {"BANDWIDTH", Align::kRight},
+                                 {"OPS", Align::kRight},
+                                 {"BUSY", Align::kRight},
+                                 {"CAPACITY FROM"}},
+                                disks));
+  }
+  return text;
 }
 
 std::string TenantsTable(const v1::ListTenantsResponse& response) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/histogram.h"
 #include "common/log.h"
+#include "controller/disk_capacity.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -257,6 +258,8 @@ struct FleetState::Host {
   // reports take several times less memory than parsed ones, and only
   // operator queries read them.
   std::deque<std::string> recent ABSL_GUARDED_BY(mu);
+  // Disk capacity learned from the devices' own counters (not configured).
+  DiskCapacityLearner disks ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -469,6 +472,7 @@ void FillHostInfo(const FleetState::Host& host, uint32_t window, v1::HostInfo* i
   info->set_layout(hello.layout());
   info->set_cpu_hierarchy(hello.cpu_hierarchy());
   *info->mutable_capacity() = hello.capacity();
+  host.disks.Fill(info->mutable_capacity());
   info->set_interval_ms(hello.interval_ms());
   info->set_connected(host.connected);
   info->set_first_seen_unix_ns(host.first_seen_unix_ns);
@@ -700,6 +704,7 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
   host->reports[index % history] =
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
   host->report_count = index;
+  host->disks.Observe(report.host().disks(), report.monotonic_ns());
   host->last_report_ingested = absl::Now();
   if (host->last_seq == 0) {
     host->first_seq = report.seq();
@@ -905,7 +910,9 @@ void FillRow(const FleetState::Host& host, const std::string& tenant_id, const T
   row->set_net_tx_packets_per_s(rates.net_tx_packets_per_s);
   row->set_net_drops_per_s(rates.net_drops_per_s);
   const double value = ResourceUsage(rates, resource);
-  const double capacity = ResourceCapacity(host.hello.capacity(), resource);
+  v1::HostCapacity known = host.hello.capacity();
+  host.disks.Fill(&known);
+  const double capacity = ResourceCapacity(known, resource);
   row->set_value(value);
   row->set_host_fraction(capacity > 0 ? value / capacity : 0);
 }
@@ -1117,6 +1124,7 @@ absl::StatusOr<HostInterval> FleetState::LastInterval(absl::string_view host_id)
   interval.host_id = host->hello.host_id();
   interval.seq = to.seq;
   interval.capacity = host->hello.capacity();
+  host->disks.Fill(&interval.capacity);
   if (to.monotonic_ns > from.monotonic_ns) {
     interval.seconds = static_cast<double>(to.monotonic_ns - from.monotonic_ns) / 1e9;
   }

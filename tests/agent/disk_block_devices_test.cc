@@ -84,6 +84,40 @@ TEST_F(FakeSysfs, ListsRequestBasedDisksWithMediaSortedByName) {
   EXPECT_EQ((*devices)[2].size_bytes, 2048u * 512);
 }
 
+TEST(ParseDiskstats, ReadsTheListedWholeDisksBytesRequestsAndBusyTime) {
+  // Lines as 6.x prints them (20 fields): a disk, its partition, a device
+  // not listed.
+  const char* text =
+      " 254       0 vda 3020 1187 249526 1544 53102 41760 6891258 95012 0 52316 102210 0 0 0 0 "
+      "3309 5653\n"
+      " 254       1 vda1 2900 1187 245000 1500 53000 41760 6890000 95000 0 52300 102100 0 0 0 0 "
+      "0 0\n"
+      "   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+  BlockDevice vda;
+  vda.name = "vda";
+  vda.major = 254;
+  vda.minor = 0;
+  auto disks = ParseDiskstats(text, {vda});
+  ASSERT_TRUE(disks.ok()) << disks.status();
+  ASSERT_EQ(disks->size(), 1u);
+  const v1::DiskCounters& d = (*disks)[0];
+  EXPECT_EQ(d.read_ops(), 3020u);
+  EXPECT_EQ(d.read_bytes(), 249526u * 512);
+  EXPECT_EQ(d.write_ops(), 53102u);
+  EXPECT_EQ(d.write_bytes(), 6891258u * 512);
+  EXPECT_EQ(d.busy_ms(), 52316u);
+  EXPECT_FALSE(ParseDiskstats(" 254 0 vda 1 2 3\n", {vda}).ok()) << "too few fields";
+  EXPECT_FALSE(ParseDiskstats(" 254 0 vda x 0 0 0 0 0 0 0 0 0 0 0 0 0\n", {vda}).ok());
+}
+
+TEST(ReadDiskstats, ThisHostsFileParses) {
+  auto devices = ListBlockDevices();
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  auto disks = ReadDiskstats(*devices);
+  ASSERT_TRUE(disks.ok()) << disks.status();
+  EXPECT_EQ(disks->size(), devices->size()) << "every listed disk has a diskstats line";
+}
+
 TEST_F(FakeSysfs, MissingSysBlockIsAnError) {
   EXPECT_FALSE(ListBlockDevices((root_ / "nope").string()).ok());
 }

@@ -32,6 +32,35 @@ TEST(HostsTable, ShowsStateLayoutAndUse) {
             "hv-22                down 5m    v2         0        0      0.00\n");
 }
 
+TEST(HostsTable, ListsEachDisksCapacityAndWhereItComesFrom) {
+  v1::ListHostsResponse response;
+  v1::HostInfo* host = response.add_hosts();
+  host->set_host_id("hv-1");
+  host->set_layout(v1::CGROUP_LAYOUT_V2);
+  auto disk = [&](const char* name, uint32_t minor, double bw, double ops, double busy,
+                  v1::CapacitySource source) {
+    v1::DiskCapacity* d = host->mutable_capacity()->add_disks();
+    d->set_name(name);
+    d->mutable_device()->set_major(259);
+    d->mutable_device()->set_minor(minor);
+    d->set_bandwidth_bytes_per_s(bw);
+    d->set_ops_per_s(ops);
+    d->set_busy_fraction(busy);
+    d->set_source(source);
+  };
+  disk("nvme0n1", 0, 2.5e9, 0, 0.02, v1::CAPACITY_CONFIGURED);
+  disk("nvme1n1", 1, 180e6, 45000, 0.97, v1::CAPACITY_LEARNED);
+  disk("nvme2n1", 2, 0, 0, 0, v1::CAPACITY_SOURCE_UNSPECIFIED);
+  const std::string text = HostsTable(response, kNow);
+  EXPECT_THAT(text,
+              ::testing::EndsWith(
+                  "\n"
+                  "HOST  DISK             BANDWIDTH    OPS   BUSY  CAPACITY FROM\n"
+                  "hv-1  nvme0n1 (259:0)   2.5 GB/s      -   2.0%  configured\n"
+                  "hv-1  nvme1n1 (259:1)   180 MB/s  45k/s  97.0%  learned\n"
+                  "hv-1  nvme2n1 (259:2)          -      -   0.0%  unknown (not busy yet)\n"));
+}
+
 TEST(TenantsTable, ShowsDefaultWeightAndCgroups) {
   v1::ListTenantsResponse response;
   v1::TenantInfo* info = response.add_tenants();

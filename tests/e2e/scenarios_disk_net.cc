@@ -103,33 +103,43 @@ class DiskDir {
   std::string path_;
 };
 
-void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
+// `configured`: the disk's write bandwidth, measured alone first, is given
+// to the agent as its capacity (what an operator who measured would write);
+// otherwise nothing is, as on a default install, and the controller learns it.
+void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   const DiskDir dir;
   SCENARIO_REQUIRE(out, !dir.path().empty(), "cannot make a directory in /var/tmp");
   absl::StatusOr<std::pair<std::string, std::string>> disk = DiskOf(dir.path());
   SCENARIO_REQUIRE_OK(out, disk.status());
   const std::string dev = disk->first;  // a lambda below captures it
   const std::string disk_name = disk->second;
-  // The disk's write bandwidth, measured alone: the capacity the controller judges by.
-  const uint64_t before = DiskBytesWritten(disk_name);
-  const absl::Time m0 = absl::Now();
-  std::vector<std::string> fio = FioWriter(dir.path() + "/probe", 4);
-  fio[0] = Which("fio");  // RunCommand does not search PATH
-  CommandResult probe = RunCommand(fio, 30);
-  const double bandwidth = static_cast<double>(DiskBytesWritten(disk_name) - before) /
-                           absl::ToDoubleSeconds(absl::Now() - m0);
-  std::filesystem::remove(dir.path() + "/probe");
-  SCENARIO_REQUIRE(out, probe.exit_code == 0 && bandwidth > 1e6,
-                   absl::StrCat("measuring ", disk_name, ": fio exit ", probe.exit_code, ", ",
-                                bandwidth / 1e6, " MB/s ", probe.err));
-  out.Figure("disk_bandwidth", bandwidth / 1e6, "MB/s");
-
   Stack::Options options;
-  options.agent_extra = absl::StrFormat(
-      "disk_capacity { device: \"%s\" bandwidth_bytes_per_s: %.0f }", dev, bandwidth);
+  std::string capacity_note;
+  if (configured) {
+    const uint64_t before = DiskBytesWritten(disk_name);
+    const absl::Time m0 = absl::Now();
+    std::vector<std::string> fio = FioWriter(dir.path() + "/probe", 4);
+    fio[0] = Which("fio");  // RunCommand does not search PATH
+    CommandResult probe = RunCommand(fio, 30);
+    const double bandwidth = static_cast<double>(DiskBytesWritten(disk_name) - before) /
+                             absl::ToDoubleSeconds(absl::Now() - m0);
+    std::filesystem::remove(dir.path() + "/probe");
+    SCENARIO_REQUIRE(out, probe.exit_code == 0 && bandwidth > 1e6,
+                     absl::StrCat("measuring ", disk_name, ": fio exit ", probe.exit_code, ", ",
+                                  bandwidth / 1e6, " MB/s ", probe.err));
+    out.Figure("disk_bandwidth", bandwidth / 1e6, "MB/s");
+    options.agent_extra = absl::StrFormat(
+        "disk_capacity { device: \"%s\" bandwidth_bytes_per_s: %.0f }", dev, bandwidth);
+    capacity_note =
+        absl::StrFormat("%s (%s) writes %.0f MB/s alone: the capacity given to the agent",
+                        disk_name, dev, bandwidth / 1e6);
+  } else {
+    capacity_note = absl::StrFormat(
+        "%s (%s): no capacity configured, as on a default install: the controller learns it",
+        disk_name, dev);
+  }
   World w(ctx, {"reader", "writer"}, options);
-  w.say.Say(absl::StrFormat("%s (%s) writes %.0f MB/s alone: the capacity given to the agent",
-                            disk_name, dev, bandwidth / 1e6));
+  w.say.Say(capacity_note);
   SCENARIO_REQUIRE_OK(out, w.Start(2));
   SCENARIO_REQUIRE_OK(
       out, w.tenants.Run("reader", {"fio", "--name=reader", "--filename=" + dir.path() + "/reader",
@@ -161,6 +171,25 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
   out.Figure("case_opened", d->opened_s, "s");
   out.Figure("detect", d->applied_s, "s");
   CheckEvidence(w, out, d->record, "writer", {"reader"});
+  if (!configured) {
+    // What the operator sees: the device's capacity, learned.
+    v1::ListHostsResponse hosts;
+    std::string error;
+    SCENARIO_REQUIRE(out, w.stack->CliJson({"hosts"}, &hosts, &error), error);
+    const v1::DiskCapacity* learned = nullptr;
+    for (const v1::HostInfo& h : hosts.hosts()) {
+      for (const v1::DiskCapacity& c : h.capacity().disks()) {
+        if (c.name() == disk_name) learned = &c;
+      }
+    }
+    SCENARIO_REQUIRE(out, learned != nullptr, absl::StrCat("fairwatch hosts lists no ", disk_name));
+    out.Check(learned->source() == v1::CAPACITY_LEARNED && learned->bandwidth_bytes_per_s() > 0,
+              absl::StrCat(disk_name, "'s capacity not learned: ", learned->ShortDebugString()));
+    out.Figure("learned_bandwidth", learned->bandwidth_bytes_per_s() / 1e6, "MB/s");
+    w.say.Say(absl::StrFormat("fairwatch hosts: %s capacity %.0f MB/s, %.0f ops/s, learned",
+                              disk_name, learned->bandwidth_bytes_per_s() / 1e6,
+                              learned->ops_per_s()));
+  }
   SCENARIO_REQUIRE(out, d->record.actions(0).ack() == v1::ACK_STATE_APPLIED,
                    absl::StrCat("limit not applied: ", d->record.actions(0).ack_message()));
   const std::string throttle_file =
@@ -206,6 +235,9 @@ void DiskHogScenario(ScenarioContext& ctx, Outcome& out) {
       *w.watcher, *w.stack, out, d->record.case_id(), t_stop, [&] { return !throttled(); },
       w.tenants.Id("writer"), "writer");
 }
+
+void DiskHogScenario(ScenarioContext& ctx, Outcome& out) { DiskHog(ctx, out, true); }
+void DiskDefaultScenario(ScenarioContext& ctx, Outcome& out) { DiskHog(ctx, out, false); }
 
 // A shared uplink, everything in it made here: a bridge with a port per
 // tenant (the host side of a veth whose other end is eth0 in the tenant's own
@@ -456,6 +488,11 @@ std::vector<Scenario> DiskNetScenarios() {
        "limit, the reader's latency recovers",
        {"fio"},
        DiskHogScenario},
+      {"disk-default",
+       "the disk-hog set-up on a default install (no disk capacity configured): the capacity "
+       "is learned from what the disk delivers, the writer limited as before",
+       {"fio"},
+       DiskDefaultScenario},
       {"net-hog",
        "eight TCP streams flooding a shared uplink next to a steady sender: a network limit "
        "on the flooder, the neighbour's throughput recovers",
