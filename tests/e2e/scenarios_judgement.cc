@@ -317,6 +317,11 @@ struct OneVictimVariant {
   const char* story;
   std::vector<std::string> hog;
   int neighbour_percent;
+  // The light neighbour's harm shows in fewer intervals: much of its little
+  // waiting is behind the host's own tasks (the daemons, this harness), and
+  // an interval counts only when the hog caused most of it (seen: 1.8-5.9 s
+  // over 8 runs, docs/performance.md).
+  double bound_s = 5;
 };
 
 // A hog that leaves a lone modest neighbour its CPU share but makes it wait:
@@ -325,7 +330,7 @@ struct OneVictimVariant {
 void OneVictimScenario(ScenarioContext& ctx, Outcome& out) {
   const OneVictimVariant variants[] = {
       {"steady", "a hog next to one neighbour at a steady 40 % of a core", Hog(), 40},
-      {"light", "a hog next to one neighbour at 5 %: little CPU, wakes every 10 ms", Hog(), 5},
+      {"light", "a hog next to one neighbour at 5 %: little CPU, wakes every 10 ms", Hog(), 5, 8},
       {"threads", "a hog with 8 threads (more than the CPUs) next to one neighbour at 40 %",
        Busy(8), 40},
   };
@@ -342,7 +347,7 @@ void OneVictimScenario(ScenarioContext& ctx, Outcome& out) {
     std::optional<Detection> d = WaitForLimit(w, "hog", t0, absl::Seconds(15));
     SCENARIO_REQUIRE(out, d.has_value(), absl::StrCat(v.name, ": hog not acted on within 15 s"));
     out.Figure(absl::StrCat(v.name, "_detect"), d->applied_s, "s");
-    out.Check(d->applied_s <= 5,
+    out.Check(d->applied_s <= v.bound_s,
               absl::StrCat(v.name, ": acted on ", Seconds(d->applied_s), " after the start"));
     CheckEvidence(w, out, d->record, "hog", {"web"});
     Pause(absl::Seconds(4));
