@@ -158,8 +158,9 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
     // one getting a little less than the others in an interval is the
     // scheduler's noise, not anyone's doing.
     const bool wants_more = demands[i] > f * (1 + params.tolerance);
-    // Waiting behind smaller tenants (many small ones waking often) is left
-    // out of the whole as well: nobody's doing, like waiting on an idle CPU.
+    // Waiting behind smaller tenants (many small ones waking often), and for
+    // a victim that wants more, behind takers within their fair share, is
+    // left out of the whole: nobody's doing, like waiting on an idle CPU.
     const double own = t.usage / s.weight * (1 + params.tolerance);
     double from_bigger = 0, from_smaller = 0;
     for (const auto& [k, share] : t.caused_by) {

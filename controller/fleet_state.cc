@@ -266,6 +266,14 @@ namespace {
 
 using Host = FleetState::Host;
 
+// The host's capacity as known now: what its agent announced, with the disk
+// capacity nobody configured filled in from what the disks delivered.
+v1::HostCapacity CapacityNow(const Host& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+  v1::HostCapacity capacity = host.hello.capacity();
+  host.disks.Fill(&capacity);
+  return capacity;
+}
+
 }  // namespace
 
 FleetOptions FleetOptions::FromConfig(const v1::ControllerConfig& config) {
@@ -471,8 +479,7 @@ void FillHostInfo(const FleetState::Host& host, uint32_t window, v1::HostInfo* i
   info->set_agent_version(hello.agent_version());
   info->set_layout(hello.layout());
   info->set_cpu_hierarchy(hello.cpu_hierarchy());
-  *info->mutable_capacity() = hello.capacity();
-  host.disks.Fill(info->mutable_capacity());
+  *info->mutable_capacity() = CapacityNow(host);
   info->set_interval_ms(hello.interval_ms());
   info->set_connected(host.connected);
   info->set_first_seen_unix_ns(host.first_seen_unix_ns);
@@ -886,8 +893,10 @@ double ResourceUsage(const TenantRates& r, v1::Resource resource) {
 
 namespace {
 
+// `capacity`: the host's for `resource` (CapacityNow), worked out once per host.
 void FillRow(const FleetState::Host& host, const std::string& tenant_id, const TenantRates& rates,
-             v1::Resource resource, v1::TopRow* row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
+             v1::Resource resource, double capacity, v1::TopRow* row)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
   row->set_host_id(host.hello.host_id());
   row->set_tenant_id(tenant_id);
   auto entry = host.inventory.find(tenant_id);
@@ -910,9 +919,6 @@ void FillRow(const FleetState::Host& host, const std::string& tenant_id, const T
   row->set_net_tx_packets_per_s(rates.net_tx_packets_per_s);
   row->set_net_drops_per_s(rates.net_drops_per_s);
   const double value = ResourceUsage(rates, resource);
-  v1::HostCapacity known = host.hello.capacity();
-  host.disks.Fill(&known);
-  const double capacity = ResourceCapacity(known, resource);
   row->set_value(value);
   row->set_host_fraction(capacity > 0 ? value / capacity : 0);
 }
@@ -939,16 +945,18 @@ absl::StatusOr<std::vector<v1::TopRow>> FleetState::Top(absl::string_view host_i
   std::vector<v1::TopRow> rows;
   for (const auto& host : hosts) {
     absl::MutexLock lock(&host->mu);
+    const double capacity = ResourceCapacity(CapacityNow(*host), resource);
     for (const auto& [id, series] : host->series) {
       if (series.last_index != host->report_count) continue;
-      FillRow(*host, id, ComputeRates(*host, series, *window), resource, &rows.emplace_back());
+      FillRow(*host, id, ComputeRates(*host, series, *window), resource, capacity,
+              &rows.emplace_back());
     }
     for (const auto& [id, entry] : host->inventory) {
       auto series = host->series.find(id);
       if (series != host->series.end() && series->second.last_index == host->report_count) {
         continue;
       }
-      FillRow(*host, id, TenantRates{}, resource, &rows.emplace_back());
+      FillRow(*host, id, TenantRates{}, resource, capacity, &rows.emplace_back());
     }
   }
   return rows;
@@ -1059,7 +1067,7 @@ absl::StatusOr<v1::TenantDetail> FleetState::GetTenant(absl::string_view host_id
   FillRow(
       *host, id,
       series == host->series.end() ? TenantRates{} : ComputeRates(*host, series->second, *window),
-      v1::RESOURCE_CPU, detail.mutable_usage());
+      v1::RESOURCE_CPU, host->hello.capacity().cpus(), detail.mutable_usage());
   // Detail needs the tenant in the newest report and in an older one.
   if (host->recent.size() < 2) return detail;
   v1::UsageReport newest;
@@ -1123,8 +1131,7 @@ absl::StatusOr<HostInterval> FleetState::LastInterval(absl::string_view host_id)
   HostInterval interval;
   interval.host_id = host->hello.host_id();
   interval.seq = to.seq;
-  interval.capacity = host->hello.capacity();
-  host->disks.Fill(&interval.capacity);
+  interval.capacity = CapacityNow(*host);
   if (to.monotonic_ns > from.monotonic_ns) {
     interval.seconds = static_cast<double>(to.monotonic_ns - from.monotonic_ns) / 1e9;
   }
