@@ -203,12 +203,16 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
   // that neighbour wants little, and the cause of most of its waiting); or
   // it is a taker — wanting more than its fair share — and takers together
   // caused at least dominant_blame of it (several hogs sharing the blame).
-  // "Above" has the tolerance, except next to a victim that lends: one using
-  // less than its entitlement (beyond the tolerance) is owed prompt service
-  // for what it uses, and whoever takes more than its own entitlement takes
-  // what the victim lends (three hogs next to a small tenant each sit just
-  // above their entitlement). Next to a victim using about its entitlement,
-  // a neighbour a few per cent above its own is the scheduler's rounding.
+  // "Above" has the tolerance, except next to a victim that lends: one
+  // wanting less than its entitlement (beyond the tolerance; what it used
+  // plus, on CPU, what it waited for) is owed prompt service for what it
+  // uses, and whoever takes more than its own entitlement takes what the
+  // victim lends (three hogs next to a small tenant each sit just above
+  // their entitlement). A victim that wants about its entitlement lends
+  // nothing, even in an interval where it got less: next to it, a neighbour
+  // a few per cent above its own is the scheduler's rounding (a
+  // single-threaded tenant next to a many-threaded one gets 0.88-0.97 of a
+  // core on two CPUs, the host's own tasks taking part of the rest).
   std::vector<char> above_tol(j.tenants.size(), 0), wants_more(j.tenants.size(), 0);
   for (size_t i = 0; i < j.tenants.size(); ++i) {
     TenantShare& s = j.tenants[i];
@@ -221,7 +225,8 @@ IntervalJudgement JudgeInterval(const FairnessParams& params, double capacity,
   }
   for (size_t v = 0; v < tenants.size(); ++v) {
     if (causes[v].empty()) continue;
-    const bool lends = tenants[v].usage < j.tenants[v].entitled * (1 - params.tolerance);
+    const double wants = tenants[v].usage + std::max(0.0, tenants[v].wanted);
+    const bool lends = wants < j.tenants[v].entitled * (1 - params.tolerance);
     auto qualifies = [&](uint32_t k) { return lends ? j.tenants[k].above : above_tol[k] != 0; };
     double by_takers = 0;
     for (const auto& [k, share] : causes[v]) by_takers += qualifies(k) && wants_more[k] ? share : 0;

@@ -170,6 +170,21 @@ TEST(JudgeInterval, TheOffenderRule) {
        2,
        {T("many", 1.05, 6.95), Measured(T("single", 0.94, 0.06), {{0, 0.95}})},
        {}},
+      {"a single-threaded tenant that wants its whole entitlement gets less in an interval "
+       "(0.88, the host's tasks taking some): it lends nothing, and the many-threaded one at "
+       "1.06 is within the tolerance of its own",
+       2,
+       {T("many", 1.06, 6.9), Measured(T("single", 0.88, 0.12), {{0, 0.95}})},
+       {}},
+      {"the same, held to its entitlement by a quota of its own, measured a little over it",
+       2,
+       {T("many", 1.03, 7.0), Measured(T("single", 0.87, 0.1), {{0, 0.97}})},
+       {}},
+      {"a neighbour that wants half its entitlement lends the rest: a hog just above its own "
+       "that caused most of its waiting is flagged",
+       2,
+       {T("hog", 1.06, 6.9), Measured(T("web", 0.4, 0.05), {{0, 0.95}})},
+       {"hog"}},
       {"a taker far below its fair share while another takes three times it: a victim",
        2,
        {T("hog", 1.5, 0.5), Measured(T("small", 0.45, 1.5), {{0, 0.9}})},
