@@ -14,6 +14,7 @@
 #include "agent/net_interfaces.h"
 #include "agent/proc_stats.h"
 #include "agent/runq_collector.h"
+#include "agent/uplinks.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/tls.h"
@@ -102,7 +103,10 @@ absl::Status Agent::Init() {
       config_.interface_capacity().begin(), config_.interface_capacity().end());
   ASSIGN_OR_RETURN(std::vector<v1::InterfaceCapacity> interfaces,
                    ReadInterfaceCapacities(interface_overrides));
-  for (auto& i : interfaces) *hello_.mutable_capacity()->add_interfaces() = std::move(i);
+  for (auto& i : interfaces) {
+    uplinks_.push_back(i.name());
+    *hello_.mutable_capacity()->add_interfaces() = std::move(i);
+  }
   hello_.set_interval_ms(config_.interval_ms());
 
   if (config_.metrics_address() != "off") {
@@ -268,6 +272,15 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     for (auto& d : *diskstats) *report.mutable_host()->add_disks() = std::move(d);
   } else {
     FW_LOG(Error, "host disks: ", diskstats.status().message());
+  }
+  // The uplinks' own counters and queue drops: what the controller learns an
+  // unknown link speed from.
+  if (!uplinks_.empty()) {
+    absl::StatusOr<std::vector<RootQdisc>> qdiscs = DumpRootQdiscs();
+    if (!qdiscs.ok()) FW_LOG(Error, "uplink queues: ", qdiscs.status().message());
+    for (auto& c : UplinkCounters(uplinks_, qdiscs.ok() ? *qdiscs : std::vector<RootQdisc>{})) {
+      *report.mutable_host()->add_net() = std::move(c);
+    }
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
   const EnforcerStats enforced = enforcer_->stats();

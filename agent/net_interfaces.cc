@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/rtnetlink.h"
 #include "common/status.h"
 
 namespace fairwatch::agent {
@@ -50,100 +51,11 @@ bool ReadNumber(const std::string& path, T* value) {
   return absl::SimpleAtoi(absl::StripAsciiWhitespace(text), value);
 }
 
-size_t Align4(size_t n) { return (n + 3) & ~size_t{3}; }
-
-// Owns a socket fd.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
-
-absl::StatusOr<std::unique_ptr<Fd>> OpenRtnetlink() {
-  auto sock = std::make_unique<Fd>(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (sock->fd < 0) return ErrnoStatus(errno, "opening an rtnetlink socket");
-  struct sockaddr_nl local {};
-  local.nl_family = AF_NETLINK;
-  if (bind(sock->fd, reinterpret_cast<struct sockaddr*>(&local), sizeof(local)) != 0) {
-    return ErrnoStatus(errno, "binding an rtnetlink socket");
-  }
-  return sock;
-}
-
-absl::Status SendRequest(int fd, const void* msg, size_t len, absl::string_view what) {
-  struct sockaddr_nl kernel {};
-  kernel.nl_family = AF_NETLINK;
-  if (sendto(fd, msg, len, 0, reinterpret_cast<struct sockaddr*>(&kernel), sizeof(kernel)) < 0) {
-    return ErrnoStatus(errno, absl::StrCat("sending ", what));
-  }
-  return absl::OkStatus();
-}
-
-// Receives one datagram of netlink messages.
-absl::StatusOr<std::string> ReceiveOnce(int fd, absl::string_view what) {
-  std::string buf(64 * 1024, '\0');
-  while (true) {
-    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, absl::StrCat("receiving ", what));
-    if (static_cast<size_t>(n) > buf.size()) {
-      // Peeking would be cleaner; a bigger buffer and a retry is not possible
-      // after MSG_TRUNC consumed it, so ask for the whole dump again.
-      return absl::ResourceExhaustedError(absl::StrCat(what, ": reply larger than 64 KiB"));
-    }
-    buf.resize(static_cast<size_t>(n));
-    return buf;
-  }
-}
-
-// Walks the netlink messages in buffer; fn returns false to stop.
-template <typename Fn>
-void ForEachMessage(absl::string_view buffer, Fn fn) {
-  size_t off = 0;
-  while (buffer.size() - off >= sizeof(struct nlmsghdr)) {
-    struct nlmsghdr hdr;
-    memcpy(&hdr, buffer.data() + off, sizeof(hdr));
-    if (hdr.nlmsg_len < sizeof(hdr) || hdr.nlmsg_len > buffer.size() - off) return;
-    if (!fn(hdr, buffer.substr(off + sizeof(hdr), hdr.nlmsg_len - sizeof(hdr)))) return;
-    off += Align4(hdr.nlmsg_len);
-    if (off > buffer.size()) return;
-  }
-}
-
-// Walks rtattrs in payload; fn(type, value).
-template <typename Fn>
-void ForEachAttr(absl::string_view payload, Fn fn) {
-  size_t off = 0;
-  while (payload.size() - off >= sizeof(struct rtattr)) {
-    struct rtattr attr;
-    memcpy(&attr, payload.data() + off, sizeof(attr));
-    if (attr.rta_len < sizeof(attr) || attr.rta_len > payload.size() - off) return;
-    fn(attr.rta_type & NLA_TYPE_MASK,
-       payload.substr(off + sizeof(attr), attr.rta_len - sizeof(attr)));
-    off += Align4(attr.rta_len);
-    if (off > payload.size()) return;
-  }
-}
-
-template <typename T>
-bool AttrValue(absl::string_view value, T* out) {
-  if (value.size() < sizeof(T)) return false;
-  memcpy(out, value.data(), sizeof(T));
-  return true;
-}
-
-absl::Status NetlinkError(absl::string_view payload, absl::string_view what) {
-  struct nlmsgerr err;
-  if (payload.size() < sizeof(err.error))
-    return absl::InternalError(absl::StrCat(what, ": short error"));
-  memcpy(&err.error, payload.data(), sizeof(err.error));
-  if (err.error == 0) return absl::OkStatus();
-  return ErrnoStatus(-err.error, what);
-}
+using rtnl::Align4;
+using rtnl::AttrValue;
+using rtnl::Fd;
+using rtnl::ForEachAttr;
+using rtnl::ForEachMessage;
 
 }  // namespace
 
@@ -217,10 +129,16 @@ std::vector<v1::InterfaceCapacity> InterfaceCapacities(
     // Mb/s (10^6 bits) to bytes/s; a virtual interface's own speed means nothing.
     const double bytes_per_s =
         iface.physical && iface.speed_mbps > 0 ? iface.speed_mbps * 1e6 / 8 : 0.0;
-    cap.set_rx_bytes_per_s(o != nullptr && o->rx_bytes_per_s() > 0 ? o->rx_bytes_per_s()
-                                                                   : bytes_per_s);
-    cap.set_tx_bytes_per_s(o != nullptr && o->tx_bytes_per_s() > 0 ? o->tx_bytes_per_s()
-                                                                   : bytes_per_s);
+    const bool rx_set = o != nullptr && o->rx_bytes_per_s() > 0;
+    const bool tx_set = o != nullptr && o->tx_bytes_per_s() > 0;
+    cap.set_rx_bytes_per_s(rx_set ? o->rx_bytes_per_s() : bytes_per_s);
+    cap.set_tx_bytes_per_s(tx_set ? o->tx_bytes_per_s() : bytes_per_s);
+    // Unknown in a direction, it is left for the controller to learn.
+    if (rx_set || tx_set) {
+      cap.set_source(v1::CAPACITY_CONFIGURED);
+    } else if (bytes_per_s > 0) {
+      cap.set_source(v1::CAPACITY_LINK_SPEED);
+    }
   }
   std::vector<v1::InterfaceCapacity> out;
   out.reserve(by_name.size());
@@ -266,7 +184,6 @@ std::vector<LinkInfo> ParseLinkMessages(absl::string_view buffer) {
 }
 
 absl::StatusOr<std::vector<LinkInfo>> DumpLinks() {
-  ASSIGN_OR_RETURN(std::unique_ptr<Fd> sock, OpenRtnetlink());
   struct {
     struct nlmsghdr hdr;
     struct ifinfomsg ifi;
@@ -276,33 +193,15 @@ absl::StatusOr<std::vector<LinkInfo>> DumpLinks() {
   req.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.hdr.nlmsg_seq = 1;
   req.ifi.ifi_family = AF_UNSPEC;
-  RETURN_IF_ERROR(SendRequest(sock->fd, &req, sizeof(req), "an RTM_GETLINK dump request"));
   std::vector<LinkInfo> links;
-  bool done = false;
-  while (!done) {
-    ASSIGN_OR_RETURN(std::string buf, ReceiveOnce(sock->fd, "the RTM_GETLINK dump"));
-    if (buf.empty()) break;
-    absl::Status error = absl::OkStatus();
-    ForEachMessage(buf, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
-      if (hdr.nlmsg_type == NLMSG_DONE) {
-        done = true;
-        return false;
-      }
-      if (hdr.nlmsg_type == NLMSG_ERROR) {
-        error = NetlinkError(payload, "dumping links");
-        done = true;
-        return false;
-      }
-      return true;
-    });
-    RETURN_IF_ERROR(error);
+  RETURN_IF_ERROR(rtnl::Dump(&req, sizeof(req), "the RTM_GETLINK dump", [&](absl::string_view buf) {
     for (auto& link : ParseLinkMessages(buf)) links.push_back(std::move(link));
-  }
+  }));
   return links;
 }
 
 absl::StatusOr<int32_t> NetnsIdOf(int netns_fd) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Fd> sock, OpenRtnetlink());
+  ASSIGN_OR_RETURN(std::unique_ptr<Fd> sock, rtnl::Open());
   struct {
     struct nlmsghdr hdr;
     struct rtgenmsg gen;
@@ -319,14 +218,14 @@ absl::StatusOr<int32_t> NetnsIdOf(int netns_fd) {
   req.attr.rta_type = NETNSA_FD;
   req.attr.rta_len = sizeof(req.attr) + sizeof(req.fd);
   req.fd = static_cast<uint32_t>(netns_fd);
-  RETURN_IF_ERROR(SendRequest(sock->fd, &req, sizeof(req), "an RTM_GETNSID request"));
-  ASSIGN_OR_RETURN(std::string buf, ReceiveOnce(sock->fd, "the RTM_GETNSID reply"));
+  RETURN_IF_ERROR(rtnl::Send(sock->fd, &req, sizeof(req), "an RTM_GETNSID request"));
+  ASSIGN_OR_RETURN(std::string buf, rtnl::ReceiveOnce(sock->fd, "the RTM_GETNSID reply"));
   int32_t nsid = -1;
   absl::Status error = absl::OkStatus();
   bool found = false;
   ForEachMessage(buf, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
     if (hdr.nlmsg_type == NLMSG_ERROR) {
-      error = NetlinkError(payload, "asking for a namespace id (RTM_GETNSID)");
+      error = rtnl::ErrorOf(payload, "asking for a namespace id (RTM_GETNSID)");
       return false;
     }
     if (hdr.nlmsg_type != RTM_NEWNSID || payload.size() < 4) return true;

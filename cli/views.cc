@@ -53,6 +53,29 @@ std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
                                  {"CAPACITY FROM"}},
                                 disks));
   }
+  // Each uplink's capacity and where it comes from (docs/network.md, "Capacity").
+  std::vector<std::vector<std::string>> uplinks;
+  for (const v1::HostInfo& host : response.hosts()) {
+    for (const v1::InterfaceCapacity& i : host.capacity().interfaces()) {
+      std::string source = "unknown (not saturated yet)";
+      if (i.source() == v1::CAPACITY_CONFIGURED) source = "configured";
+      if (i.source() == v1::CAPACITY_LINK_SPEED) source = "link speed";
+      if (i.source() == v1::CAPACITY_LEARNED) source = "learned";
+      auto rate = [](double r) { return r > 0 ? FormatBytesRate(r) : std::string("-"); };
+      uplinks.push_back({host.host_id(), i.name(), rate(i.rx_bytes_per_s()),
+                         rate(i.tx_bytes_per_s()), i.saturated() ? "yes" : "no", source});
+    }
+  }
+  if (!uplinks.empty()) {
+    absl::StrAppend(&text, "\n",
+                    RenderTable({{"HOST"},
+                                 {"UPLINK"},
+                                 {"RX", Align::kRight},
+                                 {"TX", Align::kRight},
+                                 {"SATURATED"},
+                                 {"CAPACITY FROM"}},
+                                uplinks));
+  }
   return text;
 }
 

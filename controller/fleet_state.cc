@@ -13,6 +13,7 @@
 #include "common/histogram.h"
 #include "common/log.h"
 #include "controller/disk_capacity.h"
+#include "controller/uplink_capacity.h"
 
 namespace fairwatch::controller {
 namespace {
@@ -258,8 +259,10 @@ struct FleetState::Host {
   // reports take several times less memory than parsed ones, and only
   // operator queries read them.
   std::deque<std::string> recent ABSL_GUARDED_BY(mu);
-  // Disk capacity learned from the devices' own counters (not configured).
+  // Disk capacity learned from the devices' own counters, uplink capacity
+  // from what the uplinks sent while saturated (where not configured).
   DiskCapacityLearner disks ABSL_GUARDED_BY(mu);
+  UplinkCapacityLearner uplinks ABSL_GUARDED_BY(mu);
 };
 
 namespace {
@@ -267,10 +270,12 @@ namespace {
 using Host = FleetState::Host;
 
 // The host's capacity as known now: what its agent announced, with the disk
-// capacity nobody configured filled in from what the disks delivered.
+// and uplink capacity nobody configured (nor a driver reported) filled in
+// from what the disks and uplinks delivered.
 v1::HostCapacity CapacityNow(const Host& host) ABSL_EXCLUSIVE_LOCKS_REQUIRED(host.mu) {
   v1::HostCapacity capacity = host.hello.capacity();
   host.disks.Fill(&capacity);
+  host.uplinks.Fill(&capacity);
   return capacity;
 }
 
@@ -712,6 +717,7 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
       ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
   host->report_count = index;
   host->disks.Observe(report.host().disks(), report.monotonic_ns());
+  host->uplinks.Observe(report.host().net(), report.monotonic_ns());
   host->last_report_ingested = absl::Now();
   if (host->last_seq == 0) {
     host->first_seq = report.seq();

@@ -3,8 +3,10 @@
 #include "agent/net_interfaces.h"
 
 #include <gtest/gtest.h>
+#include <linux/gen_stats.h>
 #include <linux/if_link.h>
 #include <linux/netlink.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "agent/uplinks.h"
 
 namespace fairwatch::agent {
 namespace {
@@ -104,6 +107,9 @@ TEST(NetCapacity, UplinksAreTheCapacityInBytesPerSecond) {
   EXPECT_DOUBLE_EQ((*caps)[2].rx_bytes_per_s(), 0)
       << "a virtual interface's own speed is no capacity";
   EXPECT_DOUBLE_EQ((*caps)[2].tx_bytes_per_s(), 5e6) << "override wins where set";
+  EXPECT_EQ((*caps)[0].source(), v1::CAPACITY_LINK_SPEED);
+  EXPECT_EQ((*caps)[1].source(), v1::CAPACITY_SOURCE_UNSPECIFIED) << "left to be learned";
+  EXPECT_EQ((*caps)[2].source(), v1::CAPACITY_CONFIGURED);
 }
 
 TEST(NetCapacity, ANamedBondCountsItsPortsOnceAndExcludedNicsNotAtAll) {
@@ -210,6 +216,29 @@ class LinkMessageBuilder {
     if (netnsid >= -1) Attr(&msg, IFLA_LINK_NETNSID, &netnsid, 4);
     Finish(&msg, RTM_NEWLINK);
   }
+  // A qdisc as RTM_NEWQDISC dumps it: its kind and TCA_STATS2 with the
+  // basic and queue counters nested.
+  void Qdisc(int ifindex, uint32_t parent, const std::string& kind, uint64_t bytes,
+             uint32_t packets, uint32_t drops, uint32_t backlog) {
+    std::string msg(NLMSG_HDRLEN, '\0');
+    struct tcmsg tcm {};
+    tcm.tcm_ifindex = ifindex;
+    tcm.tcm_parent = parent;
+    Append(&msg, &tcm, sizeof(tcm));
+    Attr(&msg, TCA_KIND, kind.c_str(), kind.size() + 1);
+    std::string stats;
+    struct gnet_stats_basic basic {};
+    basic.bytes = bytes;
+    basic.packets = packets;
+    Attr(&stats, TCA_STATS_BASIC, &basic, sizeof(basic));
+    struct gnet_stats_queue queue {};
+    queue.drops = drops;
+    queue.backlog = backlog;
+    queue.overlimits = 77;
+    Attr(&stats, TCA_STATS_QUEUE, &queue, sizeof(queue));
+    Attr(&msg, TCA_STATS2 | NLA_F_NESTED, stats.data(), stats.size());
+    Finish(&msg, RTM_NEWQDISC);
+  }
   void Other(uint16_t type) {
     std::string msg(NLMSG_HDRLEN, '\0');
     msg.append(16, '\0');
@@ -314,6 +343,63 @@ TEST(NetNamespace, OwnNamespaceEqualsItselfAndDiffersFromAFile) {
   auto file = NetnsOf("/proc/self/status");
   ASSERT_TRUE(file.ok());
   EXPECT_FALSE(*self == *file);
+}
+
+TEST(UplinkQueues, ReadsTheRootQdiscsCountersAndSkipsTheRest) {
+  LinkMessageBuilder b;
+  b.Qdisc(2, TC_H_ROOT, "tbf", 88'000'000, 58'000, 1036, 122634);
+  b.Qdisc(2, TC_H_INGRESS, "clsact", 5, 1, 0, 0);  // the agent's own tc hook
+  b.Qdisc(3, 0x10001, "fq_codel", 9, 9, 9, 9);     // a child of an mq root
+  b.Other(RTM_NEWLINK);
+  b.Qdisc(3, TC_H_ROOT, "mq", 1'000, 10, 0, 0);
+  b.Other(NLMSG_DONE);
+  b.Qdisc(4, TC_H_ROOT, "after-done", 0, 0, 0, 0);
+  std::vector<RootQdisc> q = ParseRootQdiscs(b.buffer);
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].ifindex, 2u);
+  EXPECT_EQ(q[0].kind, "tbf");
+  EXPECT_EQ(q[0].bytes, 88'000'000u);
+  EXPECT_EQ(q[0].packets, 58'000u);
+  EXPECT_EQ(q[0].drops, 1036u);
+  EXPECT_EQ(q[0].backlog_bytes, 122634u);
+  EXPECT_EQ(q[1].ifindex, 3u);
+  EXPECT_EQ(q[1].kind, "mq");
+  EXPECT_EQ(q[1].drops, 0u);
+  // A message cut short ends the parse without reading past it.
+  std::string cut = b.buffer.substr(0, b.buffer.size() / 3);
+  EXPECT_LE(ParseRootQdiscs(cut).size(), 1u);
+}
+
+TEST(UplinkQueues, ThisHostsRootQdiscsOverRtnetlink) {
+  absl::StatusOr<std::vector<RootQdisc>> q = DumpRootQdiscs();
+  ASSERT_TRUE(q.ok()) << q.status();
+  bool lo = false;
+  for (const RootQdisc& r : *q) lo = lo || (r.ifindex == 1 && r.kind == "noqueue");
+  EXPECT_TRUE(lo) << "the loopback's root is noqueue";
+}
+
+TEST(UplinkQueues, CountersOfEachUplinkWithItsQueueDrops) {
+  FakeDir dir;
+  const char* files[] = {"rx_bytes",   "tx_bytes",   "rx_packets",
+                         "tx_packets", "rx_dropped", "tx_dropped"};
+  for (const char* name : {"ens3", "ens4"}) {
+    for (int i = 0; i < 6; ++i) {
+      dir.Write(absl::StrCat(name, "/statistics/", files[i]), absl::StrCat(100 + i, "\n"));
+    }
+  }
+  dir.Write("ens3/ifindex", "2\n");
+  dir.Write("ens4/ifindex", "3\n");
+  RootQdisc tbf;
+  tbf.ifindex = 2;
+  tbf.drops = 17;
+  std::vector<v1::NetCounters> c = UplinkCounters({"ens3", "ens4", "gone0"}, {tbf}, dir.root());
+  ASSERT_EQ(c.size(), 2u) << "an uplink that is gone is left out";
+  EXPECT_EQ(c[0].interface(), "ens3");
+  EXPECT_EQ(c[0].tx_bytes(), 101u);
+  EXPECT_EQ(c[0].tx_drops(), 105u);
+  EXPECT_EQ(c[0].queue_drops(), 17u);
+  EXPECT_EQ(c[1].interface(), "ens4");
+  EXPECT_EQ(c[1].queue_drops(), 0u) << "no queue of its own";
 }
 
 }  // namespace

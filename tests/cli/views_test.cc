@@ -61,6 +61,33 @@ TEST(HostsTable, ListsEachDisksCapacityAndWhereItComesFrom) {
                   "hv-1  nvme2n1 (259:2)          -      -   0.0%  unknown (not busy yet)\n"));
 }
 
+TEST(HostsTable, ListsEachUplinksCapacityAndWhereItComesFrom) {
+  v1::ListHostsResponse response;
+  v1::HostInfo* host = response.add_hosts();
+  host->set_host_id("hv-1");
+  auto uplink = [&](const char* name, double rx, double tx, bool saturated,
+                    v1::CapacitySource source) {
+    v1::InterfaceCapacity* i = host->mutable_capacity()->add_interfaces();
+    i->set_name(name);
+    i->set_rx_bytes_per_s(rx);
+    i->set_tx_bytes_per_s(tx);
+    i->set_saturated(saturated);
+    i->set_source(source);
+  };
+  uplink("bond0", 2.5e9, 2.5e9, false, v1::CAPACITY_CONFIGURED);
+  uplink("eno1", 1.25e9, 1.25e9, false, v1::CAPACITY_LINK_SPEED);
+  uplink("ens3", 12.5e6, 12.5e6, true, v1::CAPACITY_LEARNED);
+  uplink("ens4", 0, 0, false, v1::CAPACITY_SOURCE_UNSPECIFIED);
+  EXPECT_THAT(HostsTable(response, kNow),
+              ::testing::EndsWith("\n"
+                                  "HOST  UPLINK         RX         TX  SATURATED  CAPACITY FROM\n"
+                                  "hv-1  bond0    2.5 GB/s   2.5 GB/s  no         configured\n"
+                                  "hv-1  eno1    1.25 GB/s  1.25 GB/s  no         link speed\n"
+                                  "hv-1  ens3    12.5 MB/s  12.5 MB/s  yes        learned\n"
+                                  "hv-1  ens4            -          -  no         unknown (not "
+                                  "saturated yet)\n"));
+}
+
 TEST(TenantsTable, ShowsDefaultWeightAndCgroups) {
   v1::ListTenantsResponse response;
   v1::TenantInfo* info = response.add_tenants();

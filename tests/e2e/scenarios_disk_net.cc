@@ -386,17 +386,22 @@ std::string Mbit(double bytes_per_s) {
 
 // A tenant floods a shaped uplink with eight TCP streams next to a tenant
 // that sends a steady 40 % of it: the flooder gets a network limit on its
-// port and the neighbour's throughput comes back.
-void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
+// port and the neighbour's throughput comes back. `configured`: the agent is
+// told the uplink's rate; otherwise the uplink is named but its speed is
+// unknown (as virtio-net's), and the controller learns it.
+void NetHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   constexpr int kMbit = 100;
   SharedLink link(kMbit);
   SCENARIO_REQUIRE_OK(out, link.Build({"web", "hog"}));
   Stack::Options options;
   // The uplink is the host's network capacity (docs/network.md), and only it:
   // the machine's own NICs carry none of this traffic.
-  options.agent_extra = absl::StrFormat(
-      "interface_capacity { name: \"%s\" rx_bytes_per_s: %.0f tx_bytes_per_s: %.0f }\n",
-      link.uplink(), link.bytes_per_s(), link.bytes_per_s());
+  options.agent_extra =
+      configured
+          ? absl::StrFormat(
+                "interface_capacity { name: \"%s\" rx_bytes_per_s: %.0f tx_bytes_per_s: %.0f }\n",
+                link.uplink(), link.bytes_per_s(), link.bytes_per_s())
+          : absl::StrFormat("interface_capacity { name: \"%s\" }\n", link.uplink());
   for (const auto& entry : std::filesystem::directory_iterator("/sys/class/net")) {
     if (std::filesystem::exists(entry.path() / "device")) {
       absl::StrAppend(&options.agent_extra, "interface_capacity { name: \"",
@@ -411,10 +416,10 @@ void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
   SCENARIO_REQUIRE(out, iperf_server.Start() && sink.Start(), "cannot start the servers upstream");
   World w(ctx, {"web", "hog"}, options);
   SCENARIO_REQUIRE_OK(out, w.Start(2));
-  w.say.Say(
-      absl::StrCat("web and hog each in a network namespace of their own, bridged to one "
-                   "uplink shaped to ",
-                   kMbit, " Mbit/s (", link.uplink(), ": the host's capacity)"));
+  w.say.Say(absl::StrCat(
+      "web and hog each in a network namespace of their own, bridged to one uplink shaped to ",
+      kMbit, " Mbit/s (", link.uplink(), ": the host's capacity",
+      configured ? ", given to the agent)" : "; its speed unknown, as virtio-net's: learned)"));
   const double steady = 0.4 * link.bytes_per_s();
   SCENARIO_REQUIRE_OK(
       out, w.tenants.Run("web", link.In("web", {self, "--steady-send", link.server_ip() + ":5300",
@@ -452,6 +457,31 @@ void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
     w.say.Say(absl::StrCat("until the limit web sent ", Mbit(hit)));
   }
   CheckEvidence(w, out, d->record, "hog", {"web"});
+  if (!configured) {
+    // What the operator sees: the uplink's capacity, learned.
+    v1::ListHostsResponse hosts;
+    std::string error;
+    SCENARIO_REQUIRE(out, w.stack->CliJson({"hosts"}, &hosts, &error), error);
+    const v1::InterfaceCapacity* learned = nullptr;
+    for (const v1::HostInfo& h : hosts.hosts()) {
+      for (const v1::InterfaceCapacity& c : h.capacity().interfaces()) {
+        if (c.name() == link.uplink()) learned = &c;
+      }
+    }
+    SCENARIO_REQUIRE(out, learned != nullptr,
+                     absl::StrCat("fairwatch hosts lists no ", link.uplink()));
+    const double ratio = learned->tx_bytes_per_s() / link.bytes_per_s();
+    out.Figure("learned_of_shaped", ratio, "");
+    out.Check(learned->source() == v1::CAPACITY_LEARNED && ratio > 0.8 && ratio < 1.3,
+              absl::StrCat(link.uplink(), "'s capacity not learned as about ",
+                           Mbit(link.bytes_per_s()), ": ", learned->ShortDebugString()));
+    w.say.Say(absl::StrCat("fairwatch hosts: ", link.uplink(), " capacity ",
+                           Mbit(learned->tx_bytes_per_s()), ", learned"));
+    // What follows (the limit settling, web's recovery, the release) does
+    // not depend on where the capacity came from: net-hog shows it.
+    kill(*flood, SIGTERM);
+    return;
+  }
   const v1::CaseAction& limit = d->record.actions(0);
   SCENARIO_REQUIRE(out, limit.ack() == v1::ACK_STATE_APPLIED,
                    absl::StrCat("limit not applied: ", limit.ack_message()));
@@ -481,6 +511,9 @@ void NetHogScenario(ScenarioContext& ctx, Outcome& out) {
       w.tenants.Id("hog"), "hog");
 }
 
+void NetHogScenario(ScenarioContext& ctx, Outcome& out) { NetHog(ctx, out, true); }
+void NetDefaultScenario(ScenarioContext& ctx, Outcome& out) { NetHog(ctx, out, false); }
+
 }  // namespace
 
 // Disk and network scenarios.
@@ -501,6 +534,12 @@ std::vector<Scenario> DiskNetScenarios() {
        "on the flooder, the neighbour's throughput recovers",
        {"iperf3", "tc", "ip"},
        NetHogScenario},
+      {"net-default",
+       "the net-hog set-up with the uplink's speed unknown (as virtio-net's) and not "
+       "configured: the capacity is learned from what the link sends while saturated, the "
+       "flooder limited as before",
+       {"iperf3", "tc", "ip"},
+       NetDefaultScenario},
   };
 }
 
