@@ -104,7 +104,8 @@ absl::Status Agent::Init() {
   ASSIGN_OR_RETURN(std::vector<v1::InterfaceCapacity> interfaces,
                    ReadInterfaceCapacities(interface_overrides));
   for (auto& i : interfaces) {
-    uplinks_.push_back(i.name());
+    // Unknown in a direction: the controller learns it from what it sends.
+    if (i.rx_bytes_per_s() <= 0 || i.tx_bytes_per_s() <= 0) uplinks_.push_back(i.name());
     *hello_.mutable_capacity()->add_interfaces() = std::move(i);
   }
   hello_.set_interval_ms(config_.interval_ms());

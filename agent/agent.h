@@ -48,7 +48,7 @@ class Agent {
   v1::AgentConfig config_;
   v1::Hello hello_;
   std::vector<BlockDevice> block_devices_;  // the Hello's disks, for /proc/diskstats
-  std::vector<std::string> uplinks_;        // the Hello's interfaces, for their counters
+  std::vector<std::string> uplinks_;        // the Hello's interfaces of unknown capacity, to learn
   // Discovery, registry update, collector sync and inventory to the reporter.
   void RefreshInventory();
   // Copies the network collector's interfaces into the registry when they

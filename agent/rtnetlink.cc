@@ -1,6 +1,7 @@
 #include "agent/rtnetlink.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +23,12 @@ absl::StatusOr<std::unique_ptr<Fd>> Open() {
   if (bind(sock->fd, reinterpret_cast<struct sockaddr*>(&local), sizeof(local)) != 0) {
     return ErrnoStatus(errno, "binding an rtnetlink socket");
   }
+  // A reply that never comes must not stall the sampling loop.
+  struct timeval timeout {};
+  timeout.tv_sec = 2;
+  if (setsockopt(sock->fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)) != 0) {
+    return ErrnoStatus(errno, "setting an rtnetlink socket's receive timeout");
+  }
   return sock;
 }
 
@@ -39,6 +46,9 @@ absl::StatusOr<std::string> ReceiveOnce(int fd, absl::string_view what) {
   while (true) {
     ssize_t n = recv(fd, buf.data(), buf.size(), MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return absl::DeadlineExceededError(absl::StrCat("no reply to ", what, " within 2 s"));
+    }
     if (n < 0) return ErrnoStatus(errno, absl::StrCat("receiving ", what));
     if (static_cast<size_t>(n) > buf.size()) {
       // Peeking would be cleaner; a bigger buffer and a retry is not possible

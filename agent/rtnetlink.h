@@ -33,7 +33,8 @@ struct Fd {
 
 absl::StatusOr<std::unique_ptr<Fd>> Open();
 absl::Status Send(int fd, const void* msg, size_t len, absl::string_view what);
-// Receives one datagram of netlink messages (at most 64 KiB).
+// Receives one datagram of netlink messages (at most 64 KiB); DeadlineExceeded
+// when none came within 2 s (every socket from Open has that timeout).
 absl::StatusOr<std::string> ReceiveOnce(int fd, absl::string_view what);
 // The status an NLMSG_ERROR payload carries (OK for an acknowledgement).
 absl::Status ErrorOf(absl::string_view payload, absl::string_view what);

@@ -1,6 +1,7 @@
-// The host's uplinks as the host sees them, every sample: what each sent and
-// received (/sys/class/net/<if>/statistics) and how many packets its root
-// queueing discipline dropped (rtnetlink, RTM_GETQDISC: TCA_STATS2). A
+// The host's uplinks of unknown capacity as the host sees them, every sample:
+// what each sent and received (/sys/class/net/<if>/statistics) and how many
+// packets its root queueing discipline dropped (rtnetlink, RTM_GETQDISC:
+// TCA_STATS2). A
 // transmit queue that overflows is a saturated link, and what it sent
 // meanwhile is what it can carry: the controller learns an uplink's capacity
 // from that when nobody configured it and the driver reports no speed
@@ -33,7 +34,10 @@ struct RootQdisc {
 // skipped, as are other message types; a truncated message ends the parse.
 std::vector<RootQdisc> ParseRootQdiscs(absl::string_view buffer);
 
-// Every root qdisc of the agent's network namespace.
+// Every root qdisc of the agent's network namespace, by one dump. Not a get
+// per interface: the kernel answers a qdisc get with a notification that also
+// goes to every RTNLGRP_TC listener (NetworkManager, `tc monitor`), once a
+// second per uplink.
 absl::StatusOr<std::vector<RootQdisc>> DumpRootQdiscs();
 
 // HostCounters.net for `uplinks` (their names): byte, packet and drop

@@ -62,8 +62,12 @@ std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
       if (i.source() == v1::CAPACITY_LINK_SPEED) source = "link speed";
       if (i.source() == v1::CAPACITY_LEARNED) source = "learned";
       auto rate = [](double r) { return r > 0 ? FormatBytesRate(r) : std::string("-"); };
+      // Watched for saturation only while its capacity is to be learned.
+      const bool watched =
+          i.source() == v1::CAPACITY_LEARNED || i.source() == v1::CAPACITY_SOURCE_UNSPECIFIED;
       uplinks.push_back({host.host_id(), i.name(), rate(i.rx_bytes_per_s()),
-                         rate(i.tx_bytes_per_s()), i.saturated() ? "yes" : "no", source});
+                         rate(i.tx_bytes_per_s()), watched ? (i.saturated() ? "yes" : "no") : "-",
+                         source});
     }
   }
   if (!uplinks.empty()) {

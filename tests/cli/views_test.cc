@@ -81,8 +81,8 @@ TEST(HostsTable, ListsEachUplinksCapacityAndWhereItComesFrom) {
   EXPECT_THAT(HostsTable(response, kNow),
               ::testing::EndsWith("\n"
                                   "HOST  UPLINK         RX         TX  SATURATED  CAPACITY FROM\n"
-                                  "hv-1  bond0    2.5 GB/s   2.5 GB/s  no         configured\n"
-                                  "hv-1  eno1    1.25 GB/s  1.25 GB/s  no         link speed\n"
+                                  "hv-1  bond0    2.5 GB/s   2.5 GB/s  -          configured\n"
+                                  "hv-1  eno1    1.25 GB/s  1.25 GB/s  -          link speed\n"
                                   "hv-1  ens3    12.5 MB/s  12.5 MB/s  yes        learned\n"
                                   "hv-1  ens4            -          -  no         unknown (not "
                                   "saturated yet)\n"));
