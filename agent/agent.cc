@@ -276,11 +276,15 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
   }
   // The uplinks' own counters and queue drops: what the controller learns an
   // unknown link speed from.
+  // Without the queues nothing is reported: drops read as 0 once would make
+  // the next sample's look like a burst of them.
   if (!uplinks_.empty()) {
     absl::StatusOr<std::vector<RootQdisc>> qdiscs = DumpRootQdiscs();
-    if (!qdiscs.ok()) FW_LOG(Error, "uplink queues: ", qdiscs.status().message());
-    for (auto& c : UplinkCounters(uplinks_, qdiscs.ok() ? *qdiscs : std::vector<RootQdisc>{})) {
-      *report.mutable_host()->add_net() = std::move(c);
+    if (qdiscs.ok()) {
+      for (auto& c : UplinkCounters(uplinks_, *qdiscs))
+        *report.mutable_host()->add_net() = std::move(c);
+    } else {
+      FW_LOG(Error, "uplink queues: ", qdiscs.status().message());
     }
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
