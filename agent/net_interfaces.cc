@@ -184,19 +184,12 @@ std::vector<LinkInfo> ParseLinkMessages(absl::string_view buffer) {
 }
 
 absl::StatusOr<std::vector<LinkInfo>> DumpLinks() {
-  struct {
-    struct nlmsghdr hdr;
-    struct ifinfomsg ifi;
-  } req{};
-  req.hdr.nlmsg_len = sizeof(req);
-  req.hdr.nlmsg_type = RTM_GETLINK;
-  req.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.hdr.nlmsg_seq = 1;
-  req.ifi.ifi_family = AF_UNSPEC;
   std::vector<LinkInfo> links;
-  RETURN_IF_ERROR(rtnl::Dump(&req, sizeof(req), "the RTM_GETLINK dump", [&](absl::string_view buf) {
-    for (auto& link : ParseLinkMessages(buf)) links.push_back(std::move(link));
-  }));
+  RETURN_IF_ERROR(rtnl::DumpAll<struct ifinfomsg>(RTM_GETLINK, "the RTM_GETLINK dump",
+                                                  [&](absl::string_view buf) {
+                                                    for (auto& link : ParseLinkMessages(buf))
+                                                      links.push_back(std::move(link));
+                                                  }));
   return links;
 }
 

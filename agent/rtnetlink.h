@@ -45,6 +45,24 @@ absl::Status ErrorOf(absl::string_view payload, absl::string_view what);
 absl::Status Dump(const void* req, size_t len, absl::string_view what,
                   const std::function<void(absl::string_view)>& on_datagram);
 
+// Dumps every object of message type `type` (RTM_GETLINK, RTM_GETQDISC) in
+// the agent's namespace: the request is a netlink header and the type's
+// family header `Family` (ifinfomsg, tcmsg) left zero, which asks for
+// AF_UNSPEC and no filter.
+template <typename Family>
+absl::Status DumpAll(uint16_t type, absl::string_view what,
+                     const std::function<void(absl::string_view)>& on_datagram) {
+  struct {
+    struct nlmsghdr hdr;
+    Family family;
+  } req{};
+  req.hdr.nlmsg_len = sizeof(req);
+  req.hdr.nlmsg_type = type;
+  req.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.hdr.nlmsg_seq = 1;
+  return Dump(&req, sizeof(req), what, on_datagram);
+}
+
 // Walks the netlink messages in buffer; fn(header, payload) returns false to stop.
 template <typename Fn>
 void ForEachMessage(absl::string_view buffer, Fn fn) {

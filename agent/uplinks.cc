@@ -2,7 +2,6 @@
 
 #include <linux/gen_stats.h>
 #include <linux/pkt_sched.h>
-#include <sys/socket.h>
 
 #include <fstream>
 
@@ -12,6 +11,28 @@
 
 namespace fairwatch::agent {
 
+namespace {
+
+// The counters nested in a qdisc's TCA_STATS2.
+void ReadStats2(absl::string_view stats2, RootQdisc* q) {
+  rtnl::ForEachAttr(stats2, [&](uint16_t type, absl::string_view v) {
+    if (type == TCA_STATS_BASIC) {
+      // struct gnet_stats_basic: u64 bytes, u32 packets.
+      rtnl::AttrValue(v, &q->bytes);
+      uint32_t packets = 0;
+      if (v.size() >= 12 && rtnl::AttrValue(v.substr(8), &packets)) q->packets = packets;
+    } else if (type == TCA_STATS_QUEUE) {
+      struct gnet_stats_queue queue;
+      if (rtnl::AttrValue(v, &queue)) {
+        q->drops = queue.drops;
+        q->backlog_bytes = queue.backlog;
+      }
+    }
+  });
+}
+
+}  // namespace
+
 std::vector<RootQdisc> ParseRootQdiscs(absl::string_view buffer) {
   std::vector<RootQdisc> out;
   rtnl::ForEachMessage(buffer, [&](const struct nlmsghdr& hdr, absl::string_view payload) {
@@ -19,53 +40,26 @@ std::vector<RootQdisc> ParseRootQdiscs(absl::string_view buffer) {
     if (hdr.nlmsg_type != RTM_NEWQDISC) return true;
     struct tcmsg tcm;
     if (!rtnl::AttrValue(payload, &tcm) || tcm.tcm_parent != TC_H_ROOT) return true;
-    RootQdisc q;
+    RootQdisc& q = out.emplace_back();
     q.ifindex = static_cast<uint32_t>(tcm.tcm_ifindex);
     rtnl::ForEachAttr(payload.substr(rtnl::Align4(sizeof(tcm))),
                       [&](uint16_t type, absl::string_view value) {
-                        if (type == TCA_KIND) {
+                        if (type == TCA_KIND)
                           q.kind = std::string(value.substr(0, value.find('\0')));
-                          return;
-                        }
-                        if (type != TCA_STATS2) return;
-                        rtnl::ForEachAttr(value, [&](uint16_t stat, absl::string_view v) {
-                          if (stat == TCA_STATS_BASIC) {
-                            // struct gnet_stats_basic: u64 bytes, u32 packets.
-                            rtnl::AttrValue(v, &q.bytes);
-                            uint32_t packets = 0;
-                            if (v.size() >= 12 && rtnl::AttrValue(v.substr(8), &packets)) {
-                              q.packets = packets;
-                            }
-                          } else if (stat == TCA_STATS_QUEUE) {
-                            struct gnet_stats_queue queue;
-                            if (rtnl::AttrValue(v, &queue)) {
-                              q.drops = queue.drops;
-                              q.backlog_bytes = queue.backlog;
-                            }
-                          }
-                        });
+                        if (type == TCA_STATS2) ReadStats2(value, &q);
                       });
-    out.push_back(std::move(q));
     return true;
   });
   return out;
 }
 
 absl::StatusOr<std::vector<RootQdisc>> DumpRootQdiscs() {
-  struct {
-    struct nlmsghdr hdr;
-    struct tcmsg tcm;
-  } req{};
-  req.hdr.nlmsg_len = sizeof(req);
-  req.hdr.nlmsg_type = RTM_GETQDISC;
-  req.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.hdr.nlmsg_seq = 1;
-  req.tcm.tcm_family = AF_UNSPEC;
   std::vector<RootQdisc> qdiscs;
-  RETURN_IF_ERROR(
-      rtnl::Dump(&req, sizeof(req), "the RTM_GETQDISC dump", [&](absl::string_view buf) {
-        for (RootQdisc& q : ParseRootQdiscs(buf)) qdiscs.push_back(std::move(q));
-      }));
+  RETURN_IF_ERROR(rtnl::DumpAll<struct tcmsg>(RTM_GETQDISC, "the RTM_GETQDISC dump",
+                                              [&](absl::string_view buf) {
+                                                for (RootQdisc& q : ParseRootQdiscs(buf))
+                                                  qdiscs.push_back(std::move(q));
+                                              }));
   return qdiscs;
 }
 

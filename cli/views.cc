@@ -9,6 +9,23 @@
 #include "google/protobuf/util/json_util.h"
 
 namespace fairwatch::cli {
+namespace {
+
+// The CAPACITY FROM column of `fairwatch hosts`; `unknown` says why not yet.
+std::string CapacityFrom(v1::CapacitySource source, absl::string_view unknown) {
+  switch (source) {
+    case v1::CAPACITY_CONFIGURED:
+      return "configured";
+    case v1::CAPACITY_LEARNED:
+      return "learned";
+    case v1::CAPACITY_LINK_SPEED:
+      return "link speed";
+    default:
+      return std::string(unknown);
+  }
+}
+
+}  // namespace
 
 std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
   std::vector<std::vector<std::string>> rows;
@@ -32,15 +49,12 @@ std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
   std::vector<std::vector<std::string>> disks;
   for (const v1::HostInfo& host : response.hosts()) {
     for (const v1::DiskCapacity& d : host.capacity().disks()) {
-      std::string source = "unknown (not busy yet)";
-      if (d.source() == v1::CAPACITY_CONFIGURED) source = "configured";
-      if (d.source() == v1::CAPACITY_LEARNED) source = "learned";
       disks.push_back(
           {host.host_id(),
            absl::StrCat(d.name(), " (", d.device().major(), ":", d.device().minor(), ")"),
            d.bandwidth_bytes_per_s() > 0 ? FormatBytesRate(d.bandwidth_bytes_per_s()) : "-",
            d.ops_per_s() > 0 ? FormatRate(d.ops_per_s()) : "-", FormatPercent(d.busy_fraction()),
-           source});
+           CapacityFrom(d.source(), "unknown (not busy yet)")});
     }
   }
   if (!disks.empty()) {
@@ -57,17 +71,13 @@ std::string HostsTable(const v1::ListHostsResponse& response, absl::Time now) {
   std::vector<std::vector<std::string>> uplinks;
   for (const v1::HostInfo& host : response.hosts()) {
     for (const v1::InterfaceCapacity& i : host.capacity().interfaces()) {
-      std::string source = "unknown (not saturated yet)";
-      if (i.source() == v1::CAPACITY_CONFIGURED) source = "configured";
-      if (i.source() == v1::CAPACITY_LINK_SPEED) source = "link speed";
-      if (i.source() == v1::CAPACITY_LEARNED) source = "learned";
       auto rate = [](double r) { return r > 0 ? FormatBytesRate(r) : std::string("-"); };
       // Watched for saturation only while its capacity is to be learned.
       const bool watched =
           i.source() == v1::CAPACITY_LEARNED || i.source() == v1::CAPACITY_SOURCE_UNSPECIFIED;
       uplinks.push_back({host.host_id(), i.name(), rate(i.rx_bytes_per_s()),
                          rate(i.tx_bytes_per_s()), watched ? (i.saturated() ? "yes" : "no") : "-",
-                         source});
+                         CapacityFrom(i.source(), "unknown (not saturated yet)")});
     }
   }
   if (!uplinks.empty()) {
