@@ -317,6 +317,24 @@ std::string CausedLine(const v1::HarmedTenant& h, v1::Resource r) {
                       " use while ", h.tenant_id(), " waited");
 }
 
+// What the interval an action answered showed: "host 1.98 of 2.00 cores, it
+// 1.15; web 0.40 of 0.40 ok; db 0.31 of 0.45 harmed: run-queue wait p99 ...".
+// Read down the actions, each line is the effect of the one above it.
+std::string SeenLine(const v1::ActionContext& seen, v1::Resource r) {
+  if (seen.report_seq() == 0) return "-";
+  std::string text =
+      absl::StrCat("host ", FormatAmount(seen.host_usage(), r), " of ",
+                   FormatAmount(seen.capacity(), r), ", it ", FormatAmount(seen.tenant_usage(), r));
+  for (const v1::NeighbourSeen& n : seen.neighbours()) {
+    absl::StrAppend(&text, "; ", n.tenant_id(), " ", FormatAmount(n.usage(), r), " of ",
+                    FormatAmount(n.wants(), r), n.suffering() ? " harmed" : " ok");
+    if (n.suffering() && !n.evidence().empty()) {
+      absl::StrAppend(&text, ": ", absl::StrJoin(n.evidence(), ", "));
+    }
+  }
+  return text;
+}
+
 }  // namespace
 
 std::string CasesTable(const v1::ListCasesResponse& response, absl::Time now) {
@@ -394,7 +412,7 @@ std::string CaseReport(const v1::Case& c) {
                     a.lease_expires_unix_ns() > 0
                         ? FormatTimestampUtc(FromNanos(a.lease_expires_unix_ns()))
                         : "-",
-                    a.decided_by(), ack, a.reason()});
+                    a.decided_by(), ack, a.reason(), SeenLine(a.seen(), r)});
   }
   absl::StrAppend(&text, RenderTable({{"AT"},
                                       {"ACTION"},
@@ -402,7 +420,8 @@ std::string CaseReport(const v1::Case& c) {
                                       {"LEASE UNTIL"},
                                       {"BY"},
                                       {"AGENT"},
-                                      {"REASON"}},
+                                      {"REASON"},
+                                      {"SEEN (host, tenant, neighbours: use of want)"}},
                                      rows));
   if (c.state() == v1::CASE_STATE_CLOSED) {
     absl::StrAppend(&text, "\nclosed   ", FormatTimestampUtc(FromNanos(c.closed_unix_ns())), ": ",
@@ -491,11 +510,13 @@ std::string PolicyReport(const v1::PolicyView& policy) {
       "x the tenant's own baseline and above its detector's floor (below); CPU not while "
       "throttled by its own quota over ",
       FormatPercent(h.self_throttled_fraction()), " of the time\n",
-      "actions     first limit at fair share +", FormatPercent(a.headroom()), "; x",
-      FormatDecimal(a.step_down(), 3), " every ", FormatSeconds(a.step_interval_ms() / 1e3),
+      "actions     CPU: weight first; a cap leaves the neighbours what they need + ",
+      FormatPercent(a.headroom()), " of capacity; below it x", FormatDecimal(a.step_down(), 3),
+      " every ", FormatSeconds(a.step_interval_ms() / 1e3),
       " while harm persists (a neighbour harmed in ", FormatPercent(a.step_down_harmed_fraction()),
-      " of the intervals since the last step), floor ", FormatPercent(a.floor_fraction()),
-      " of entitlement; x", FormatDecimal(a.step_up(), 3), " after ",
+      " of the intervals since the last step) and each step lowers it by ",
+      FormatPercent(a.min_improvement()), ", floor ", FormatPercent(a.floor_fraction()),
+      " of entitlement; x", FormatDecimal(a.step_up(), 3), " up to that after ",
       FormatSeconds(a.quiet_period_ms() / 1e3), " quiet\n", "            released once under ",
       FormatPercent(a.release_below_fraction()), " of its limit for the quiet period\n",
       "            lease ", FormatSeconds(a.lease_ms() / 1e3), ", cool-down ",

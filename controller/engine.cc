@@ -8,6 +8,11 @@ namespace fairwatch::controller {
 namespace {
 
 constexpr size_t kResources = std::size(kJudgedResources);
+// Weight of a quiet interval in a tenant's quiet usage: about the last 10 s
+// at a 1 s interval.
+constexpr double kQuietUsageAlpha = 0.2;
+// A resource is quiet for that while used below this share of its capacity.
+constexpr double kQuietUseOfCapacity = 0.75;
 
 // Who caused each harmed tenant's waiting on `resource`, as shares of it. On
 // CPU, who held the CPU while it waited, when the agent measured it (its
@@ -137,6 +142,21 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
     AttributeWaiting(resource, interval, index, &samples);
     IntervalJudgement judgement = JudgeInterval(params_, capacity, samples);
     any_contended = any_contended || judgement.contended;
+    for (size_t i = 0; i < n; ++i) {
+      TenantShare& share = judgement.tenants[i];
+      const HarmVerdict& h = harm[i * kResources + k];
+      share.severity = h.severity;
+      if (share.harm_signal) share.evidence = h.evidence;
+      // What it takes when nothing stands in its way: learned while the
+      // resource is far from full (near it, a squeezed sender's rate would
+      // teach its squeeze), kept through busier intervals.
+      double& quiet = state[i]->quiet_usage[k];
+      if (judgement.total_usage < kQuietUseOfCapacity * capacity && !samples[i].held_back &&
+          !h.harmed) {
+        quiet = quiet < 0 ? share.usage : Ewma(quiet, share.usage, kQuietUsageAlpha);
+      }
+      share.quiet_usage = std::max(0.0, quiet);
+    }
     recorded[k] = true;
     for (Offender& o : RecordOffenders(params_, judgement, histories)) {
       Finding f;

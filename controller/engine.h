@@ -79,6 +79,10 @@ class FairnessEngine {
   struct TenantState {
     HarmBaseline baseline;
     std::array<FlagHistory, std::size(kJudgedResources)> flags;  // N-of-M per resource
+    // Its usage in quiet intervals, per resource (TenantShare::quiet_usage);
+    // negative until the first.
+    std::array<double, std::size(kJudgedResources)> quiet_usage;
+    TenantState() { quiet_usage.fill(-1); }
     uint64_t round = 0;  // the last evaluation that saw the tenant
     // Intervals in a row it has been seen (capped): a tenant seen for fewer
     // than `window` cannot be a victim yet.

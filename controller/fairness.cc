@@ -13,11 +13,11 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+}  // namespace
+
 double Ewma(double old_value, double sample, double alpha) {
   return old_value + alpha * (sample - old_value);
 }
-
-}  // namespace
 
 HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
                                 const HarmParams& params) const {
@@ -35,7 +35,9 @@ HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
     if (detector.present != nullptr && !detector.present(s)) continue;
     const double value = detector.value(s);
     // Harm: above both its floor and `ratio` x the tenant's own level.
-    if (!(value > std::max(detector.floor(params), params.ratio * level_[d]))) continue;
+    const double threshold = std::max(detector.floor(params), params.ratio * level_[d]);
+    if (threshold > 0) verdict.severity = std::max(verdict.severity, value / threshold);
+    if (!(value > threshold)) continue;
     verdict.harmed = true;
     verdict.evidence.push_back(absl::StrCat(detector.label, " ", detector.format(value),
                                             " (baseline ", detector.format(level_[d]), ")"));

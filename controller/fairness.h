@@ -43,10 +43,17 @@ struct FairnessParams {
   HarmParams harm;
 };
 
+// An exponential moving average's next value.
+double Ewma(double old_value, double sample, double alpha);
+
 // Whether a tenant is harmed on a resource in one interval, and why.
 struct HarmVerdict {
   bool harmed = false;
   std::vector<std::string> evidence;  // "run-queue p99 8.2 ms (baseline 0.9 ms)"
+  // How far its worst signal is from harm: the largest value / threshold of
+  // its detectors (above 1 when harmed). The planner compares it before and
+  // after a step to see whether the step helped.
+  double severity = 0;
 };
 
 // One tenant's quiet-time levels of the harm signals, one per detector.
@@ -101,10 +108,18 @@ struct TenantShare {
   bool harm_signal = false;  // its harm signals are up (it may be its own doing)
   bool harmed = false;       // a victim: harm signals up, mostly its neighbours' doing,
                              // wanting no more than its fair share (or getting less)
-  bool above = false;        // active and using more than its entitlement
-  bool over = false;         // above its fair share (with tolerance) and its entitlement
-  double caused_max = 0;     // the largest share of one victim's waiting it caused
-  double caused = 0;         // the shares of victims' waiting it caused, summed
+  // Its harm severity (HarmVerdict::severity) and, when its signals are up,
+  // their evidence; filled by the engine.
+  double severity = 0;
+  std::vector<std::string> evidence;
+  // What it used in its quiet intervals on this resource (not contended, not
+  // held back, not harmed), a moving average: the rate it wants when it
+  // cannot show a demand (disk, network); 0 until learned. Filled by the engine.
+  double quiet_usage = 0;
+  bool above = false;     // active and using more than its entitlement
+  bool over = false;      // above its fair share (with tolerance) and its entitlement
+  double caused_max = 0;  // the largest share of one victim's waiting it caused
+  double caused = 0;      // the shares of victims' waiting it caused, summed
   // A taker (above its entitlement, wanting more than its fair share) that
   // caused at least min_blame of a victim's waiting, over its fair share or
   // with takers together the main cause of it.

@@ -295,6 +295,7 @@ absl::StatusOr<uint64_t> Judge::Commit(const PlannedAction& action, v1::Case* op
   record.set_reason(action.reason);
   record.set_decided_by(action.decided_by);
   record.set_ack(action.dry_run ? v1::ACK_STATE_NOT_SENT : v1::ACK_STATE_PENDING);
+  if (action.seen.report_seq() != 0) *record.mutable_seen() = action.seen;
 
   uint64_t case_id = 0;
   uint64_t action_id = 0;

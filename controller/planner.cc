@@ -11,15 +11,17 @@
 namespace fairwatch::controller {
 namespace {
 
-const TenantShare* FindShare(const Evaluation& evaluation, v1::Resource resource,
-                             const std::string& tenant_id, uint32_t* others_harmed) {
+const ResourceVerdict* FindVerdict(const Evaluation& evaluation, v1::Resource resource) {
   for (const ResourceVerdict& v : evaluation.verdicts) {
-    if (v.resource != resource) continue;
-    for (const TenantShare& s : v.judgement.tenants) {
-      if (s.id != tenant_id) continue;
-      *others_harmed = v.judgement.harmed - (s.harmed ? 1 : 0);
-      return &s;
-    }
+    if (v.resource == resource) return &v;
+  }
+  return nullptr;
+}
+
+const TenantShare* FindShare(const ResourceVerdict* verdict, const std::string& tenant_id) {
+  if (verdict == nullptr) return nullptr;
+  for (const TenantShare& s : verdict->judgement.tenants) {
+    if (s.id == tenant_id) return &s;
   }
   return nullptr;
 }
@@ -32,6 +34,103 @@ bool InInterval(const Evaluation& evaluation, const std::string& tenant_id) {
     }
   }
   return false;
+}
+
+// The neighbours of one tenant on one resource in one interval, as the
+// planner weighs them.
+struct Neighbours {
+  double need = 0;         // what they want, together
+  uint32_t suffering = 0;  // harmed, or short of what they want
+  double severity = 0;     // the worst of them (HarmVerdict::severity, or the shortfall)
+};
+
+// What a neighbour wants: its measured demand where there is one (CPU),
+// else its use, and, when it suffers, at least what it used in quiet
+// intervals (a squeezed sender's rate is not what it wants).
+double Wants(const TenantShare& s, v1::Resource resource, bool short_of_it) {
+  double wants = s.usage;
+  if (std::isfinite(s.demand)) wants = std::max(wants, s.demand);
+  if (resource != v1::RESOURCE_CPU && (s.harmed || short_of_it)) {
+    wants = std::max(wants, s.quiet_usage);
+  }
+  return wants;
+}
+
+// Whether a disk or network neighbour gets under `shortfall` of its quiet
+// rate while the resource is busy: it wants more than it gets (these
+// resources show no demand; a TCP sender behind a full queue slows down
+// without losing a packet).
+bool ShortOfIt(const TenantShare& s, v1::Resource resource, const IntervalJudgement& j,
+               const PlannerParams& p) {
+  return resource != v1::RESOURCE_CPU && s.active && s.quiet_usage > 0 &&
+         j.total_usage >= p.busy_fraction * j.capacity &&
+         s.usage < p.shortfall_fraction * s.quiet_usage;
+}
+
+Neighbours Assess(const ResourceVerdict& verdict, const std::string& self, const PlannerParams& p) {
+  Neighbours n;
+  for (const TenantShare& s : verdict.judgement.tenants) {
+    if (s.id == self) continue;
+    const bool short_of_it = ShortOfIt(s, verdict.resource, verdict.judgement, p);
+    n.need += Wants(s, verdict.resource, short_of_it);
+    if (!s.harmed && !short_of_it) continue;
+    ++n.suffering;
+    double severity = s.harmed ? std::max(1.0, s.severity) : 0;
+    if (short_of_it) {
+      severity = std::max(severity, p.shortfall_fraction * s.quiet_usage / std::max(s.usage, 1e-9));
+    }
+    n.severity = std::max(n.severity, severity);
+  }
+  return n;
+}
+
+// The interval as an action records it: the host's use, the tenant's, and
+// its neighbours that were harmed when the case opened or suffer now.
+v1::ActionContext Context(const ResourceVerdict* verdict, uint64_t seq, const std::string& self,
+                          const std::vector<std::string>& victims, double need, double sized,
+                          const PlannerParams& p) {
+  v1::ActionContext seen;
+  if (verdict == nullptr) return seen;
+  const IntervalJudgement& j = verdict->judgement;
+  seen.set_report_seq(seq);
+  seen.set_capacity(j.capacity);
+  seen.set_host_usage(j.total_usage);
+  seen.set_neighbours_need(need);
+  seen.set_sized_cap(sized);
+  constexpr int kMaxNeighbours = 8;
+  for (const TenantShare& s : j.tenants) {
+    if (s.id == self) {
+      seen.set_tenant_usage(s.usage);
+      continue;
+    }
+    const bool short_of_it = ShortOfIt(s, verdict->resource, j, p);
+    const bool suffering = s.harmed || short_of_it;
+    if (!suffering && std::find(victims.begin(), victims.end(), s.id) == victims.end()) continue;
+    if (seen.neighbours_size() >= kMaxNeighbours) continue;
+    v1::NeighbourSeen* n = seen.add_neighbours();
+    n->set_tenant_id(s.id);
+    n->set_usage(s.usage);
+    n->set_wants(Wants(s, verdict->resource, true));
+    n->set_suffering(suffering);
+    for (const std::string& e : s.evidence) n->add_evidence(e);
+    if (short_of_it) {
+      n->add_evidence(absl::StrFormat("getting %.0f %% of its quiet rate %s",
+                                      100 * s.usage / s.quiet_usage,
+                                      FormatAmount(s.quiet_usage, verdict->resource)));
+    }
+  }
+  return seen;
+}
+
+// Which neighbours' signals have not recovered, in words: "reader (I/O
+// latency p99 8.1 ms (baseline 0.6 ms))".
+std::string Unrecovered(const v1::ActionContext& seen) {
+  std::vector<std::string> parts;
+  for (const v1::NeighbourSeen& n : seen.neighbours()) {
+    if (!n.suffering()) continue;
+    parts.push_back(absl::StrCat(n.tenant_id(), " (", absl::StrJoin(n.evidence(), ", "), ")"));
+  }
+  return parts.empty() ? "none now" : absl::StrJoin(parts, "; ");
 }
 
 }  // namespace
@@ -106,18 +205,40 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       continue;
     }
     const v1::Resource resource = std::get<2>(key);
-    uint32_t others_harmed = 0;
-    const TenantShare* share = FindShare(evaluation, resource, std::get<1>(key), &others_harmed);
-    if (share == nullptr) {
-      if (!InInterval(evaluation, std::get<1>(key))) {
-        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run, "the tenant is gone from the host");
-        it = cases_.erase(it);
-        continue;
-      }
-      // The tenant is there but this resource was not judged (its capacity is
-      // unknown on the host): no neighbour is seen harmed on it.
-      others_harmed = 0;
+    const ResourceVerdict* verdict = FindVerdict(evaluation, resource);
+    const TenantShare* share = FindShare(verdict, std::get<1>(key));
+    if (share == nullptr && !InInterval(evaluation, std::get<1>(key))) {
+      PlannedAction& a = action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+                                "the tenant is gone from the host");
+      a.seen = Context(verdict, evaluation.seq, std::get<1>(key), c.victims, 0, 0, params_);
+      it = cases_.erase(it);
+      continue;
     }
+    // Without a share the tenant is there but this resource was not judged
+    // (its capacity is unknown on the host): no neighbour is seen harmed on it.
+    Neighbours nb;
+    double need = 0;
+    double sized = 0;  // 0: unknown
+    if (share != nullptr) {
+      nb = Assess(*verdict, std::get<1>(key), params_);
+      c.need.push_back(nb.need);
+      if (c.need.size() > params_.need_window) c.need.erase(c.need.begin());
+      need = *std::max_element(c.need.begin(), c.need.end());
+      sized = std::max(c.floor, verdict->judgement.capacity * (1 - params_.headroom) - need);
+    }
+    const v1::ActionContext seen =
+        Context(verdict, evaluation.seq, std::get<1>(key), c.victims, need, sized, params_);
+    auto step = [&](v1::ActionKind kind, double limit, std::string reason) {
+      c.stepped_up = limit > c.limit;
+      c.limit = limit;
+      c.last_step = now;
+      c.intervals_since_step = 0;
+      c.harmed_since_step = 0;
+      c.binding_since_step = 0;
+      c.severity_since_step = 0;
+      c.lease_expires = now + params_.lease;
+      action(key, kind, c.limit, c.lease_expires, c.dry_run, std::move(reason)).seen = seen;
+    };
     bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;
     const bool weight_only = c.limit == 0;
@@ -134,9 +255,18 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     } else if (c.idle_since == absl::InfinitePast()) {
       c.idle_since = now;
     }
+    const bool suffering = nb.suffering > 0;
     ++c.intervals_since_step;
-    if (others_harmed > 0) ++c.harmed_since_step;
+    if (suffering) ++c.harmed_since_step;
     if (!idle) ++c.binding_since_step;
+    c.severity_since_step += nb.severity;
+    if (suffering) {
+      c.quiet_since = absl::InfinitePast();
+    } else if (c.quiet_since == absl::InfinitePast()) {
+      c.quiet_since = now;
+    }
+    const bool quiet_long = !suffering && now - c.quiet_since >= params_.quiet_period;
+    if (quiet_long) c.exhausted = false;  // the harm ended: a lower cap may be tried again
     // Harm that persists, from a tenant that keeps using its limit (or, with
     // only its weight lowered, keeps taking more than its entitlement): a
     // tenant that bursts leaves its neighbours behind on their work, so they
@@ -144,104 +274,153 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     // interval.
     const double needed = params_.step_down_harmed_fraction * c.intervals_since_step;
     const bool harm_persists = c.harmed_since_step >= needed && c.binding_since_step >= needed;
+    const double mean_severity = c.severity_since_step / c.intervals_since_step;
+    const std::string quiet_for =
+        absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1)));
     if (c.manual) {
       // Renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
-      action(
-          key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-          weight_only
-              ? absl::StrCat(
-                    "wanting no more than its entitlement ",
-                    FormatAmount(share->entitled, resource), " for ",
-                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                    " (now using ", FormatAmount(share->usage, resource),
-                    "): its weight is its own again")
-              : absl::StrCat(
-                    "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
-                    " % of its limit ", FormatAmount(c.limit, resource), " for ",
-                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                    " (now ", FormatAmount(share->usage, resource), "): it no longer needs one"));
+      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+             weight_only
+                 ? absl::StrCat(
+                       "wanting no more than its entitlement ",
+                       FormatAmount(share->entitled, resource), " for ",
+                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                       " (now using ", FormatAmount(share->usage, resource),
+                       "): its weight is its own again")
+                 : absl::StrCat(
+                       "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
+                       " % of its limit ", FormatAmount(c.limit, resource), " for ",
+                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                       " (now ", FormatAmount(share->usage, resource), "): it no longer needs one"))
+          .seen = seen;
       cooldown_until_[key] = now + params_.cooldown;
       it = cases_.erase(it);
       continue;
+    } else if (share == nullptr) {
+      // Not judged here: kept as it is, renewed below.
     } else if (weight_only) {
       // Its weight is lowered: the kernel serves the neighbours first. A cap
-      // only when that did not end the harm.
-      if (others_harmed > 0) {
-        c.quiet_since = absl::InfinitePast();
-        if (step_due && harm_persists && share != nullptr) {
-          const double cap = std::max(c.floor, share->fair * (1 + params_.headroom));
-          if (cap < share->usage && capped < cap_bound) {
-            c.limit = cap;
-            c.opening_usage = std::max(c.opening_usage, share->usage);
-            c.last_step = now;
-            c.intervals_since_step = 0;
-            c.harmed_since_step = 0;
-            c.binding_since_step = 0;
-            c.lease_expires = now + params_.lease;
-            ++capped;
-            action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
-                   absl::StrCat("its lowered weight did not end the harm (", others_harmed,
-                                " neighbour(s) still harmed): capped at ",
-                                FormatAmount(c.limit, resource), ", its fair share + ",
-                                std::lround(100 * params_.headroom), " %"));
+      // only when that did not end the harm: the sized one, or, when that
+      // would not bind, a step below its usage.
+      if (suffering && step_due && harm_persists) {
+        const double cap =
+            std::max(c.floor, sized < share->usage ? sized : share->usage * params_.step_down);
+        if (cap < share->usage && capped < cap_bound) {
+          c.opening_usage = std::max(c.opening_usage, share->usage);
+          c.limit_before_step = 0;
+          c.severity_before_step = -1;
+          ++capped;
+          step(v1::ACTION_KIND_STEP_DOWN, cap,
+               absl::StrCat("its lowered weight did not end the harm (", nb.suffering,
+                            " neighbour(s) still harmed): capped at ", FormatAmount(cap, resource),
+                            cap == sized
+                                ? absl::StrCat(", what its neighbours leave (they need ",
+                                               FormatAmount(need, resource), ", + ",
+                                               std::lround(100 * params_.headroom), " % headroom)")
+                                : ""));
+          acted = true;
+        }
+      }
+    } else if (suffering) {
+      if (step_due && !idle && harm_persists) {
+        if (c.stepped_up) {
+          // Harm again under a cap it was raised to: not that high again for
+          // a cool-down.
+          c.harmful_cap = c.limit;
+          c.harmful_when = now;
+        }
+        if (c.severity_before_step >= 0 && c.limit_before_step > c.limit &&
+            mean_severity > (1 - params_.min_improvement) * c.severity_before_step) {
+          // The last step down did not lower the harm: the cap is not what
+          // causes it. Undone, and no lower cap tried while it lasts.
+          const double lower = c.limit;
+          c.exhausted = true;
+          c.severity_before_step = -1;
+          step(v1::ACTION_KIND_STEP_UP, c.limit_before_step,
+               absl::StrFormat(
+                   "a cap of %s did not lower its neighbours' harm (severity %.2f, %.2f before "
+                   "it): back to %s, no lower cap while the harm lasts; not recovered: %s",
+                   FormatAmount(lower, resource), mean_severity, c.severity_before_step,
+                   FormatAmount(c.limit_before_step, resource), Unrecovered(seen)));
+          acted = true;
+        } else if (c.limit > sized * (1 + params_.resize_margin)) {
+          c.severity_before_step = -1;
+          step(v1::ACTION_KIND_STEP_DOWN, sized,
+               absl::StrCat(nb.suffering, " neighbour(s) still harmed; cap lowered to ",
+                            FormatAmount(sized, resource), ", what they need (",
+                            FormatAmount(need, resource), ") + ",
+                            std::lround(100 * params_.headroom), " % headroom left free"));
+          acted = true;
+        } else if (!c.exhausted) {
+          const double lower = std::max(c.floor, c.limit * params_.step_down);
+          if (lower < c.limit) {
+            c.limit_before_step = c.limit;
+            c.severity_before_step = mean_severity;
+            step(v1::ACTION_KIND_STEP_DOWN, lower,
+                 absl::StrCat(nb.suffering,
+                              " neighbour(s) still harmed with what they need left "
+                              "free; cap lowered to ",
+                              FormatAmount(lower, resource),
+                              lower <= c.floor ? " (its floor: half its entitlement)" : ""));
             acted = true;
           }
         }
-      } else if (c.quiet_since == absl::InfinitePast()) {
-        c.quiet_since = now;
       }
-    } else if (others_harmed > 0) {
-      c.quiet_since = absl::InfinitePast();
-      const double lower = std::max(c.floor, c.limit * params_.step_down);
-      // A limit it does not use is not what harms them: no step down then;
-      // nor for harm now and then (a tenant that bursts): it would be
-      // stepped every step interval.
-      if (step_due && !idle && harm_persists && lower < c.limit) {
-        c.limit = lower;
-        c.last_step = now;
-        c.intervals_since_step = 0;
-        c.harmed_since_step = 0;
-        c.binding_since_step = 0;
-        c.lease_expires = now + params_.lease;
-        action(key, v1::ACTION_KIND_STEP_DOWN, c.limit, c.lease_expires, c.dry_run,
-               absl::StrCat(others_harmed, " neighbour(s) still harmed; limit lowered to ",
-                            FormatAmount(c.limit, resource),
-                            c.limit <= c.floor ? " (its floor: half its entitlement)" : ""));
+    } else if (step_due) {
+      const double ceiling = now - c.harmful_when < params_.cooldown
+                                 ? std::min(sized, c.harmful_cap * params_.step_down)
+                                 : sized;
+      if (!idle && c.limit > sized * (1 + params_.resize_margin)) {
+        // Its neighbours want more than it leaves them: resized before they suffer.
+        c.severity_before_step = -1;
+        step(v1::ACTION_KIND_STEP_DOWN, sized,
+             absl::StrCat("its neighbours now need ", FormatAmount(need, resource),
+                          ": cap lowered to ", FormatAmount(sized, resource),
+                          ", what they leave with ", std::lround(100 * params_.headroom),
+                          " % headroom"));
         acted = true;
-      }
-    } else {
-      if (c.quiet_since == absl::InfinitePast()) c.quiet_since = now;
-      if (step_due && now - c.quiet_since >= params_.quiet_period) {
-        const double higher = c.limit * params_.step_up;
-        if (higher >= c.opening_usage) {
-          action(
-              key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-              absl::StrCat("no neighbour harmed for ",
-                           absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
-                           "; limit back above its usage when the case opened (",
-                           FormatAmount(c.opening_usage, resource), ")"));
-          cooldown_until_[key] = now + params_.cooldown;
-          it = cases_.erase(it);
-          continue;
-        }
-        c.limit = higher;
-        c.last_step = now;
-        c.intervals_since_step = 0;
-        c.harmed_since_step = 0;
-        c.binding_since_step = 0;
-        c.lease_expires = now + params_.lease;
-        action(
-            key, v1::ACTION_KIND_STEP_UP, c.limit, c.lease_expires, c.dry_run,
-            absl::StrCat("no neighbour harmed for ",
-                         absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1))),
-                         "; limit raised to ", FormatAmount(c.limit, resource)));
+      } else if (quiet_long && need <= 0.01 * verdict->judgement.capacity) {
+        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+               absl::StrCat("no neighbour harmed for ", quiet_for,
+                            ", and none wants any of it (they need ", FormatAmount(need, resource),
+                            ")"))
+            .seen = seen;
+        cooldown_until_[key] = now + params_.cooldown;
+        it = cases_.erase(it);
+        continue;
+      } else if (quiet_long && sized >= c.opening_usage) {
+        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
+               absl::StrCat("no neighbour harmed for ", quiet_for, "; what they leave (",
+                            FormatAmount(sized, resource),
+                            ") is above its usage when the case "
+                            "opened (",
+                            FormatAmount(c.opening_usage, resource), ")"))
+            .seen = seen;
+        cooldown_until_[key] = now + params_.cooldown;
+        it = cases_.erase(it);
+        continue;
+      } else if (quiet_long && c.limit * (1 + params_.resize_margin) < ceiling) {
+        // Below what its neighbours leave (stepped down while they suffered):
+        // back up towards it, never past it, nor, for a cool-down, back to
+        // a cap under which they suffered.
+        c.severity_before_step = -1;
+        const double higher = std::min(ceiling, c.limit * params_.step_up);
+        step(v1::ACTION_KIND_STEP_UP, higher,
+             absl::StrCat("no neighbour harmed for ", quiet_for, "; cap raised to ",
+                          FormatAmount(higher, resource),
+                          higher == sized ? absl::StrCat(", what its neighbours leave (they need ",
+                                                         FormatAmount(need, resource), ")")
+                                          : ""));
         acted = true;
       }
     }
     if ((!acted || c.manual) && c.lease_expires - now <= params_.lease / 2) {
       c.lease_expires = now + params_.lease;
-      action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, "case still open");
+      action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run,
+             c.exhausted ? absl::StrCat("case still open; not recovered: ", Unrecovered(seen))
+                         : "case still open")
+          .seen = seen;
     }
     ++it;
   }
@@ -266,6 +445,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       continue;
     }
     const TenantShare& s = f.offender.share;
+    const ResourceVerdict* verdict = FindVerdict(evaluation, f.resource);
     Case c;
     c.floor = params_.floor_fraction * s.entitled;
     c.opening_usage = s.usage;
@@ -274,10 +454,19 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     c.dry_run = dry_run;
     std::vector<std::string> harmed;
     for (const HarmedNeighbour& h : f.harmed) {
+      c.victims.push_back(h.id);
       harmed.push_back(absl::StrCat(
           h.id, " (", absl::StrJoin(h.evidence, ", "), "; ", std::lround(100 * h.caused),
           h.measured ? " % of its run-queue wait was behind it)" : " % of the use was its)"));
     }
+    double need = 0;
+    if (verdict != nullptr) {
+      need = Assess(*verdict, f.offender.id, params_).need;
+      c.need.push_back(need);
+    }
+    const double sized = std::max(c.floor, f.capacity * (1 - params_.headroom) - need);
+    const v1::ActionContext seen =
+        Context(verdict, evaluation.seq, f.offender.id, c.victims, need, sized, params_);
     const std::string why = absl::StrCat(
         "using ", FormatAmount(s.usage, f.resource), " of ", FormatAmount(f.capacity, f.resource),
         ", above its entitlement ", FormatAmount(s.entitled, f.resource), " (fair share ",
@@ -293,7 +482,8 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                  absl::StrCat(why, "; weight lowered to ", absl::StrFormat("%g %%", 100 * c.weight),
                               " of its own"));
       a.weight = c.weight;
-      cases_.emplace(key, c);
+      a.seen = seen;
+      cases_.emplace(key, std::move(c));
       continue;
     }
     if (capped >= cap_bound) {
@@ -302,14 +492,20 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                           " tenants on the host already capped"));
       continue;
     }
-    c.limit = std::max(c.floor, s.fair * (1 + params_.headroom));
+    // Sized from its neighbours: what they need, plus headroom, left free.
+    c.limit = sized;
     if (c.limit >= s.usage) {
       action(key, v1::ACTION_KIND_SKIP, 0, now, dry_run,
-             "a limit at its fair share plus headroom would not bind");
+             absl::StrCat("a cap leaving its neighbours what they need (",
+                          FormatAmount(need, f.resource), ") + headroom would not bind"));
       continue;
     }
-    action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run, why);
-    cases_.emplace(key, c);
+    action(key, v1::ACTION_KIND_LIMIT, c.limit, c.lease_expires, dry_run,
+           absl::StrCat(why, "; capped at ", FormatAmount(c.limit, f.resource),
+                        ", what its neighbours leave (they need ", FormatAmount(need, f.resource),
+                        ", + ", std::lround(100 * params_.headroom), " % headroom)"))
+        .seen = seen;
+    cases_.emplace(key, std::move(c));
     ++capped;
   }
   return actions;

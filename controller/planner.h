@@ -25,9 +25,11 @@
 namespace fairwatch::controller {
 
 struct PlannerParams {
-  double headroom = 0.10;                           // first limit = fair share x (1 + headroom)
-  double step_down = 0.80;                          // limit x this while harm persists
-  double step_up = 1.25;                            // limit x this once quiet
+  // A cap leaves the neighbours what they need plus this share of the
+  // capacity: capacity x (1 - headroom) - their need (docs/policy.md).
+  double headroom = 0.10;
+  double step_down = 0.80;                          // below that, cap x this while harm persists
+  double step_up = 1.25;                            // cap x this once quiet, up to the sized cap
   double floor_fraction = 0.5;                      // never below this share of the entitlement
   absl::Duration step_interval = absl::Seconds(5);  // between two steps
   absl::Duration quiet_period = absl::Seconds(10);  // no harm this long before stepping up
@@ -50,6 +52,20 @@ struct PlannerParams {
   // Stepped down only when a neighbour was harmed in at least this share of
   // the intervals since the last step (harm that persists, not bursts).
   double step_down_harmed_fraction = 0.8;
+  // A step down below the sized cap that did not lower the neighbours' harm
+  // (its severity, averaged over the intervals after it) by at least this
+  // share is undone: a lower cap that does not help only idles the host.
+  double min_improvement = 0.2;
+  // The sized cap moves only when it differs from the cap in force by more
+  // than this share of it (hysteresis).
+  double resize_margin = 0.10;
+  // On disk and network (no measured demand), a neighbour getting under this
+  // share of its quiet rate while the resource is at least `busy_fraction`
+  // used is short of what it wants: harm for stepping and relaxing.
+  double shortfall_fraction = 0.9;
+  double busy_fraction = 0.8;
+  // The neighbours' need is the largest of this many recent intervals.
+  uint32_t need_window = 10;
   bool dry_run = false;                         // decide and record, send nothing
   std::vector<v1::Resource> dry_run_resources;  // dry run for these only
 };
@@ -70,7 +86,8 @@ struct PlannedAction {
   bool dry_run = false;
   std::string reason;  // why, in words a customer could read
   std::string decided_by = std::string(kByPolicy);
-  bool new_case = false;  // an operator's limit that opens a case
+  bool new_case = false;   // an operator's limit that opens a case
+  v1::ActionContext seen;  // the interval it answered (policy actions)
 };
 
 class Planner {
@@ -128,7 +145,7 @@ class Planner {
     double limit = 0;   // the cap; 0 while only the weight is lowered
     double weight = 0;  // the weight lever in force; 0: none
     double floor = 0;
-    double opening_usage = 0;  // released once the limit is back up to this
+    double opening_usage = 0;
     absl::Time last_step;
     absl::Time quiet_since = absl::InfinitePast();  // InfinitePast: harm now
     // Since when its usage has stayed below release_below_fraction of the
@@ -140,6 +157,21 @@ class Planner {
     uint32_t intervals_since_step = 0;
     uint32_t harmed_since_step = 0;
     uint32_t binding_since_step = 0;
+    double severity_since_step = 0;  // the neighbours' worst severity, summed
+    // Set by a step down below the sized cap: the cap before it and the
+    // neighbours' mean severity under that cap, to judge whether it helped.
+    double limit_before_step = 0;
+    double severity_before_step = -1;  // < 0: the last step was not one
+    // A lower cap did not help: no step below this one until the harm ends.
+    bool exhausted = false;
+    // The last cap it was raised to under which harm came back, and when: no
+    // step back up to it within a cool-down of that (a cap that moves up and
+    // down with the harm it causes flaps).
+    bool stepped_up = false;  // the last step raised the cap
+    double harmful_cap = 0;
+    absl::Time harmful_when = absl::InfinitePast();
+    std::vector<double> need;          // the neighbours' need, last need_window intervals
+    std::vector<std::string> victims;  // harmed when it opened (its record shows them)
     absl::Time lease_expires;
     bool dry_run = false;
     bool manual = false;  // an operator's: renewed, never stepped or released by policy

@@ -58,6 +58,11 @@ void ApplyPolicyDefaults(v1::FairnessPolicy* policy) {
       set(a->step_down_harmed_fraction(), pd.step_down_harmed_fraction));
   a->set_weight_fraction(set(a->weight_fraction(), pd.weight_fraction));
   a->set_co_offender_blame(set(a->co_offender_blame(), pd.co_offender_blame));
+  a->set_min_improvement(set(a->min_improvement(), pd.min_improvement));
+  a->set_resize_margin(set(a->resize_margin(), pd.resize_margin));
+  a->set_shortfall_fraction(set(a->shortfall_fraction(), pd.shortfall_fraction));
+  a->set_busy_fraction(set(a->busy_fraction(), pd.busy_fraction));
+  if (a->need_window_intervals() == 0) a->set_need_window_intervals(pd.need_window);
 }
 
 absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
@@ -113,6 +118,11 @@ absl::Status ValidatePolicy(const v1::FairnessPolicy& p) {
       InRange("actions.step_down_harmed_fraction", a.step_down_harmed_fraction(), 0.01, 1));
   RETURN_IF_ERROR(InRange("actions.weight_fraction", a.weight_fraction(), 0.0001, 1));
   RETURN_IF_ERROR(InRange("actions.co_offender_blame", a.co_offender_blame(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("actions.min_improvement", a.min_improvement(), 0.01, 0.99));
+  RETURN_IF_ERROR(InRange("actions.resize_margin", a.resize_margin(), 0.01, 1));
+  RETURN_IF_ERROR(InRange("actions.shortfall_fraction", a.shortfall_fraction(), 0.1, 1));
+  RETURN_IF_ERROR(InRange("actions.busy_fraction", a.busy_fraction(), 0.1, 1));
+  RETURN_IF_ERROR(InRange("actions.need_window_intervals", a.need_window_intervals(), 1, 600));
   for (int r : p.dry_run_resources()) {
     if (r == v1::RESOURCE_UNSPECIFIED || !v1::Resource_IsValid(r)) {
       return absl::InvalidArgumentError(
@@ -173,6 +183,11 @@ absl::StatusOr<PlannerParams> PlannerParamsFromPolicy(v1::FairnessPolicy policy)
   params.step_down_harmed_fraction = a.step_down_harmed_fraction();
   params.weight_fraction = a.weight_fraction();
   params.co_offender_blame = a.co_offender_blame();
+  params.min_improvement = a.min_improvement();
+  params.resize_margin = a.resize_margin();
+  params.shortfall_fraction = a.shortfall_fraction();
+  params.busy_fraction = a.busy_fraction();
+  params.need_window = a.need_window_intervals();
   params.dry_run = policy.dry_run();
   for (int r : policy.dry_run_resources()) {
     params.dry_run_resources.push_back(static_cast<v1::Resource>(r));

@@ -114,6 +114,10 @@ ALTER TABLE case_actions ADD COLUMN in_effect REAL;
     {5, R"sql(
 ALTER TABLE case_actions ADD COLUMN weight REAL NOT NULL DEFAULT 0;
 )sql"},
+    // What the interval an action answered showed (CaseAction.seen), serialized.
+    {6, R"sql(
+ALTER TABLE case_actions ADD COLUMN seen BLOB;
+)sql"},
 };
 
 absl::StatusCode SqliteCode(int rc) {
@@ -401,8 +405,8 @@ INSERT INTO cases(host_id, tenant_id, tenant_name, resource, state, opened_unix_
 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8))sql"));
   ASSIGN_OR_RETURN(insert_action_, Prepare(R"sql(
 INSERT INTO case_actions(case_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run,
-                         reason, decided_by, ack, ack_message, ack_unix_ns, weight)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12))sql"));
+                         reason, decided_by, ack, ack_message, ack_unix_ns, weight, seen)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13))sql"));
   ASSIGN_OR_RETURN(case_state_, Prepare("SELECT state FROM cases WHERE case_id = ?1"));
   ASSIGN_OR_RETURN(record_ack_, Prepare(R"sql(
 UPDATE case_actions SET ack = ?2, ack_message = ?3, ack_unix_ns = ?4, in_effect = ?5
@@ -412,7 +416,7 @@ UPDATE cases SET state = 'closed', close_reason = ?2, closed_unix_ns = ?3
 WHERE case_id = ?1 AND state = 'open')sql"));
   ASSIGN_OR_RETURN(list_actions_, Prepare(R"sql(
 SELECT action_id, kind, limit_value, at_unix_ns, lease_expires_unix_ns, dry_run, reason,
-       decided_by, ack, ack_message, ack_unix_ns, in_effect, weight
+       decided_by, ack, ack_message, ack_unix_ns, in_effect, weight, seen
 FROM case_actions WHERE case_id = ?1 ORDER BY action_id)sql"));
   return absl::OkStatus();
 }
@@ -535,6 +539,12 @@ absl::StatusOr<uint64_t> SqliteStore::InsertAction(uint64_t case_id, v1::CaseAct
   BindText(st, 10, action->ack_message());
   sqlite3_bind_int64(st, 11, action->ack_unix_ns());
   sqlite3_bind_double(st, 12, action->weight());
+  const std::string seen = action->has_seen() ? action->seen().SerializeAsString() : "";
+  if (action->has_seen()) {
+    sqlite3_bind_blob(st, 13, seen.data(), static_cast<int>(seen.size()), SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, 13);
+  }
   RETURN_IF_ERROR(Run(st, absl::StrCat("recording an action of case ", case_id)));
   action->set_action_id(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_)));
   return action->action_id();
@@ -646,6 +656,10 @@ absl::Status SqliteStore::LoadActions(v1::Case* c) {
     a->set_ack_unix_ns(sqlite3_column_int64(st, 10));
     if (sqlite3_column_type(st, 11) != SQLITE_NULL) a->set_in_effect(sqlite3_column_double(st, 11));
     a->set_weight(sqlite3_column_double(st, 12));
+    if (const void* blob = sqlite3_column_blob(st, 13); blob != nullptr) {
+      // A record that does not parse loses its context, not the action.
+      if (!a->mutable_seen()->ParseFromArray(blob, sqlite3_column_bytes(st, 13))) a->clear_seen();
+    }
   }
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);

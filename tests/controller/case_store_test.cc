@@ -84,8 +84,14 @@ TEST(CaseStore, ACaseIsStoredWithItsEvidenceActionsAndAcksAndSurvivesReopen) {
         store
             ->RecordAck(first_action, v1::ACK_STATE_APPLIED, "", 1.1, kT0 + absl::Milliseconds(300))
             .ok());
-    absl::StatusOr<v1::CaseAction> step =
-        store->AddAction(id, Action(v1::ACTION_KIND_STEP_DOWN, 0.88, 5));
+    v1::CaseAction down = Action(v1::ACTION_KIND_STEP_DOWN, 0.88, 5);
+    down.mutable_seen()->set_report_seq(47);
+    down.mutable_seen()->set_host_usage(1.98);
+    v1::NeighbourSeen* n = down.mutable_seen()->add_neighbours();
+    n->set_tenant_id("victim");
+    n->set_suffering(true);
+    n->add_evidence("run-queue wait p99 4.1 ms (baseline 0.9 ms)");
+    absl::StatusOr<v1::CaseAction> step = store->AddAction(id, down);
     ASSERT_TRUE(step.ok()) << step.status();
     EXPECT_GT(step->action_id(), first_action);
     ASSERT_TRUE(store->CloseCase(id, "no neighbour harmed for 10s", kT0 + absl::Seconds(75)).ok());
@@ -109,6 +115,11 @@ TEST(CaseStore, ACaseIsStoredWithItsEvidenceActionsAndAcksAndSurvivesReopen) {
   EXPECT_DOUBLE_EQ(c->actions(0).in_effect(), 1.1);
   EXPECT_FALSE(c->actions(1).has_in_effect()) << "not acknowledged";
   EXPECT_DOUBLE_EQ(c->actions(1).limit(), 0.88);
+  EXPECT_FALSE(c->actions(0).has_seen());
+  EXPECT_EQ(c->actions(1).seen().report_seq(), 47u) << "what the interval it answered showed";
+  ASSERT_EQ(c->actions(1).seen().neighbours_size(), 1);
+  EXPECT_EQ(c->actions(1).seen().neighbours(0).evidence(0),
+            "run-queue wait p99 4.1 ms (baseline 0.9 ms)");
   EXPECT_EQ(c->actions(1).ack(), v1::ACK_STATE_PENDING);
 }
 

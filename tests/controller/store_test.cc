@@ -45,8 +45,8 @@ TEST(SqliteStore, CreatesParentDirectoriesSchemaAndWal) {
   absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_TRUE(std::filesystem::exists(path));
-  EXPECT_EQ(*(*store)->SchemaVersion(), 5);
-  EXPECT_EQ(SqliteStore::LatestSchemaVersion(), 5);
+  EXPECT_EQ(*(*store)->SchemaVersion(), 6);
+  EXPECT_EQ(SqliteStore::LatestSchemaVersion(), 6);
   EXPECT_EQ(QueryOne(path, "PRAGMA journal_mode"), "wal");
   EXPECT_EQ(QueryOne(path, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('hosts','tenants')"),
             "2");
@@ -59,7 +59,7 @@ TEST(SqliteStore, MigrationsAreIdempotentAcrossReopen) {
     absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status();
   }
-  EXPECT_EQ(QueryOne(path, "SELECT COUNT(*) FROM schema_migrations"), "5");
+  EXPECT_EQ(QueryOne(path, "SELECT COUNT(*) FROM schema_migrations"), "6");
   EXPECT_NE(QueryOne(path, "SELECT applied_unix_ns FROM schema_migrations WHERE version = 1"), "0");
 }
 
