@@ -334,15 +334,16 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
             mean_severity > (1 - params_.min_improvement) * c.severity_before_step) {
           // The last step down did not lower the harm: the cap is not what
           // causes it. Undone, and no lower cap tried while it lasts.
-          const double lower = c.limit;
+          std::string why = absl::StrFormat(
+              "a cap of %s did not lower its neighbours' harm (severity %.2f, %.2f under %s): "
+              "their harm does not follow its use; back to %s, no lower cap while the harm "
+              "lasts; not recovered: %s",
+              FormatAmount(c.limit, resource), mean_severity, c.severity_before_step,
+              FormatAmount(c.limit_before_step, resource),
+              FormatAmount(c.limit_before_step, resource), Unrecovered(seen));
           c.exhausted = true;
           c.severity_before_step = -1;
-          step(v1::ACTION_KIND_STEP_UP, c.limit_before_step,
-               absl::StrFormat(
-                   "a cap of %s did not lower its neighbours' harm (severity %.2f, %.2f before "
-                   "it): back to %s, no lower cap while the harm lasts; not recovered: %s",
-                   FormatAmount(lower, resource), mean_severity, c.severity_before_step,
-                   FormatAmount(c.limit_before_step, resource), Unrecovered(seen)));
+          step(v1::ACTION_KIND_STEP_UP, c.limit_before_step, std::move(why));
           acted = true;
         } else if (c.limit > sized * (1 + params_.resize_margin)) {
           c.severity_before_step = -1;

@@ -27,7 +27,7 @@ namespace fairwatch::controller {
 struct PlannerParams {
   // A cap leaves the neighbours what they need plus this share of the
   // capacity: capacity x (1 - headroom) - their need (docs/policy.md).
-  double headroom = 0.10;
+  double headroom = 0.05;
   double step_down = 0.80;                          // below that, cap x this while harm persists
   double step_up = 1.25;                            // cap x this once quiet, up to the sized cap
   double floor_fraction = 0.5;                      // never below this share of the entitlement

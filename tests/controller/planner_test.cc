@@ -63,6 +63,14 @@ Evaluation Interval(uint64_t seq, bool offender, bool victim_harmed, double usag
   return e;
 }
 
+// The defaults, with 10 % headroom for round numbers: on 2 units next to a
+// victim wanting 0.4, the sized cap is 2 x 0.9 - 0.4 = 1.4.
+PlannerParams Params() {
+  PlannerParams p;
+  p.headroom = 0.10;
+  return p;
+}
+
 // The victim's share in an interval made by Interval().
 TenantShare& Victim(Evaluation& e) { return e.verdicts[0].judgement.tenants[1]; }
 
@@ -78,7 +86,7 @@ struct Step {
 // it, the cap steps down to the floor; once the harm ends it goes back up to
 // the sized cap, and holds there while the hog uses it.
 TEST(Planner, LimitSizedFromTheNeighboursStepDownWhileItHelpsBackUpHoldReleaseCoolDown) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<Step> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 160; ++t) {
@@ -135,7 +143,7 @@ TEST(Planner, LimitSizedFromTheNeighboursStepDownWhileItHelpsBackUpHoldReleaseCo
 }
 
 TEST(Planner, AnOffenderThatStoppedIsReleasedAfterTheQuietPeriodNotSteppedBackUp) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<Step> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 60; ++t) {
@@ -162,7 +170,7 @@ TEST(Planner, AnOffenderThatStoppedIsReleasedAfterTheQuietPeriodNotSteppedBackUp
 }
 
 TEST(Planner, HarmThatComesAndGoesWithBurstsIsNotSteppedDown) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<Step> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 60; ++t) {
@@ -182,7 +190,7 @@ TEST(Planner, HarmThatComesAndGoesWithBurstsIsNotSteppedDown) {
 }
 
 TEST(Planner, ABriefLullIsNotAStop) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   uint64_t seq = 0;
   std::vector<Step> got;
   for (int t = 0; t <= 40; ++t) {
@@ -203,7 +211,7 @@ TEST(Planner, ABriefLullIsNotAStop) {
 // A step down that did not lower the neighbours' harm is undone: a lower cap
 // that does not help only idles the host. The case says what did not recover.
 TEST(Planner, AStepDownThatDidNotHelpIsUndoneAndNotTriedAgainWhileTheHarmLasts) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<PlannedAction> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 60; ++t) {
@@ -236,7 +244,7 @@ TEST(Planner, AStepDownThatDidNotHelpIsUndoneAndNotTriedAgainWhileTheHarmLasts) 
 // uplink is busy is short of it, retransmits or not: the cap steps down, and
 // does not go back up to where it was short for a cool-down.
 TEST(Planner, ANeighbourShortOfItsQuietRateCountsAsHarmOnTheNetwork) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<PlannedAction> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 90; ++t) {
@@ -280,7 +288,7 @@ TEST(Planner, ANeighbourShortOfItsQuietRateCountsAsHarmOnTheNetwork) {
 // lowered when they want more, raised when they want less, released when
 // they want nothing.
 TEST(Planner, TheCapFollowsTheNeighboursNeed) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<Step> got;
   uint64_t seq = 0;
   for (int t = 0; t <= 60; ++t) {
@@ -312,7 +320,7 @@ TEST(Planner, TheCapFollowsTheNeighboursNeed) {
 }
 
 TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<PlannedAction> first = planner.Plan(At(0), Interval(1, true, true), 2);
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0].lease_expires, At(30));
@@ -330,7 +338,7 @@ TEST(Planner, ALeaseIsRenewedBeforeItExpiresAndTheLimitIsKnownToTheEngine) {
 }
 
 TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
-  Planner planner{PlannerParams{}};  // 25 % of 4 tenants: one
+  Planner planner{Params()};  // 25 % of 4 tenants: one
   Evaluation e = Interval(1, true, true);
   Evaluation other = Interval(1, true, true, 1.6, kCapped, "hog2");
   e.findings.push_back(other.findings[0]);
@@ -344,7 +352,7 @@ TEST(Planner, AtMostAShareOfTheHostsTenantsAreLimitedAtOnce) {
 }
 
 TEST(Planner, ExemptTenantsAreRecordedButNeverLimited) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   auto exempt = [](const std::string&, const std::string& tenant) -> std::optional<std::string> {
     if (tenant == "hog") return "tenant exempted by operator:alice (exemption 1: backup window)";
     return std::nullopt;
@@ -358,7 +366,7 @@ TEST(Planner, ExemptTenantsAreRecordedButNeverLimited) {
 }
 
 TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
-  PlannerParams params;
+  PlannerParams params = Params();
   params.dry_run_resources = {v1::RESOURCE_CPU};
   Planner planner(params);
   std::vector<PlannedAction> cpu =
@@ -379,7 +387,7 @@ TEST(Planner, DryRunPerResourceDecidesTheSameButMarksItsActions) {
 }
 
 TEST(Planner, ACaseOfATenantThatLeftIsReleased) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true), 2).size(), 1u);
   Evaluation gone = Interval(2, false, true);
   gone.verdicts[0].judgement.tenants.erase(gone.verdicts[0].judgement.tenants.begin());
@@ -393,7 +401,7 @@ TEST(Planner, ACaseOfATenantThatLeftIsReleased) {
 TEST(Planner, ALimitOnAResourceNotJudgedOnTheHostIsKeptWhileTheTenantIsThere) {
   // A disk limit on a host whose disk capacity is unknown: intervals carry
   // only CPU verdicts. The tenant is there, so the case stays and is renewed.
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   planner.Impose(At(0), "hv", "hog", v1::RESOURCE_DISK_BANDWIDTH, 4e6, "operator:alice", "t");
   std::vector<v1::ActionKind> kinds;
   for (int t = 1; t <= 40; ++t) {
@@ -414,7 +422,7 @@ TEST(Planner, ALimitOnAResourceNotJudgedOnTheHostIsKeptWhileTheTenantIsThere) {
 }
 
 TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
-  PlannerParams params;
+  PlannerParams params = Params();
   params.dry_run = true;  // operators' limits are sent regardless
   Planner planner(params);
   PlannedAction imposed =
@@ -456,7 +464,7 @@ TEST(Planner, AnOperatorsLimitIsRenewedButNeverSteppedOrReleasedByPolicy) {
 }
 
 TEST(Planner, ATakenOverPolicyCaseStopsStepping) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true), 2).size(), 1u);
   EXPECT_FALSE(planner.Cases()[0].manual);
   PlannedAction imposed =
@@ -474,7 +482,7 @@ TEST(Planner, ATakenOverPolicyCaseStopsStepping) {
 // CPU: the weight first, a cap only when the harm persists under it; the
 // weight stays with the cap, both renewed together.
 TEST(Planner, ACpuCaseLowersTheWeightFirstAndCapsOnlyWhenHarmPersists) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   std::vector<PlannedAction> opened =
       planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2);
   ASSERT_EQ(opened.size(), 1u);
@@ -504,7 +512,7 @@ TEST(Planner, ACpuCaseLowersTheWeightFirstAndCapsOnlyWhenHarmPersists) {
 // than its entitlement: the weight stays (it costs nothing); once it keeps
 // within its entitlement for the quiet period, its weight is its own again.
 TEST(Planner, ALoweredWeightStaysWhileItTakesMoreAndGoesWhenItStops) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.6, v1::RESOURCE_CPU), 2).size(), 1u);
   std::vector<v1::ActionKind> kinds;
   for (int t = 1; t <= 60; ++t) {
@@ -539,21 +547,21 @@ TEST(Planner, EveryMeasuredCoOffenderIsActedOn) {
     return e;
   };
   {
-    Planner planner{PlannerParams{}};  // 25 % of 4 tenants: one cap
+    Planner planner{Params()};  // 25 % of 4 tenants: one cap
     std::vector<PlannedAction> actions = planner.Plan(At(0), two(kCapped, 0.6, 0.4), 4);
     ASSERT_EQ(actions.size(), 2u);
     EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
     EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_LIMIT) << actions[1].reason;
   }
   {
-    Planner planner{PlannerParams{}};
+    Planner planner{Params()};
     std::vector<PlannedAction> actions = planner.Plan(At(0), two(kCapped, 0.15, 0.1), 4);
     ASSERT_EQ(actions.size(), 2u);
     EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
     EXPECT_EQ(actions[1].kind, v1::ACTION_KIND_SKIP) << "a weak suspect beyond the cap";
   }
   {
-    Planner planner{PlannerParams{}};
+    Planner planner{Params()};
     std::vector<PlannedAction> actions = planner.Plan(At(0), two(v1::RESOURCE_CPU, 0.15, 0.1), 4);
     ASSERT_EQ(actions.size(), 2u) << "lowered weights are not capped";
     EXPECT_EQ(actions[0].kind, v1::ACTION_KIND_LIMIT);
@@ -562,7 +570,7 @@ TEST(Planner, EveryMeasuredCoOffenderIsActedOn) {
 }
 
 TEST(Planner, DryRunCanBeChangedWhileRunning) {
-  Planner planner{PlannerParams{}};
+  Planner planner{Params()};
   planner.SetDryRun(false, {v1::RESOURCE_DISK_BANDWIDTH});
   EXPECT_TRUE(planner.DryRun(v1::RESOURCE_DISK_BANDWIDTH));
   EXPECT_FALSE(planner.DryRun(v1::RESOURCE_CPU));
