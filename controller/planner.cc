@@ -1,6 +1,7 @@
 #include "controller/planner.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,11 @@
 
 namespace fairwatch::controller {
 namespace {
+
+// Harm persists when it was seen in step_down_harmed_fraction of the latest
+// this many intervals since the last step (at a 1 s interval, a step interval).
+constexpr uint32_t kPersistWindow = 5;
+constexpr double kBindingFraction = 0.8;
 
 const ResourceVerdict* FindVerdict(const Evaluation& evaluation, v1::Resource resource) {
   for (const ResourceVerdict& v : evaluation.verdicts) {
@@ -44,16 +50,15 @@ struct Neighbours {
   double severity = 0;     // the worst of them (HarmVerdict::severity, or the shortfall)
 };
 
-// What a neighbour wants: its measured demand where there is one (CPU),
-// else its use, and, when it suffers, at least what it used in quiet
-// intervals (a squeezed sender's rate is not what it wants).
-double Wants(const TenantShare& s, v1::Resource resource, bool short_of_it) {
-  double wants = s.usage;
-  if (std::isfinite(s.demand)) wants = std::max(wants, s.demand);
-  if (resource != v1::RESOURCE_CPU && (s.harmed || short_of_it)) {
-    wants = std::max(wants, s.quiet_usage);
-  }
-  return wants;
+// What a neighbour wants: what it uses, and, when it suffers, at least what
+// it used in quiet intervals (a squeezed sender's rate is not what it
+// wants). Not CPU's demand (use plus run-queue wait): a tenant that wakes
+// often and waits behind the offender shows its waiting as demand it would
+// not use (a 0.4-core tenant waiting 0.35 cores of the time read as needing
+// 0.75), and with the offender's weight lowered the kernel gives the
+// neighbours what they ask first, so their use is what they want.
+double Wants(const TenantShare& s, bool suffering) {
+  return suffering ? std::max(s.usage, s.quiet_usage) : s.usage;
 }
 
 // Whether a disk or network neighbour gets under `shortfall` of its quiet
@@ -72,7 +77,7 @@ Neighbours Assess(const ResourceVerdict& verdict, const std::string& self, const
   for (const TenantShare& s : verdict.judgement.tenants) {
     if (s.id == self) continue;
     const bool short_of_it = ShortOfIt(s, verdict.resource, verdict.judgement, p);
-    n.need += Wants(s, verdict.resource, short_of_it);
+    n.need += Wants(s, s.harmed || short_of_it);
     if (!s.harmed && !short_of_it) continue;
     ++n.suffering;
     double severity = s.harmed ? std::max(1.0, s.severity) : 0;
@@ -110,7 +115,7 @@ v1::ActionContext Context(const ResourceVerdict* verdict, uint64_t seq, const st
     v1::NeighbourSeen* n = seen.add_neighbours();
     n->set_tenant_id(s.id);
     n->set_usage(s.usage);
-    n->set_wants(Wants(s, verdict->resource, true));
+    n->set_wants(Wants(s, true));
     n->set_suffering(suffering);
     for (const std::string& e : s.evidence) n->add_evidence(e);
     if (short_of_it) {
@@ -233,8 +238,6 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.limit = limit;
       c.last_step = now;
       c.intervals_since_step = 0;
-      c.harmed_since_step = 0;
-      c.binding_since_step = 0;
       c.severity_since_step = 0;
       c.lease_expires = now + params_.lease;
       action(key, kind, c.limit, c.lease_expires, c.dry_run, std::move(reason)).seen = seen;
@@ -257,8 +260,8 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     }
     const bool suffering = nb.suffering > 0;
     ++c.intervals_since_step;
-    if (suffering) ++c.harmed_since_step;
-    if (!idle) ++c.binding_since_step;
+    c.harmed_bits = (c.harmed_bits << 1) | (suffering ? 1 : 0);
+    c.binding_bits = (c.binding_bits << 1) | (idle ? 0 : 1);
     c.severity_since_step += nb.severity;
     if (suffering) {
       c.quiet_since = absl::InfinitePast();
@@ -266,14 +269,26 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.quiet_since = now;
     }
     const bool quiet_long = !suffering && now - c.quiet_since >= params_.quiet_period;
-    if (quiet_long) c.exhausted = false;  // the harm ended: a lower cap may be tried again
+    if (quiet_long) {
+      c.exhausted = false;  // the harm ended: a lower cap may be tried again
+      c.unrecovered.clear();
+    }
+    if (suffering) c.unrecovered = Unrecovered(seen);
     // Harm that persists, from a tenant that keeps using its limit (or, with
     // only its weight lowered, keeps taking more than its entitlement): a
     // tenant that bursts leaves its neighbours behind on their work, so they
     // wait in its idle intervals too, and it would be stepped every step
     // interval.
-    const double needed = params_.step_down_harmed_fraction * c.intervals_since_step;
-    const bool harm_persists = c.harmed_since_step >= needed && c.binding_since_step >= needed;
+    // Judged over the intervals since the last step, the latest
+    // kPersistWindow of them: harm that began after a quiet spell counts
+    // once it has lasted that long, not diluted by the quiet before it.
+    // A tenant that bursts is not stepped for the harm its bursts leave
+    // behind: it must have used its limit in kBindingFraction of them.
+    const uint32_t recent = std::min(c.intervals_since_step, kPersistWindow);
+    const uint32_t mask = (1u << recent) - 1;
+    const bool harm_persists =
+        std::popcount(c.harmed_bits & mask) >= params_.step_down_harmed_fraction * recent &&
+        std::popcount(c.binding_bits & mask) >= kBindingFraction * recent;
     const double mean_severity = c.severity_since_step / c.intervals_since_step;
     const std::string quiet_for =
         absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1)));
@@ -301,11 +316,13 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       // Not judged here: kept as it is, renewed below.
     } else if (weight_only) {
       // Its weight is lowered: the kernel serves the neighbours first. A cap
-      // only when that did not end the harm: the sized one, or, when that
-      // would not bind, a step below its usage.
+      // only when that did not end the harm, and only one that gives them
+      // CPU they want: the sized one, when it binds. When it would not, they
+      // already get what they want and what remains is latency (a woken
+      // neighbour waits for the slice of a running thread of the offender):
+      // a cap below what they leave would idle the host and not remove it.
       if (suffering && step_due && harm_persists) {
-        const double cap =
-            std::max(c.floor, sized < share->usage ? sized : share->usage * params_.step_down);
+        const double cap = std::max(c.floor, sized);
         if (cap < share->usage && capped < cap_bound) {
           c.opening_usage = std::max(c.opening_usage, share->usage);
           c.limit_before_step = 0;
@@ -314,12 +331,11 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
           step(v1::ACTION_KIND_STEP_DOWN, cap,
                absl::StrCat("its lowered weight did not end the harm (", nb.suffering,
                             " neighbour(s) still harmed): capped at ", FormatAmount(cap, resource),
-                            cap == sized
-                                ? absl::StrCat(", what its neighbours leave (they need ",
-                                               FormatAmount(need, resource), ", + ",
-                                               std::lround(100 * params_.headroom), " % headroom)")
-                                : ""));
+                            ", what its neighbours leave (they need ", FormatAmount(need, resource),
+                            ", + ", std::lround(100 * params_.headroom), " % headroom)"));
           acted = true;
+        } else if (cap >= share->usage) {
+          c.exhausted = true;
         }
       }
     } else if (suffering) {
@@ -353,6 +369,10 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                             FormatAmount(need, resource), ") + ",
                             std::lround(100 * params_.headroom), " % headroom left free"));
           acted = true;
+        } else if (resource == v1::RESOURCE_CPU) {
+          // At what its neighbours leave: they get the CPU they want; a
+          // lower cap only idles the host (see the weight above).
+          c.exhausted = true;
         } else if (!c.exhausted) {
           const double lower = std::max(c.floor, c.limit * params_.step_down);
           if (lower < c.limit) {
@@ -418,10 +438,21 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     }
     if ((!acted || c.manual) && c.lease_expires - now <= params_.lease / 2) {
       c.lease_expires = now + params_.lease;
-      action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run,
-             c.exhausted ? absl::StrCat("case still open; not recovered: ", Unrecovered(seen))
-                         : "case still open")
-          .seen = seen;
+      std::string why = "case still open";
+      if (const int harmed = std::popcount(c.harmed_bits & 0x1f); harmed > 0 && !c.manual) {
+        absl::StrAppend(&why, "; neighbours harmed in ", harmed, " of the last 5 intervals; ",
+                        "not recovered: ", c.unrecovered);
+        if (c.exhausted) {
+          absl::StrAppend(
+              &why, resource == v1::RESOURCE_CPU
+                        ? "; they get the CPU they want (its weight serves them first, any cap "
+                          "leaves them what they need): what remains is wake-up latency behind "
+                          "its running threads, which a lower cap does not remove"
+                        : "; a lower cap did not lower it");
+        }
+      }
+      action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, std::move(why)).seen =
+          seen;
     }
     ++it;
   }

@@ -50,8 +50,10 @@ struct PlannerParams {
   // remains is not its doing (nor is such harm a reason to step down).
   double release_below_fraction = 0.5;
   // Stepped down only when a neighbour was harmed in at least this share of
-  // the intervals since the last step (harm that persists, not bursts).
-  double step_down_harmed_fraction = 0.8;
+  // the latest intervals since the last step (harm that persists, not a
+  // spike), and the tenant used its limit in 80 % of them (not a tenant
+  // that bursts).
+  double step_down_harmed_fraction = 0.6;
   // A step down below the sized cap that did not lower the neighbours' harm
   // (its severity, averaged over the intervals after it) by at least this
   // share is undone: a lower cap that does not help only idles the host.
@@ -152,11 +154,12 @@ class Planner {
     // cap, or, with only the weight lowered, within its entitlement
     // (InfinitePast: it is using its limit, or taking more).
     absl::Time idle_since = absl::InfinitePast();
-    // Intervals since the last step, those with a neighbour harmed, and
-    // those in which it used its limit (at least release_below_fraction of it).
+    // Intervals since the last step; of the latest ones (bit 0 the newest),
+    // those with a neighbour harmed and those in which it used its limit (at
+    // least release_below_fraction of it).
     uint32_t intervals_since_step = 0;
-    uint32_t harmed_since_step = 0;
-    uint32_t binding_since_step = 0;
+    uint32_t harmed_bits = 0;
+    uint32_t binding_bits = 0;
     double severity_since_step = 0;  // the neighbours' worst severity, summed
     // Set by a step down below the sized cap: the cap before it and the
     // neighbours' mean severity under that cap, to judge whether it helped.
@@ -164,6 +167,7 @@ class Planner {
     double severity_before_step = -1;  // < 0: the last step was not one
     // A lower cap did not help: no step below this one until the harm ends.
     bool exhausted = false;
+    std::string unrecovered;  // the neighbours' signals when last harmed
     // The last cap it was raised to under which harm came back, and when: no
     // step back up to it within a cool-down of that (a cap that moves up and
     // down with the harm it causes flaps).

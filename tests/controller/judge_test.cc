@@ -110,10 +110,10 @@ TEST_F(JudgeTest, AnOffenderGetsACaseALimitCommandAndItsAckIsRecorded) {
   ASSERT_EQ(after->actions_size(), 2);
   const v1::CaseAction& capped = after->actions(1);
   EXPECT_EQ(capped.kind(), v1::ACTION_KIND_STEP_DOWN);
-  // What the victim wants (0.4 cores used + 0.6 waiting) and 5 % of the
-  // 2 cores left free.
-  EXPECT_NEAR(capped.limit(), 0.9, 0.01);
-  EXPECT_NEAR(capped.seen().neighbours_need(), 1.0, 0.01);
+  // What the victim wants (the 0.4 cores it uses; its waiting is not work
+  // it would do) and 5 % of the 2 cores left free.
+  EXPECT_NEAR(capped.limit(), 1.5, 0.01);
+  EXPECT_NEAR(capped.seen().neighbours_need(), 0.4, 0.01);
   EXPECT_NEAR(capped.seen().host_usage(), 2.0, 0.01);
   ASSERT_EQ(capped.seen().neighbours_size(), 1) << "the victim, harmed";
   EXPECT_TRUE(capped.seen().neighbours(0).suffering());

@@ -508,6 +508,28 @@ TEST(Planner, ACpuCaseLowersTheWeightFirstAndCapsOnlyWhenHarmPersists) {
   EXPECT_DOUBLE_EQ(planner.LimitOf("hv", "hog", v1::RESOURCE_CPU), 1.4);
 }
 
+// Under its lowered weight the neighbours get the CPU they want (a cap
+// leaving them that would not bind) yet their run-queue wait stays up: no
+// cap below what they leave, which would idle the host and not remove
+// wake-up latency; the case says what did not recover and why.
+TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
+  Planner planner{Params()};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.2, v1::RESOURCE_CPU), 2).size(), 1u);
+  std::vector<PlannedAction> later;
+  for (int t = 1; t <= 20; ++t) {
+    Evaluation e = Interval(t + 1, false, true, 1.2, v1::RESOURCE_CPU);
+    Victim(e).evidence = {"run-queue wait p99 4.1 ms (baseline 0.3 ms)"};
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) later.push_back(std::move(a));
+  }
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_DOUBLE_EQ(later[0].limit, 0) << "2 x 0.9 - 0.4 = 1.4 would not bind at 1.2";
+  EXPECT_NE(later[0].reason.find("not recovered: victim (run-queue wait p99 4.1 ms"),
+            std::string::npos)
+      << later[0].reason;
+  EXPECT_NE(later[0].reason.find("wake-up latency"), std::string::npos) << later[0].reason;
+}
+
 // Under its lowered weight the neighbours are fine, but it still takes more
 // than its entitlement: the weight stays (it costs nothing); once it keeps
 // within its entitlement for the quiet period, its weight is its own again.

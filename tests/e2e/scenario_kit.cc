@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 
 namespace fairwatch::testing::e2e {
@@ -155,8 +156,9 @@ void CheckReleased(CaseWatcher& watcher, Stack& stack, Outcome& out, uint64_t ca
             absl::StrCat("innocent tenants touched: ", absl::StrJoin(innocent, ", ")));
 }
 
-// Waits until the limit of case `case_id` has not moved for longer than a
-// step interval (5 s); returns seconds from `t0` to its last move.
+// Waits until the limit of case `case_id` has not moved for longer than two
+// step intervals (11 s: a step needs its harm to persist through the latest
+// intervals after a step interval); returns seconds from `t0` to its last move.
 std::optional<double> WaitSettled(CaseWatcher& watcher, uint64_t case_id, absl::Time t0,
                                   absl::Duration timeout) {
   std::optional<double> last_move;
@@ -169,7 +171,7 @@ std::optional<double> WaitSettled(CaseWatcher& watcher, uint64_t case_id, absl::
             if (a.kind() != v1::ACTION_KIND_RENEW) last = a.at_unix_ns();
           }
           last_move = Since(t0, last);
-          return absl::Now() - absl::FromUnixNanos(last) > absl::Seconds(6);
+          return absl::Now() - absl::FromUnixNanos(last) > absl::Seconds(11);
         }
         return false;
       },
@@ -202,6 +204,62 @@ void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string&
   std::vector<std::string> ids;
   for (const std::string& v : victims) ids.push_back(w.tenants.Id(v));
   CheckEvidence(out, c, hog, ids);
+}
+
+std::optional<v1::HarmSignals> HarmOf(World& w, const std::string& name, int window) {
+  v1::TenantDetail detail;
+  if (!w.stack->CliJson({"tenant", w.tenants.Id(name), "--host", w.stack->host_id(), "--window",
+                         absl::StrCat(window)},
+                        &detail)) {
+    return std::nullopt;
+  }
+  return detail.harm();
+}
+
+void CheckRecovered(Outcome& out, CaseWatcher& watcher, uint64_t case_id, const std::string& who,
+                    const std::string& who_id, absl::string_view signal, double quiet,
+                    double limited, double floor, absl::string_view unit) {
+  const std::string name = absl::StrCat(who, "_", signal);
+  out.Figure(absl::StrCat(name, "_quiet"), quiet, unit);
+  out.Figure(absl::StrCat(name, "_limited"), limited, unit);
+  const bool recovered = limited <= std::max(2 * quiet, floor);
+  out.Figure(absl::StrCat(name, "_recovered"), recovered ? 1 : 0, "");
+  if (recovered) return;
+  // Not recovered: whether the case says so (issue 19's target; not yet met
+  // on every resource, so recorded rather than checked: docs/performance.md).
+  bool said = false;
+  for (const v1::Case& c : watcher.Poll()) {
+    if (c.case_id() != case_id) continue;
+    for (const v1::CaseAction& a : c.actions()) {
+      said = said || (absl::StrContains(a.reason(), "not recovered: ") &&
+                      absl::StrContains(a.reason(), who_id));
+    }
+  }
+  out.Figure(absl::StrCat(name, "_case_says"), said ? 1 : 0, "");
+}
+
+void CheckWorkConserved(Outcome& out, CaseWatcher& watcher, uint64_t case_id, double used,
+                        double capacity, double demand,
+                        const std::function<std::string(double)>& format, bool required) {
+  const double available = std::min(capacity, demand);
+  const double share = available > 0 ? used / available : 1;
+  out.Figure("host_use_of_available", share, "");
+  if (share >= 0.9) return;
+  const v1::CaseAction* last = nullptr;
+  std::vector<v1::Case> cases = watcher.Poll();
+  for (const v1::Case& c : cases) {
+    if (c.case_id() != case_id) continue;
+    for (const v1::CaseAction& a : c.actions()) {
+      if (a.kind() != v1::ACTION_KIND_RENEW) last = &a;
+    }
+  }
+  const bool held_for_harm = last != nullptr && last->kind() == v1::ACTION_KIND_STEP_DOWN &&
+                             last->limit() < last->seen().sized_cap();
+  out.Figure("held_below_sized_for_harm", held_for_harm ? 1 : 0, "");
+  out.Check(held_for_harm || !required,
+            absl::StrCat("the host used ", format(used), " of ", format(available),
+                         " (min of capacity ", format(capacity), " and demand ", format(demand),
+                         "): ", Fmt(share), ", and the offender is not held there for harm"));
 }
 
 }  // namespace fairwatch::testing::e2e

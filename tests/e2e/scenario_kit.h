@@ -89,8 +89,8 @@ std::optional<Detection> WaitForLimit(World& w, const std::string& tenant, absl:
 void CheckReleased(CaseWatcher& watcher, Stack& stack, Outcome& out, uint64_t case_id,
                    absl::Time t_stop, const std::function<bool()>& limit_gone,
                    const std::string& offender_id, absl::string_view who);
-// Waits until the limit of case `case_id` has not moved for longer than a
-// step interval (5 s); returns seconds from `t0` to its last move.
+// Waits until the limit of case `case_id` has not moved for longer than two
+// step intervals (11 s); returns seconds from `t0` to its last move.
 std::optional<double> WaitSettled(CaseWatcher& watcher, uint64_t case_id, absl::Time t0,
                                   absl::Duration timeout);
 // Checks the opening evidence of a policy case on `hog` (a name) against
@@ -99,6 +99,27 @@ void CheckEvidence(Outcome& out, const v1::Case& c, const std::string& hog,
                    const std::vector<std::string>& victim_ids);
 void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string& hog,
                    const std::vector<std::string>& victims);
+
+// The harm signals of tenant `name` over the last `window` seconds, as the
+// controller has them (fairwatch tenant --window).
+std::optional<v1::HarmSignals> HarmOf(World& w, const std::string& name, int window);
+// After a case settles (issue 19, docs/scenarios.md): a harmed neighbour's
+// signal under the limit against its quiet level, recorded as
+// <who>_<signal>_quiet, _limited and _recovered (1: within 2x of quiet or
+// under the detector's floor, what counts as harm), and when not recovered
+// whether the case says so (_case_says: "not recovered: <id>"). Recorded,
+// not checked: the target is not met on every resource yet.
+void CheckRecovered(Outcome& out, CaseWatcher& watcher, uint64_t case_id, const std::string& who,
+                    const std::string& who_id, absl::string_view signal, double quiet,
+                    double limited, double floor, absl::string_view unit);
+// The host's use of a resource under the limit against min(capacity, the
+// tenants' demand unthrottled), recorded as host_use_of_available; when
+// `required`, checked to be at least 90 %, unless case `case_id` holds the
+// offender below what its neighbours leave because harm persisted there (its
+// last move a step down below the sized cap).
+void CheckWorkConserved(Outcome& out, CaseWatcher& watcher, uint64_t case_id, double used,
+                        double capacity, double demand,
+                        const std::function<std::string(double)>& format, bool required);
 
 // The scenario families, each in its own file.
 std::vector<Scenario> CpuScenarios();

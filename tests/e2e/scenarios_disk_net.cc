@@ -115,6 +115,7 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   const std::string disk_name = disk->second;
   Stack::Options options;
   std::string capacity_note;
+  std::string capacity_bytes;  // configured: the disk's bandwidth alone
   if (configured) {
     const uint64_t before = DiskBytesWritten(disk_name);
     const absl::Time m0 = absl::Now();
@@ -128,6 +129,7 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
                      absl::StrCat("measuring ", disk_name, ": fio exit ", probe.exit_code, ", ",
                                   bandwidth / 1e6, " MB/s ", probe.err));
     out.Figure("disk_bandwidth", bandwidth / 1e6, "MB/s");
+    capacity_bytes = absl::StrFormat("%.0f", bandwidth);
     options.agent_extra = absl::StrFormat(
         "disk_capacity { device: \"%s\" bandwidth_bytes_per_s: %.0f }", dev, bandwidth);
     capacity_note =
@@ -208,9 +210,14 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   // The policy steps the limit down while the reader still suffers; its
   // latency is read once the limit holds.
   std::optional<double> settled =
-      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
-  SCENARIO_REQUIRE(out, settled.has_value(), "writer's limit still moving 45 s after its start");
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(60));
+  SCENARIO_REQUIRE(out, settled.has_value(), "writer's limit still moving 60 s after its start");
   out.Figure("settled", *settled, "s");
+  const uint64_t written_before = DiskBytesWritten(disk_name);
+  const absl::Time m0 = absl::Now();
+  Pause(absl::Seconds(5));
+  const double written = static_cast<double>(DiskBytesWritten(disk_name) - written_before) /
+                         absl::ToDoubleSeconds(absl::Now() - m0);
   std::optional<Latency> limited = ReaderLatency(w, "reader", 5);
   SCENARIO_REQUIRE(out, hit && limited, "no reading of the reader's latency");
   for (const auto& [when, l] : {std::pair<const char*, const Latency*>{"quiet", &*quiet},
@@ -223,13 +230,21 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
       "reader's I/O latency p50 / p99: quiet %.2f / %.2f ms, with the writer %.2f / %.2f ms, with "
       "the writer limited %.2f / %.2f ms",
       quiet->p50, quiet->p99, hit->p50, hit->p99, limited->p50, limited->p99));
-  // Recovered: the typical request (p50) is back near its quiet latency
-  // (within 1 ms or twice it), or at least halved. The tail (p99) is reported,
-  // not judged: blk-throttle lets a throttled writer's 1 MiB requests out in
-  // bursts, and a read behind such a burst still waits (docs/performance.md).
-  out.Check(limited->p50 <= std::max(1.0, 2 * quiet->p50) || limited->p50 <= hit->p50 / 2,
-            absl::StrFormat("reader's p50 %.2f ms with the writer limited (quiet %.2f, hit %.2f)",
-                            limited->p50, quiet->p50, hit->p50));
+  // The harm signal the controller judges (the p99): back within 2x of quiet
+  // (or under the detector's 5 ms floor), or the case says why not. The p50
+  // is reported, not judged: with the disk left 95 % busy it stays near its
+  // flooded level (docs/performance.md).
+  CheckRecovered(out, *w.watcher, d->record.case_id(), "reader", w.tenants.Id("reader"), "io_p99",
+                 quiet->p99, limited->p99, 5.0, "ms");
+  // Work conserved: the writer wants the whole disk.
+  const double capacity = std::stod(capacity_bytes);
+  out.Figure("disk_written_limited", written / 1e6, "MB/s");
+  CheckWorkConserved(
+      out, *w.watcher, d->record.case_id(), written, capacity, capacity,
+      [](double v) { return absl::StrFormat("%.0f MB/s", v / 1e6); },
+      /*required=*/false);
+  w.say.Say(absl::StrFormat("the disk: %.0f MB/s written of its %.0f MB/s", written / 1e6,
+                            capacity / 1e6));
 
   const absl::Time t_stop = absl::Now();
   w.tenants.Stop("writer");
@@ -429,6 +444,7 @@ void NetHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   w.say.Say(absl::StrCat("web sends a steady ", Mbit(steady), " upstream over one TCP connection"));
   Pause(absl::Seconds(8));  // ports found (2 s rescans), quiet intervals: baselines
   std::map<std::string, double> quiet = SendRates(link, {"web"}, absl::Seconds(5));
+  std::optional<v1::HarmSignals> quiet_harm = HarmOf(w, "web", 5);
   w.say.Say(absl::StrCat("quiet: web sends ", Mbit(quiet["web"]), " (kernel, over 5 s)"));
   SCENARIO_REQUIRE(out, quiet["web"] > 0.8 * steady,
                    absl::StrCat("web sends only ", Mbit(quiet["web"]), " on a quiet link"));
@@ -491,8 +507,8 @@ void NetHog(ScenarioContext& ctx, Outcome& out, bool configured) {
     w.say.Show(w.stack->CliTable({"case", absl::StrCat(d->record.case_id())}).out);
   }
   std::optional<double> settled =
-      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(45));
-  SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 45 s after its start");
+      WaitSettled(*w.watcher, d->record.case_id(), t0, absl::Seconds(60));
+  SCENARIO_REQUIRE(out, settled.has_value(), "hog's limit still moving 60 s after its start");
   out.Figure("settled", *settled, "s");
   std::map<std::string, double> under = SendRates(link, {"web", "hog"}, absl::Seconds(6));
   w.say.Say(absl::StrCat("with hog limited (kernel, over 6 s): web ", Mbit(under["web"]), ", hog ",
@@ -502,6 +518,18 @@ void NetHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   // Fair share: web wants 40 % of a link two tenants share, so all it asks.
   out.Check(share >= 0.9, absl::StrCat("web sent ", Mbit(under["web"]), ", ", Fmt(share),
                                        " of its fair share ", Mbit(quiet["web"])));
+  // Its harm signals: its throughput (above), and its retransmits, back
+  // within 2x of quiet (or under the detector's floor, 5/s).
+  std::optional<v1::HarmSignals> limited_harm = HarmOf(w, "web", 5);
+  SCENARIO_REQUIRE(out, quiet_harm && limited_harm, "no reading of web's retransmits");
+  CheckRecovered(out, *w.watcher, d->record.case_id(), "web", w.tenants.Id("web"), "retransmits",
+                 quiet_harm->tcp_retransmits_per_s(), limited_harm->tcp_retransmits_per_s(), 5.0,
+                 "/s");
+  // Work conserved: hog wants the whole link.
+  CheckWorkConserved(
+      out, *w.watcher, d->record.case_id(), under["web"] + under["hog"], link.bytes_per_s(),
+      link.bytes_per_s(), [](double v) { return Mbit(v); },
+      /*required=*/false);
 
   const absl::Time t_stop = absl::Now();
   kill(*flood, SIGTERM);
