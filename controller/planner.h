@@ -1,9 +1,11 @@
 // The planner: what to do about offenders, graduated, bounded and reversible
 // (docs/policy.md, "Actions"). It turns each interval's evaluation of a host
-// into limit actions for the agent: a first limit near the fair share plus
-// headroom, steps down while neighbours still suffer (never below a floor),
-// steps up after a quiet period, then release. Every limit carries a lease
-// that is renewed while the case lives.
+// into limit actions for the agent: on CPU the offender's weight first; a cap
+// sized to leave the neighbours what they need plus headroom, moved as their
+// need moves; below it, steps down only while harm persists and each step
+// lowers it (a step that did not help is undone); back up once quiet, then
+// release. Every limit carries a lease that is renewed while the case lives,
+// and every action records what the interval it answered showed.
 //
 // Pure: the caller passes the time, so the state machine runs on a simulated
 // clock in tests. Not thread-safe.
