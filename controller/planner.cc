@@ -292,8 +292,9 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     const double mean_severity = c.severity_since_step / c.intervals_since_step;
     const std::string quiet_for =
         absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1)));
-    if (c.manual) {
-      // Renewed below.
+    if (c.manual || share == nullptr) {
+      // An operator's limit, or the resource not judged here: kept as it
+      // is, renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
       action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
              weight_only
@@ -312,8 +313,6 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       cooldown_until_[key] = now + params_.cooldown;
       it = cases_.erase(it);
       continue;
-    } else if (share == nullptr) {
-      // Not judged here: kept as it is, renewed below.
     } else if (weight_only) {
       // Its weight is lowered: the kernel serves the neighbours first. A cap
       // only when that did not end the harm, and only one that gives them
