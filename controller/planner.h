@@ -52,9 +52,9 @@ struct PlannerParams {
   // remains is not its doing (nor is such harm a reason to step down).
   double release_below_fraction = 0.5;
   // Stepped down only when a neighbour was harmed in at least this share of
-  // the latest intervals since the last step (harm that persists, not a
-  // spike), and the tenant used its limit in 80 % of them (not a tenant
-  // that bursts).
+  // the latest 5 intervals since the last step (harm that persists, not a
+  // spike), and the tenant used its limit in 9 of the latest 10 (not a
+  // tenant that bursts).
   double step_down_harmed_fraction = 0.6;
   // A step down below the sized cap that did not lower the neighbours' harm
   // (its severity, averaged over the intervals after it) by at least this

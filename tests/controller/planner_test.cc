@@ -240,6 +240,28 @@ TEST(Planner, AStepDownThatDidNotHelpIsUndoneAndNotTriedAgainWhileTheHarmLasts) 
   EXPECT_TRUE(got[2].seen.neighbours(0).suffering());
 }
 
+// A disk that delivers less under the mixed load than the capacity it is
+// judged against: the sized cap would not bind, so the first cap is a step
+// below the offender's usage, judged like any other: undone when the harm
+// did not fall.
+TEST(Planner, AFirstCapBelowItsUsageWhenTheSizedOneWouldNotBindIsJudgedLikeAStep) {
+  Planner planner{Params()};
+  std::vector<PlannedAction> got;
+  uint64_t seq = 0;
+  for (int t = 0; t <= 12; ++t) {
+    Evaluation e = Interval(++seq, t == 0, true, 1.3);  // sized: 1.8 - 0.4 = 1.4
+    Victim(e).severity = 3;
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) got.push_back(std::move(a));
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_DOUBLE_EQ(got[0].limit, 1.3 * 0.8);
+  EXPECT_NE(got[0].reason.find("would not bind"), std::string::npos) << got[0].reason;
+  EXPECT_EQ(got[1].kind, v1::ACTION_KIND_STEP_UP);
+  EXPECT_DOUBLE_EQ(got[1].limit, 1.3) << "back to its usage: the cap did not help";
+  EXPECT_NE(got[1].reason.find("did not lower its neighbours' harm"), std::string::npos);
+}
+
 // On the network, a neighbour that gets less than its quiet rate while the
 // uplink is busy is short of it, retransmits or not: the cap steps down, and
 // does not go back up to where it was short for a cool-down.

@@ -206,14 +206,17 @@ void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string&
   CheckEvidence(out, c, hog, ids);
 }
 
-std::optional<v1::HarmSignals> HarmOf(World& w, const std::string& name, int window) {
+std::optional<v1::HarmSignals> HarmOfId(World& w, const std::string& tenant_id, int window) {
   v1::TenantDetail detail;
-  if (!w.stack->CliJson({"tenant", w.tenants.Id(name), "--host", w.stack->host_id(), "--window",
-                         absl::StrCat(window)},
-                        &detail)) {
+  if (!w.stack->CliJson(
+          {"tenant", tenant_id, "--host", w.stack->host_id(), "--window", absl::StrCat(window)},
+          &detail)) {
     return std::nullopt;
   }
   return detail.harm();
+}
+std::optional<v1::HarmSignals> HarmOf(World& w, const std::string& name, int window) {
+  return HarmOfId(w, w.tenants.Id(name), window);
 }
 
 void CheckRecovered(Outcome& out, CaseWatcher& watcher, uint64_t case_id, const std::string& who,

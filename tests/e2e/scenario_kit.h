@@ -103,6 +103,8 @@ void CheckEvidence(World& w, Outcome& out, const v1::Case& c, const std::string&
 // The harm signals of tenant `name` over the last `window` seconds, as the
 // controller has them (fairwatch tenant --window).
 std::optional<v1::HarmSignals> HarmOf(World& w, const std::string& name, int window);
+// The same for a tenant known by its id (a libvirt guest's).
+std::optional<v1::HarmSignals> HarmOfId(World& w, const std::string& tenant_id, int window);
 // After a case settles (issue 19, docs/scenarios.md): a harmed neighbour's
 // signal under the limit against its quiet level, recorded as
 // <who>_<signal>_quiet, _limited and _recovered (1: within 2x of quiet or
