@@ -66,6 +66,38 @@ TEST_F(EngineTest, AHogIsFoundAfterNofMIntervalsWithItsVictimAsEvidence) {
   EXPECT_TRUE(repeat.findings.empty());
 }
 
+// Each tenant's quiet use, what the planner sizes caps from: learned while
+// the resource is far from full, kept while it is squeezed; its severity and
+// evidence come with its share.
+TEST_F(EngineTest, QuietUseIsLearnedOnAQuietHostAndKeptWhileSqueezed) {
+  auto victim = [&](const std::map<std::string, Second>& seconds) {
+    host_.Tick(seconds);
+    absl::StatusOr<HostInterval> interval = fleet_.LastInterval("hv");
+    if (!interval.ok()) return TenantShare{};  // the first report: no interval yet
+    Evaluation e = engine_.Evaluate(*interval);
+    for (const ResourceVerdict& v : e.verdicts) {
+      if (v.resource != v1::RESOURCE_CPU) continue;
+      for (const TenantShare& t : v.judgement.tenants) {
+        if (t.id == "victim") return t;
+      }
+    }
+    return TenantShare{};
+  };
+  for (int i = 0; i < 20; ++i) victim({{"hog", {0.05, 0, 18}}, {"victim", {0.4, 0.01, 18}}});
+  TenantShare quiet = victim({{"hog", {0.05, 0, 18}}, {"victim", {0.4, 0.01, 18}}});
+  EXPECT_NEAR(quiet.quiet_usage, 0.4, 0.01);
+  EXPECT_LT(quiet.severity, 1);
+  EXPECT_TRUE(quiet.evidence.empty());
+  TenantShare squeezed;
+  for (int i = 0; i < 5; ++i) {
+    squeezed = victim({{"hog", {1.8, 2.4, 23}}, {"victim", {0.2, 0.6, 23}}});
+  }
+  EXPECT_NEAR(squeezed.usage, 0.2, 0.01);
+  EXPECT_NEAR(squeezed.quiet_usage, 0.4, 0.01) << "a squeeze does not teach its quiet use";
+  EXPECT_GT(squeezed.severity, 1);
+  EXPECT_FALSE(squeezed.evidence.empty());
+}
+
 TEST_F(EngineTest, ABusyTenantNextToAnIdleOneIsNeverAnOffender) {
   for (int i = 0; i < 10; ++i) {
     EXPECT_TRUE(Step({{"hog", {1.9, 0.5, 20}}, {"victim", {0.0, 0, 10}}}).empty()) << i;
