@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -92,6 +93,12 @@ Neighbours Assess(const ResourceVerdict& verdict, const std::string& self, const
     n.severity = std::max(n.severity, severity);
   }
   return n;
+}
+
+// The cap that leaves the neighbours what they need plus headroom, never
+// below the floor.
+double SizedCap(double capacity, double need, double floor, const PlannerParams& p) {
+  return std::max(floor, capacity * (1 - p.headroom) - need);
 }
 
 // The interval as an action records it: the host's use, the tenant's, and
@@ -234,10 +241,17 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.need.push_back(nb.need);
       if (c.need.size() > params_.need_window) c.need.erase(c.need.begin());
       need = *std::max_element(c.need.begin(), c.need.end());
-      sized = std::max(c.floor, verdict->judgement.capacity * (1 - params_.headroom) - need);
+      sized = SizedCap(verdict->judgement.capacity, need, c.floor, params_);
     }
-    const v1::ActionContext seen =
-        Context(verdict, evaluation.seq, std::get<1>(key), c.victims, need, sized, params_);
+    // What the interval showed, built only for an action or a harmed one.
+    std::optional<v1::ActionContext> seen_built;
+    auto seen = [&]() -> const v1::ActionContext& {
+      if (!seen_built) {
+        seen_built =
+            Context(verdict, evaluation.seq, std::get<1>(key), c.victims, need, sized, params_);
+      }
+      return *seen_built;
+    };
     auto step = [&](v1::ActionKind kind, double limit, std::string reason) {
       c.stepped_up = c.limit > 0 && limit > c.limit;  // a raise, not a first cap
       c.limit = limit;
@@ -245,7 +259,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.intervals_since_step = 0;
       c.severity_since_step = 0;
       c.lease_expires = now + params_.lease;
-      action(key, kind, c.limit, c.lease_expires, c.dry_run, std::move(reason)).seen = seen;
+      action(key, kind, c.limit, c.lease_expires, c.dry_run, std::move(reason)).seen = seen();
     };
     bool acted = c.manual;  // an operator's limit stays as set
     const bool step_due = now - c.last_step >= params_.step_interval;
@@ -278,7 +292,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.exhausted = false;  // the harm ended: a lower cap may be tried again
       c.unrecovered.clear();
     }
-    if (suffering) c.unrecovered = Unrecovered(seen);
+    if (suffering) c.unrecovered = Unrecovered(seen());
     // Harm that persists, judged on the latest kPersistWindow intervals since
     // the last step (harm that began after a quiet spell counts once it has
     // lasted, not diluted by the quiet before it), from a tenant that keeps
@@ -293,29 +307,28 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                                std::popcount(c.binding_bits & ((1u << recent_binding) - 1)) >=
                                    kBindingFraction * recent_binding;
     const double mean_severity = c.severity_since_step / c.intervals_since_step;
-    const std::string quiet_for =
-        absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1)));
+    auto quiet_for = [&] {
+      return absl::FormatDuration(absl::Trunc(now - c.quiet_since, absl::Seconds(1)));
+    };
+    // Set by a branch below that ends the case.
+    std::optional<std::string> release;
     if (c.manual || share == nullptr) {
       // An operator's limit, or the resource not judged here: kept as it
       // is, renewed below.
     } else if (idle && now - c.idle_since >= params_.quiet_period) {
-      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-             weight_only
-                 ? absl::StrCat(
-                       "wanting no more than its entitlement ",
-                       FormatAmount(share->entitled, resource), " for ",
-                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                       " (now using ", FormatAmount(share->usage, resource),
-                       "): its weight is its own again")
-                 : absl::StrCat(
-                       "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
-                       " % of its limit ", FormatAmount(c.limit, resource), " for ",
-                       absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
-                       " (now ", FormatAmount(share->usage, resource), "): it no longer needs one"))
-          .seen = seen;
-      cooldown_until_[key] = now + params_.cooldown;
-      it = cases_.erase(it);
-      continue;
+      release =
+          weight_only
+              ? absl::StrCat(
+                    "wanting no more than its entitlement ",
+                    FormatAmount(share->entitled, resource), " for ",
+                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                    " (now using ", FormatAmount(share->usage, resource),
+                    "): its weight is its own again")
+              : absl::StrCat(
+                    "its usage stayed under ", std::lround(100 * params_.release_below_fraction),
+                    " % of its limit ", FormatAmount(c.limit, resource), " for ",
+                    absl::FormatDuration(absl::Trunc(now - c.idle_since, absl::Seconds(1))),
+                    " (now ", FormatAmount(share->usage, resource), "): it no longer needs one");
     } else if (weight_only) {
       // Its weight is lowered: the kernel serves the neighbours first. A cap
       // only when that did not end the harm, and only one that gives them
@@ -358,7 +371,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
               "lasts; not recovered: %s",
               FormatAmount(c.limit, resource), mean_severity, c.severity_before_step,
               FormatAmount(c.limit_before_step, resource),
-              FormatAmount(c.limit_before_step, resource), Unrecovered(seen));
+              FormatAmount(c.limit_before_step, resource), c.unrecovered);
           c.exhausted = true;
           c.severity_before_step = -1;
           step(v1::ACTION_KIND_STEP_UP, c.limit_before_step, std::move(why));
@@ -405,25 +418,14 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                           " % headroom"));
         acted = true;
       } else if (quiet_long && need <= 0.01 * verdict->judgement.capacity) {
-        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-               absl::StrCat("no neighbour harmed for ", quiet_for,
-                            ", and none wants any of it (they need ", FormatAmount(need, resource),
-                            ")"))
-            .seen = seen;
-        cooldown_until_[key] = now + params_.cooldown;
-        it = cases_.erase(it);
-        continue;
+        release = absl::StrCat("no neighbour harmed for ", quiet_for(),
+                               ", and none wants any of it (they need ",
+                               FormatAmount(need, resource), ")");
       } else if (quiet_long && sized >= c.opening_usage) {
-        action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run,
-               absl::StrCat("no neighbour harmed for ", quiet_for, "; what they leave (",
-                            FormatAmount(sized, resource),
-                            ") is above its usage when the case "
-                            "opened (",
-                            FormatAmount(c.opening_usage, resource), ")"))
-            .seen = seen;
-        cooldown_until_[key] = now + params_.cooldown;
-        it = cases_.erase(it);
-        continue;
+        release = absl::StrCat("no neighbour harmed for ", quiet_for(), "; what they leave (",
+                               FormatAmount(sized, resource),
+                               ") is above its usage when the case opened (",
+                               FormatAmount(c.opening_usage, resource), ")");
       } else if (quiet_long && c.limit * (1 + params_.resize_margin) < ceiling) {
         // Below what its neighbours leave (stepped down while they suffered):
         // back up towards it, never past it, nor, for a cool-down, back to
@@ -431,13 +433,19 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         c.severity_before_step = -1;
         const double higher = std::min(ceiling, c.limit * params_.step_up);
         step(v1::ACTION_KIND_STEP_UP, higher,
-             absl::StrCat("no neighbour harmed for ", quiet_for, "; cap raised to ",
+             absl::StrCat("no neighbour harmed for ", quiet_for(), "; cap raised to ",
                           FormatAmount(higher, resource),
                           higher == sized ? absl::StrCat(", what its neighbours leave (they need ",
                                                          FormatAmount(need, resource), ")")
                                           : ""));
         acted = true;
       }
+    }
+    if (release) {
+      action(key, v1::ACTION_KIND_RELEASE, 0, now, c.dry_run, *std::move(release)).seen = seen();
+      cooldown_until_[key] = now + params_.cooldown;
+      it = cases_.erase(it);
+      continue;
     }
     if ((!acted || c.manual) && c.lease_expires - now <= params_.lease / 2) {
       c.lease_expires = now + params_.lease;
@@ -455,7 +463,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         }
       }
       action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, std::move(why)).seen =
-          seen;
+          seen();
     }
     ++it;
   }
@@ -498,7 +506,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         verdict != nullptr ? Assess(*verdict, f.offender.id, params_) : Neighbours{};
     const double need = nb.need;
     c.need.push_back(need);
-    const double sized = std::max(c.floor, f.capacity * (1 - params_.headroom) - need);
+    const double sized = SizedCap(f.capacity, need, c.floor, params_);
     const v1::ActionContext seen =
         Context(verdict, evaluation.seq, f.offender.id, c.victims, need, sized, params_);
     const std::string why = absl::StrCat(
