@@ -457,8 +457,10 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
           absl::StrAppend(
               &why, resource == v1::RESOURCE_CPU
                         ? "; they get the CPU they want (its weight serves them first, any cap "
-                          "leaves them what they need): what remains is wake-up latency behind "
-                          "its running threads, which a lower cap does not remove"
+                          "leaves them what they need): what remains is the turns the scheduler "
+                          "still gives its threads on their CPUs, a scheduler tick each, which a "
+                          "lower cap or a shorter quota period does not remove (docs/policy.md, "
+                          "\"What a cap cannot remove\")"
                         : "; a lower cap did not lower it");
         }
       }

@@ -533,7 +533,7 @@ TEST(Planner, ACpuCaseLowersTheWeightFirstAndCapsOnlyWhenHarmPersists) {
 // Under its lowered weight the neighbours get the CPU they want (a cap
 // leaving them that would not bind) yet their run-queue wait stays up: no
 // cap below what they leave, which would idle the host and not remove
-// wake-up latency; the case says what did not recover and why.
+// tick-long turns; the case says what did not recover and why.
 TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
   Planner planner{Params()};
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.2, v1::RESOURCE_CPU), 2).size(), 1u);
@@ -549,7 +549,7 @@ TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
   EXPECT_NE(later[0].reason.find("not recovered: victim (run-queue wait p99 4.1 ms"),
             std::string::npos)
       << later[0].reason;
-  EXPECT_NE(later[0].reason.find("wake-up latency"), std::string::npos) << later[0].reason;
+  EXPECT_NE(later[0].reason.find("a scheduler tick each"), std::string::npos) << later[0].reason;
 }
 
 // Under its lowered weight the neighbours are fine, but it still takes more
