@@ -54,6 +54,10 @@ absl::Status Agent::Init() {
   CpuCollectorOptions cpu_options;
   cpu_options.use_v1_cpu = cpu_hierarchy == "cpu";
   cpu_options.max_tenants = config_.max_tenants();
+  const bool cpu_time_from_cgroups = config_.probes().cpu_time() != "bpf";
+  cpu_options.fallback_only = cpu_time_from_cgroups;
+  cpu_options.mounts = mounts;
+  cpu_options.cpu_hierarchy = cpu_hierarchy;
   collectors_.push_back(std::make_unique<CpuCollector>(cpu_options));
   if (!config_.probes().disable_runq()) {
     RunqCollectorOptions runq_options;
@@ -61,8 +65,9 @@ absl::Status Agent::Init() {
     runq_options.max_tenants = config_.max_tenants();
     collectors_.push_back(std::make_unique<RunqCollector>(runq_options));
   }
-  collectors_.push_back(
-      std::make_unique<CgroupStatsCollector>(CgroupStatsOptions{mounts, cpu_hierarchy}));
+  CgroupStatsOptions stats_options{mounts, cpu_hierarchy};
+  stats_options.read_cpu_time = cpu_time_from_cgroups;
+  collectors_.push_back(std::make_unique<CgroupStatsCollector>(std::move(stats_options)));
   if (!config_.probes().disable_disk()) {
     ASSIGN_OR_RETURN(std::string disk_hierarchy, ChooseDiskHierarchy(mounts));
     DiskCollectorOptions disk_options;
@@ -288,6 +293,8 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
     }
   }
   report.mutable_agent()->set_tenants_unmeasured(registry_->unmeasured());
+  report.mutable_agent()->set_tenant_slots_used(static_cast<uint32_t>(tenants.size()));
+  report.mutable_agent()->set_tenant_slots_max(config_.max_tenants());
   const EnforcerStats enforced = enforcer_->stats();
   v1::EnforcementCounters* limits = report.mutable_agent()->mutable_enforcement();
   limits->set_in_force(static_cast<uint32_t>(enforced.in_force));

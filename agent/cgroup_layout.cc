@@ -90,4 +90,34 @@ absl::StatusOr<std::string> ChooseCpuHierarchy(const CgroupMounts& mounts,
   return requested;
 }
 
+std::optional<CpuTimeFile> KernelCpuTimeFile(const v1::Tenant& tenant,
+                                             const std::string& cpu_hierarchy,
+                                             const CgroupMounts& mounts) {
+  auto ref_in = [&](const std::string& hierarchy) -> const v1::CgroupRef* {
+    for (const v1::CgroupRef& ref : tenant.cgroups()) {
+      if (ref.hierarchy() == hierarchy) return &ref;
+    }
+    return nullptr;
+  };
+  auto in_dir = [&](const std::string& hierarchy, const char* file,
+                    bool microseconds) -> std::optional<CpuTimeFile> {
+    const v1::CgroupRef* ref = ref_in(hierarchy);
+    absl::StatusOr<std::string> mount = mounts.MountOf(hierarchy);
+    // The hierarchy's root is the host's, not a tenant's.
+    if (ref == nullptr || !mount.ok() || ref->path().empty()) return std::nullopt;
+    return CpuTimeFile{absl::StrCat(*mount, "/", ref->path(), "/", file), ref->id(), microseconds};
+  };
+  if (cpu_hierarchy == "cpu") {
+    absl::StatusOr<std::string> cpu = mounts.MountOf("cpu");
+    absl::StatusOr<std::string> cpuacct = mounts.MountOf("cpuacct");
+    if (cpu.ok() && cpuacct.ok()) {
+      // Co-mounted (cpu,cpuacct): discovery records the directory once, as cpu's.
+      std::optional<CpuTimeFile> file =
+          in_dir(*cpuacct == *cpu ? "cpu" : "cpuacct", "cpuacct.usage", false);
+      if (file) return file;
+    }
+  }
+  return in_dir("unified", "cpu.stat", true);
+}
+
 }  // namespace fairwatch::agent

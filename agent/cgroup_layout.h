@@ -1,7 +1,9 @@
 // Where the cgroup hierarchies are mounted, read from /proc/self/mountinfo.
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,5 +29,21 @@ absl::StatusOr<CgroupMounts> ReadCgroupMounts(
 // "cpu". auto means the v1 cpu controller where it is mounted, else unified.
 absl::StatusOr<std::string> ChooseCpuHierarchy(const CgroupMounts& mounts,
                                                const std::string& requested);
+
+// The file in which the kernel keeps a tenant's CPU time, exactly, for every
+// task under its cgroup: v1 `cpuacct.usage` (ns) in the cpuacct hierarchy
+// (co-mounted with cpu or not) when CPU is attributed in the v1 cpu
+// hierarchy, else the unified `cpu.stat` (`usage_usec`, kept for every cgroup2
+// directory, with or without the cpu controller). nullopt: the tenant has no
+// directory where a counter is kept (then the sched_stat_runtime program
+// measures it, docs/architecture.md, "measure: CPU").
+struct CpuTimeFile {
+  std::string path;
+  uint64_t cgroup_id = 0;     // its directory's, in its hierarchy (a new one: recreated)
+  bool microseconds = false;  // cpu.stat's usage_usec; else cpuacct.usage in ns
+};
+std::optional<CpuTimeFile> KernelCpuTimeFile(const v1::Tenant& tenant,
+                                             const std::string& cpu_hierarchy,
+                                             const CgroupMounts& mounts);
 
 }  // namespace fairwatch::agent

@@ -87,6 +87,27 @@ absl::StatusOr<CfsThrottling> ParseCpuStatThrottling(absl::string_view text) {
   return out;
 }
 
+absl::StatusOr<uint64_t> ParseCpuTime(absl::string_view text, bool microseconds) {
+  if (!microseconds) {
+    uint64_t ns = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &ns)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cpuacct.usage: not a number: '", text.substr(0, 40), "'"));
+    }
+    return ns;
+  }
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    std::vector<absl::string_view> kv = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (kv.size() != 2 || kv[0] != "usage_usec") continue;
+    uint64_t us = 0;
+    if (!absl::SimpleAtoi(kv[1], &us) || us > UINT64_MAX / 1000) {
+      return absl::InvalidArgumentError(absl::StrCat("cpu.stat line '", line, "': not a number"));
+    }
+    return us * 1000;
+  }
+  return absl::InvalidArgumentError("cpu.stat without usage_usec");
+}
+
 CgroupStatsCollector::CgroupStatsCollector(CgroupStatsOptions options)
     : options_(std::move(options)) {}
 
@@ -112,7 +133,7 @@ absl::Status CgroupStatsCollector::Init() {
   state_ = CollectorState::kRunning;
   FW_LOG(Info, "cgroup_stats: pressure from ",
          unified_mount_.empty() ? "(no cgroup2 mount)" : unified_mount_, ", throttling from ",
-         cpu_mount_);
+         cpu_mount_, options_.read_cpu_time ? ", CPU time from the kernel's cgroup counters" : "");
   return absl::OkStatus();
 }
 
@@ -135,6 +156,7 @@ void CgroupStatsCollector::CloseAll() {
     Close(&f.cpu_pressure);
     Close(&f.io_pressure);
     Close(&f.cpu_stat);
+    Close(&f.cpu_time);
   }
   files_.clear();
 }
@@ -201,6 +223,26 @@ absl::Status CgroupStatsCollector::SyncTenants(absl::Span<const TenantEntry> ten
       Close(&files.cpu_stat);
       files.cpu_id = 0;
     }
+    std::optional<CpuTimeFile> cpu_time;
+    if (options_.read_cpu_time) {
+      cpu_time = KernelCpuTimeFile(t.tenant, options_.cpu_hierarchy, options_.mounts);
+    }
+    files.cpu_time_in_cpu_stat = cpu_time && files.cpu_stat.path == cpu_time->path;
+    files.cpu_time_usec = cpu_time && cpu_time->microseconds;
+    if (!cpu_time || files.cpu_time_in_cpu_stat) {
+      Close(&files.cpu_time);
+      files.cpu_time_id = 0;
+    } else if (files.cpu_time.fd < 0 || files.cpu_time.path != cpu_time->path ||
+               files.cpu_time_id != cpu_time->cgroup_id) {
+      // A directory recreated at the same path comes with a new id, and the
+      // old descriptor reads ENODEV.
+      Open(&files.cpu_time, cpu_time->path);
+      files.cpu_time_id = cpu_time->cgroup_id;
+    }
+    if (cpu_time && !files.cpu_time_in_cpu_stat && files.cpu_time.fd < 0) {
+      FW_LOG(Warning, "cgroup_stats: tenant ", t.tenant.id(), ": no CPU time counter at ",
+             cpu_time->path);
+    }
     next.emplace(t.tenant.id(), std::move(files));
   }
   CloseAll();  // what is left belongs to removed tenants
@@ -234,23 +276,39 @@ absl::Status CgroupStatsCollector::Collect(absl::Span<const TenantEntry> tenants
       p.psi->set_full_total_us(totals->full_total_us);
     }
     if (Read(&files.cpu_stat)) {
-      absl::StatusOr<CfsThrottling> cfs =
-          ParseCpuStatThrottling(absl::string_view(buf_.data(), read_len_));
+      const absl::string_view text(buf_.data(), read_len_);
+      absl::StatusOr<CfsThrottling> cfs = ParseCpuStatThrottling(text);
       if (cfs.ok() && cfs->present) {
         v1::CpuCounters* cpu = out->mutable_cpu();
         cpu->set_nr_periods(cfs->nr_periods);
         cpu->set_nr_throttled(cfs->nr_throttled);
         cpu->set_throttled_ns(cfs->throttled_ns);
       }
+      if (files.cpu_time_in_cpu_stat) SetCpuTime(files.cpu_stat, text, true, out);
+    }
+    if (!files.cpu_time_in_cpu_stat && Read(&files.cpu_time)) {
+      SetCpuTime(files.cpu_time, absl::string_view(buf_.data(), read_len_), files.cpu_time_usec,
+                 out);
     }
   }
   return absl::OkStatus();
 }
 
+void CgroupStatsCollector::SetCpuTime(const StatFile& file, absl::string_view text,
+                                      bool microseconds, v1::TenantCounters* out) {
+  absl::StatusOr<uint64_t> ns = ParseCpuTime(text, microseconds);
+  if (!ns.ok()) {
+    FW_LOG(Debug, "cgroup_stats: ", file.path, ": ", ns.status().message());
+    return;
+  }
+  out->mutable_cpu()->set_usage_ns(*ns);
+}
+
 size_t CgroupStatsCollector::open_files() const {
   size_t n = 0;
   for (const auto& [id, f] : files_) {
-    n += (f.cpu_pressure.fd >= 0) + (f.io_pressure.fd >= 0) + (f.cpu_stat.fd >= 0);
+    n += (f.cpu_pressure.fd >= 0) + (f.io_pressure.fd >= 0) + (f.cpu_stat.fd >= 0) +
+         (f.cpu_time.fd >= 0);
   }
   return n;
 }

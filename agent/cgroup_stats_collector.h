@@ -1,7 +1,8 @@
 // Per-tenant figures the kernel already keeps in cgroup files, read every
-// interval: pressure stall totals (cpu.pressure, io.pressure in the tenant's
-// unified directory) and CFS bandwidth throttling (cpu.stat in the directory
-// of the hierarchy CPU is attributed in). File descriptors stay open across
+// interval: CPU time (cpuacct.usage or the unified cpu.stat: KernelCpuTimeFile),
+// pressure stall totals (cpu.pressure, io.pressure in the tenant's unified
+// directory) and CFS bandwidth throttling (cpu.stat in the directory of the
+// hierarchy CPU is attributed in). File descriptors stay open across
 // intervals; each read is one pread.
 #pragma once
 
@@ -36,11 +37,18 @@ struct CfsThrottling {
 };
 absl::StatusOr<CfsThrottling> ParseCpuStatThrottling(absl::string_view text);
 
+// A CPU time counter's text in ns: cpu.stat's usage_usec (microseconds) or
+// cpuacct.usage (one number, ns). Fails when the field is missing or not a number.
+absl::StatusOr<uint64_t> ParseCpuTime(absl::string_view text, bool microseconds);
+
 struct CgroupStatsOptions {
   CgroupMounts mounts;        // resolves each tenant's CgroupRef paths
   std::string cpu_hierarchy;  // "cpu" (v1) or "unified": where cpu.stat is read
   bool read_pressure = true;
   bool read_throttling = true;
+  // CPU time from the kernel's per-cgroup counter, for the tenants that have
+  // one (the others are the CPU program's: CpuCollectorOptions::fallback_only).
+  bool read_cpu_time = true;
 };
 
 class CgroupStatsCollector : public Collector {
@@ -54,7 +62,8 @@ class CgroupStatsCollector : public Collector {
   absl::Status Init() override;
   // Opens the files of new tenants and closes those of removed ones.
   absl::Status SyncTenants(absl::Span<const TenantEntry> tenants) override;
-  // Fills cpu_pressure, io_pressure and cpu.{nr_periods,nr_throttled,throttled_ns}.
+  // Fills cpu.usage_ns (tenants with a kernel CPU time file), cpu_pressure,
+  // io_pressure and cpu.{nr_periods,nr_throttled,throttled_ns}.
   // A tenant whose files are missing or whose cgroup vanished gets
   // present=false / zero throttling, and does not fail the collection.
   absl::Status Collect(absl::Span<const TenantEntry> tenants, v1::UsageReport* report) override;
@@ -74,12 +83,20 @@ class CgroupStatsCollector : public Collector {
     StatFile cpu_pressure;
     StatFile io_pressure;
     StatFile cpu_stat;
+    // The CPU time counter: its own file, or cpu_stat itself (v2, where
+    // usage_usec and the throttling share one file, read once).
+    StatFile cpu_time;
+    uint64_t cpu_time_id = 0;
+    bool cpu_time_in_cpu_stat = false;
+    bool cpu_time_usec = false;
   };
 
   void Open(StatFile* file, std::string path);
   static void Close(StatFile* file);
   // Reads the whole file into buf_; false if the file is missing or gone.
   bool Read(StatFile* file);
+  static void SetCpuTime(const StatFile& file, absl::string_view text, bool microseconds,
+                         v1::TenantCounters* out);
   void CloseAll();
 
   CgroupStatsOptions options_;

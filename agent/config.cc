@@ -14,6 +14,7 @@ void ApplyDefaults(v1::AgentConfig* config) {
   if (config->interval_ms() == 0) config->set_interval_ms(kDefaultIntervalMs);
   if (config->cgroup_root().empty()) config->set_cgroup_root(kDefaultCgroupRoot);
   if (config->cpu_hierarchy().empty()) config->set_cpu_hierarchy("auto");
+  if (config->probes().cpu_time().empty()) config->mutable_probes()->set_cpu_time("auto");
   if (config->max_tenants() == 0) config->set_max_tenants(kDefaultMaxTenants);
   if (config->report_buffer() == 0) config->set_report_buffer(kDefaultReportBuffer);
   if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
@@ -39,6 +40,10 @@ absl::Status Validate(const v1::AgentConfig& config) {
   if (h != "auto" && h != "unified" && h != "cpu") {
     return absl::InvalidArgumentError(
         absl::StrCat("cpu_hierarchy must be auto, unified or cpu; got '", h, "'"));
+  }
+  if (config.probes().cpu_time() != "auto" && config.probes().cpu_time() != "bpf") {
+    return absl::InvalidArgumentError(absl::StrCat("probes.cpu_time must be auto or bpf; got '",
+                                                   config.probes().cpu_time(), "'"));
   }
   if (config.max_tenants() > 65536) {
     return absl::InvalidArgumentError(

@@ -52,8 +52,21 @@ absl::Status CpuCollector::Init() {
     return absl::InvalidArgumentError(
         absl::StrCat("cpu attach mode must be auto, tp_btf or raw_tp; got '", mode, "'"));
   }
-  absl::Status status = LoadAndAttach(mode != "raw_tp");
-  if (!status.ok() && mode == "auto") {
+  if (options_.fallback_only) {
+    state_ = CollectorState::kRunning;
+    FW_LOG(Info,
+           "cpu: CPU time from the kernel's cgroup counters; sched_stat_runtime attached only "
+           "while a tenant has none");
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(Attach());
+  state_ = CollectorState::kRunning;
+  return absl::OkStatus();
+}
+
+absl::Status CpuCollector::Attach() {
+  absl::Status status = LoadAndAttach(options_.attach_mode != "raw_tp");
+  if (!status.ok() && options_.attach_mode == "auto") {
     FW_LOG(Warning, "cpu: ", status.message(), "; falling back to raw_tp");
     cpu_bpf__destroy(skel_);
     skel_ = nullptr;
@@ -62,18 +75,52 @@ absl::Status CpuCollector::Init() {
   if (!status.ok()) {
     cpu_bpf__destroy(skel_);
     skel_ = nullptr;
+    attach_kind_.clear();
     state_ = CollectorState::kFailed;
     return status;
   }
-  state_ = CollectorState::kRunning;
   FW_LOG(Info, "cpu: attached to sched_stat_runtime via ", attach_kind_, " (",
          options_.use_v1_cpu ? "v1 cpu" : "unified", " hierarchy, ", options_.max_tenants,
          " tenant slots)");
   return absl::OkStatus();
 }
 
-absl::Status CpuCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
-  if (!skel_) return absl::FailedPreconditionError("cpu collector is not running");
+void CpuCollector::Detach() {
+  if (skel_ == nullptr) return;
+  cpu_bpf__destroy(skel_);
+  skel_ = nullptr;
+  attach_kind_.clear();
+  installed_roots_.clear();
+  slot_owner_.clear();
+}
+
+absl::Status CpuCollector::SyncTenants(absl::Span<const TenantEntry> all) {
+  if (state_ == CollectorState::kNew || state_ == CollectorState::kStopped) {
+    return absl::FailedPreconditionError("cpu collector is not running");
+  }
+  std::vector<TenantEntry> uncounted;
+  if (options_.fallback_only) {
+    for (const TenantEntry& t : all) {
+      if (!KernelCpuTimeFile(t.tenant, options_.cpu_hierarchy, options_.mounts)) {
+        uncounted.push_back(t);
+      }
+    }
+    if (uncounted.empty() && skel_ != nullptr) {
+      FW_LOG(Info, "cpu: every tenant has a kernel CPU time counter; sched_stat_runtime detached");
+      Detach();
+    } else if (!uncounted.empty() && skel_ == nullptr) {
+      FW_LOG(Info, "cpu: ", uncounted.size(),
+             " tenant(s) without a kernel CPU time counter (the first: ",
+             uncounted.front().tenant.id(), "); attaching sched_stat_runtime for them");
+      RETURN_IF_ERROR(Attach());
+      state_ = CollectorState::kRunning;
+    }
+  }
+  const absl::Span<const TenantEntry> tenants =
+      options_.fallback_only ? absl::MakeConstSpan(uncounted) : all;
+  measured_.clear();
+  for (const TenantEntry& t : tenants) measured_.insert(t.tenant.id());
+  if (!skel_) return absl::OkStatus();
   int roots_fd = bpf_map__fd(skel_->maps.tenant_roots);
   int usage_fd = bpf_map__fd(skel_->maps.cpu_usage);
   absl::flat_hash_map<uint64_t, uint32_t> wanted;
@@ -118,7 +165,7 @@ absl::Status CpuCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
 }
 
 absl::Status CpuCollector::ReadSlot(uint32_t slot, uint64_t* usage_ns, uint64_t* events) const {
-  if (!skel_) return absl::FailedPreconditionError("cpu collector is not running");
+  if (!skel_) return absl::FailedPreconditionError("the cpu program is not attached");
   std::vector<fw_cpu_counters> per_cpu(num_cpus_);
   if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.cpu_usage), &slot, per_cpu.data()) != 0) {
     return ErrnoStatus(errno, absl::StrCat("reading cpu slot ", slot));
@@ -133,7 +180,9 @@ absl::Status CpuCollector::ReadSlot(uint32_t slot, uint64_t* usage_ns, uint64_t*
 }
 
 absl::Status CpuCollector::Collect(absl::Span<const TenantEntry> tenants, v1::UsageReport* report) {
+  if (!skel_) return absl::OkStatus();
   for (size_t i = 0; i < tenants.size(); ++i) {
+    if (!measured_.contains(tenants[i].tenant.id())) continue;
     uint64_t usage_ns = 0;
     uint64_t events = 0;
     RETURN_IF_ERROR(ReadSlot(tenants[i].slot, &usage_ns, &events));
@@ -160,18 +209,12 @@ void CpuCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
   roots->set_name("cpu/tenant_roots");
   roots->set_entries(installed_roots_.size());
   roots->set_max_entries(options_.max_tenants);
-  self->set_tenant_slots_used(static_cast<uint32_t>(installed_roots_.size()));
-  self->set_tenant_slots_max(options_.max_tenants);
 }
 
 absl::Status CpuCollector::Stop() {
-  if (skel_) {
-    cpu_bpf__destroy(skel_);
-    skel_ = nullptr;
-    installed_roots_.clear();
-    slot_owner_.clear();
-    state_ = CollectorState::kStopped;
-  }
+  Detach();
+  measured_.clear();
+  if (state_ == CollectorState::kRunning) state_ = CollectorState::kStopped;
   return absl::OkStatus();
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Context-switch worst case with the agent's probe sets: `perf bench sched pipe`
 # pinned to one CPU, both ends inside a tenant, with no agent, with the agent
-# measuring CPU only, and with its default probe set (CPU, run-queue, disk,
-# network). Configurations alternate round by round so drift hits all alike;
-# medians are printed.
+# measuring CPU only (cpu: from the kernel's cgroup counters, the default;
+# cpu-bpf: with the sched_stat_runtime program, probes.cpu_time "bpf"), and
+# with its default probe set (CPU, run-queue, disk, network). Configurations
+# alternate round by round so drift hits all alike; medians are printed.
 #
 #   sudo bench/pingpong_matrix.sh [build-dir] [rounds] [loops]
 #
@@ -22,16 +23,23 @@ if grep -q ' - cgroup cgroup .*\bcpu\b' /proc/self/mountinfo && [[ -d /sys/fs/cg
 else
   CG=/sys/fs/cgroup
 fi
+# A v1 tenant is in the cpuacct hierarchy too (where the kernel keeps its CPU
+# time), as a container manager or libvirt places it.
+ACCT=
+if [[ $CG == /sys/fs/cgroup/cpu && -d /sys/fs/cgroup/cpuacct ]] &&
+  [[ $(stat -c %i /sys/fs/cgroup/cpuacct) != "$(stat -c %i $CG)" ]]; then
+  ACCT=/sys/fs/cgroup/cpuacct
+fi
 PREFIX=fwbench-$$
 WORK=$(mktemp -d)
 AGENT_PID=
 cleanup() {
   [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
-  rmdir "$CG/$PREFIX/t" "$CG/$PREFIX" 2>/dev/null || true
+  for m in $CG $ACCT; do rmdir "$m/$PREFIX/t" "$m/$PREFIX" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
-mkdir -p "$CG/$PREFIX/t"
+for m in $CG $ACCT; do mkdir -p "$m/$PREFIX/t"; done
 
 config() {  # config <name>: an agent config file for that probe set
   local file=$WORK/$1.textproto
@@ -40,18 +48,23 @@ config() {  # config <name>: an agent config file for that probe set
     echo "insecure_plaintext: true"
     echo "metrics_address: \"off\""
     echo "cgroup_parents { path: \"$PREFIX\" }"
-    [[ $1 == cpu ]] && echo "probes { disable_runq: true disable_disk: true disable_net: true }"
+    case $1 in
+      cpu) echo "probes { disable_runq: true disable_disk: true disable_net: true }" ;;
+      cpu-bpf) echo "probes { disable_runq: true disable_disk: true disable_net: true cpu_time: \"bpf\" }" ;;
+    esac
   } >"$file"
   echo "$file"
 }
 
-run_one() {  # run_one <none|cpu|default>: prints usecs/op
+run_one() {  # run_one <none|cpu|cpu-bpf|default>: prints usecs/op
   if [[ $1 != none ]]; then
     "$AGENT" --config "$(config "$1")" --log-level error &
     AGENT_PID=$!
     sleep 2
   fi
-  sh -c "echo \$\$ > $CG/$PREFIX/t/cgroup.procs; exec taskset -c 0 perf bench sched pipe -l $LOOPS" |
+  local join="echo \$\$ > $CG/$PREFIX/t/cgroup.procs"
+  [[ -n $ACCT ]] && join+="; echo \$\$ > $ACCT/$PREFIX/t/cgroup.procs"
+  sh -c "$join; exec taskset -c 0 perf bench sched pipe -l $LOOPS" |
     awk '/usecs\/op/ { print $1 }'
   if [[ -n $AGENT_PID ]]; then
     kill "$AGENT_PID"
@@ -61,10 +74,10 @@ run_one() {  # run_one <none|cpu|default>: prints usecs/op
 }
 
 declare -A results
-sets=(none cpu default)
+sets=(none cpu cpu-bpf default)
 for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2; do
-    set_name=${sets[$(((r + i) % 3))]}
+  for i in 0 1 2 3; do
+    set_name=${sets[$(((r + i) % 4))]}
     results[$set_name]+="$(run_one "$set_name") "
   done
   echo "round $r/$ROUNDS done" >&2

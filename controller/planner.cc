@@ -290,6 +290,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     const bool quiet_long = !suffering && now - c.quiet_since >= params_.quiet_period;
     if (quiet_long) {
       c.exhausted = false;  // the harm ended: a lower cap may be tried again
+      c.exhausted_said = false;
       c.unrecovered.clear();
     }
     if (suffering) c.unrecovered = Unrecovered(seen());
@@ -373,6 +374,7 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
               FormatAmount(c.limit_before_step, resource),
               FormatAmount(c.limit_before_step, resource), c.unrecovered);
           c.exhausted = true;
+          c.exhausted_said = true;  // this action's reason says it
           c.severity_before_step = -1;
           step(v1::ACTION_KIND_STEP_UP, c.limit_before_step, std::move(why));
           c.stepped_up = false;  // an undo, not a raise to try again later
@@ -447,7 +449,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       it = cases_.erase(it);
       continue;
     }
-    if ((!acted || c.manual) && c.lease_expires - now <= params_.lease / 2) {
+    // Renewed at half the lease, or at once when it just found that no lower
+    // cap helps: the case says which signals did not recover and why when it
+    // knows, not up to half a lease later.
+    const bool say_exhausted = c.exhausted && !c.exhausted_said && !c.manual;
+    if ((!acted || c.manual) && (c.lease_expires - now <= params_.lease / 2 || say_exhausted)) {
+      if (c.exhausted) c.exhausted_said = true;
       c.lease_expires = now + params_.lease;
       std::string why = "case still open";
       if (const int harmed = std::popcount(c.harmed_bits & 0x1f); harmed > 0 && !c.manual) {

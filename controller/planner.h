@@ -169,6 +169,9 @@ class Planner {
     double severity_before_step = -1;  // < 0: the last step was not one
     // A lower cap did not help: no step below this one until the harm ends.
     bool exhausted = false;
+    // The case said so (a renewal with the reason, at once rather than at the
+    // next half-lease): once per episode of exhaustion.
+    bool exhausted_said = false;
     std::string unrecovered;  // the neighbours' signals when last harmed
     // The last cap it was raised to under which harm came back, and when: no
     // step back up to it within a cool-down of that (a cap that moves up and

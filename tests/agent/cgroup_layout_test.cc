@@ -60,5 +60,54 @@ TEST(CgroupLayout, UnknownHierarchyRequestIsRejected) {
             absl::StatusCode::kInvalidArgument);
 }
 
+v1::Tenant TenantIn(std::initializer_list<const char*> hierarchies, const char* path = "t/a") {
+  v1::Tenant t;
+  t.set_id(path);
+  uint64_t id = 10;
+  for (const char* h : hierarchies) {
+    v1::CgroupRef* ref = t.add_cgroups();
+    ref->set_hierarchy(h);
+    ref->set_path(path);
+    ref->set_id(id++);
+  }
+  return t;
+}
+
+TEST(KernelCpuTimeFile, V1ReadsCpuacctUsageAndFallsBackToTheUnifiedCpuStat) {
+  auto mounts = ParseMountInfo(kHybrid);
+  ASSERT_TRUE(mounts.ok());
+  auto acct = KernelCpuTimeFile(TenantIn({"cpu", "cpuacct", "unified"}), "cpu", *mounts);
+  ASSERT_TRUE(acct.has_value());
+  EXPECT_EQ(acct->path, "/sys/fs/cgroup/cpuacct/t/a/cpuacct.usage");
+  EXPECT_FALSE(acct->microseconds);
+  EXPECT_EQ(acct->cgroup_id, 11u);
+  // A libvirt VM on this host kind: cpu and unified directories, no cpuacct one.
+  auto vm = KernelCpuTimeFile(TenantIn({"cpu", "unified"}), "cpu", *mounts);
+  ASSERT_TRUE(vm.has_value());
+  EXPECT_EQ(vm->path, "/sys/fs/cgroup/unified/t/a/cpu.stat");
+  EXPECT_TRUE(vm->microseconds);
+  EXPECT_FALSE(KernelCpuTimeFile(TenantIn({"cpu", "blkio"}), "cpu", *mounts).has_value())
+      << "no directory with a counter: the CPU program's";
+  EXPECT_FALSE(KernelCpuTimeFile(TenantIn({"cpu", "unified"}, ""), "cpu", *mounts).has_value())
+      << "a hierarchy's root is the host's";
+}
+
+TEST(KernelCpuTimeFile, CoMountedCpuacctIsReadInTheCpuDirectory) {
+  auto mounts = ParseMountInfo(kCombinedV1);
+  ASSERT_TRUE(mounts.ok());
+  auto file = KernelCpuTimeFile(TenantIn({"cpu"}), "cpu", *mounts);
+  ASSERT_TRUE(file.has_value());
+  EXPECT_EQ(file->path, "/sys/fs/cgroup/cpu,cpuacct/t/a/cpuacct.usage");
+}
+
+TEST(KernelCpuTimeFile, V2ReadsCpuStat) {
+  auto mounts = ParseMountInfo(kPureV2);
+  ASSERT_TRUE(mounts.ok());
+  auto file = KernelCpuTimeFile(TenantIn({"unified"}), "unified", *mounts);
+  ASSERT_TRUE(file.has_value());
+  EXPECT_EQ(file->path, "/sys/fs/cgroup/t/a/cpu.stat");
+  EXPECT_TRUE(file->microseconds);
+}
+
 }  // namespace
 }  // namespace fairwatch::agent

@@ -72,6 +72,16 @@ TEST(ParseCpuStatThrottling, RejectsNonNumericValue) {
   EXPECT_FALSE(ParseCpuStatThrottling("nr_periods x\nnr_throttled 1\nthrottled_time 1\n").ok());
 }
 
+TEST(ParseCpuTime, ReadsCpuacctNanosecondsAndCpuStatMicroseconds) {
+  EXPECT_EQ(*ParseCpuTime("123456789012\n", false), 123456789012u);
+  EXPECT_EQ(*ParseCpuTime("usage_usec 5000\nuser_usec 4000\nsystem_usec 1000\n", true), 5'000'000u);
+  EXPECT_FALSE(ParseCpuTime("user_usec 4000\n", true).ok()) << "no usage_usec";
+  EXPECT_FALSE(ParseCpuTime("usage_usec x\n", true).ok());
+  EXPECT_FALSE(ParseCpuTime("usage_usec 18446744073709551615\n", true).ok()) << "overflows ns";
+  EXPECT_FALSE(ParseCpuTime("", false).ok());
+  EXPECT_FALSE(ParseCpuTime("12 34\n", false).ok());
+}
+
 // A fake hybrid layout: <tmp>/unified/<t>/{cpu,io}.pressure and <tmp>/cpu/<t>/cpu.stat.
 class CgroupStatsFakeFs : public ::testing::Test {
  protected:
@@ -184,6 +194,72 @@ TEST_F(CgroupStatsFakeFs, VanishedFilesAreQuietAndRemovedTenantsCloseTheirFiles)
 
   ASSERT_TRUE(collector.SyncTenants({}).ok());
   EXPECT_EQ(collector.open_files(), 0u);
+}
+
+// CPU time from the kernel's counter: cpuacct.usage (ns) in a separate cpuacct
+// hierarchy; a tenant with no cpuacct directory falls back to the unified
+// cpu.stat; one with neither has no CPU time here (the CPU program's).
+TEST_F(CgroupStatsFakeFs, CpuTimeFromCpuacctOrTheUnifiedCpuStat) {
+  mounts_.v1_by_controller["cpuacct"] = root_ + "/cpuacct";
+  Write("cpuacct/vms/a/cpuacct.usage", "987654321\n");
+  Write("unified/vms/b/cpu.stat", "usage_usec 4321\nuser_usec 4000\nsystem_usec 321\n");
+  CgroupStatsCollector collector({mounts_, "cpu"});
+  ASSERT_TRUE(collector.Init().ok());
+  std::vector<TenantEntry> tenants{Tenant("a", false), Tenant("b", true), Tenant("c", false)};
+  auto* acct = tenants[0].tenant.add_cgroups();
+  acct->set_hierarchy("cpuacct");
+  acct->set_path("vms/a");
+  acct->set_id(300);
+  ASSERT_TRUE(collector.SyncTenants(tenants).ok());
+  v1::UsageReport report;
+  for (int i = 0; i < 3; ++i) report.add_tenants();
+  ASSERT_TRUE(collector.Collect(tenants, &report).ok());
+  EXPECT_EQ(report.tenants(0).cpu().usage_ns(), 987654321u);
+  EXPECT_EQ(report.tenants(1).cpu().usage_ns(), 4'321'000u);
+  EXPECT_EQ(report.tenants(2).cpu().usage_ns(), 0u);
+
+  {  // the counter grows: read again through the kept descriptor
+    std::ofstream(root_ + "/cpuacct/vms/a/cpuacct.usage", std::ios::in | std::ios::out)
+        << "1987654321\n";
+  }
+  v1::UsageReport second;
+  for (int i = 0; i < 3; ++i) second.add_tenants();
+  ASSERT_TRUE(collector.Collect(tenants, &second).ok());
+  EXPECT_EQ(second.tenants(0).cpu().usage_ns(), 1987654321u);
+
+  CgroupStatsOptions off{mounts_, "cpu"};
+  off.read_cpu_time = false;  // probes.cpu_time "bpf": the program counts everyone
+  CgroupStatsCollector without(off);
+  ASSERT_TRUE(without.Init().ok());
+  ASSERT_TRUE(without.SyncTenants(tenants).ok());
+  v1::UsageReport third;
+  for (int i = 0; i < 3; ++i) third.add_tenants();
+  ASSERT_TRUE(without.Collect(tenants, &third).ok());
+  EXPECT_EQ(third.tenants(0).cpu().usage_ns(), 0u);
+}
+
+// On v2 the usage and the throttling are one file, read once per interval.
+TEST_F(CgroupStatsFakeFs, UnifiedCpuStatGivesUsageAndThrottlingFromOneRead) {
+  Write("unified/vms/d/cpu.stat",
+        "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 7\nnr_throttled 3\n"
+        "throttled_usec 40\n");
+  CgroupStatsCollector collector({mounts_, "unified"});
+  ASSERT_TRUE(collector.Init().ok());
+  TenantEntry t;
+  t.tenant.set_id("vms/d");
+  auto* u = t.tenant.add_cgroups();
+  u->set_hierarchy("unified");
+  u->set_path("vms/d");
+  u->set_id(9);
+  std::vector<TenantEntry> tenants{t};
+  ASSERT_TRUE(collector.SyncTenants(tenants).ok());
+  v1::UsageReport report;
+  report.add_tenants();
+  ASSERT_TRUE(collector.Collect(tenants, &report).ok());
+  EXPECT_EQ(report.tenants(0).cpu().usage_ns(), 2'500'000u);
+  EXPECT_EQ(report.tenants(0).cpu().nr_throttled(), 3u);
+  EXPECT_EQ(report.tenants(0).cpu().throttled_ns(), 40'000u);
+  EXPECT_EQ(collector.open_files(), 1u) << "cpu.stat once (no pressure files in this fake)";
 }
 
 TEST(CgroupStatsCollector, RejectsUnknownCpuHierarchy) {

@@ -246,5 +246,84 @@ TEST(CpuCollectorRootBpf, RemovedTenantStopsCountingAndNewTenantStartsAtZero) {
   EXPECT_LT(fresh, 1'000'000u) << "a reused slot starts from zero for its new tenant";
 }
 
+// probes.cpu_time "auto": the kernel's cgroup counter measures a tenant that
+// has one (CgroupStatsCollector); the program is attached only while some
+// tenant has none, counts only those, and is detached when none is left.
+TEST(CpuCollectorRootBpf, FallbackAttachesOnlyForTenantsWithoutAKernelCounter) {
+  if (!fairwatch::testing::IsRoot()) GTEST_SKIP() << "needs root: loads BPF and creates cgroups";
+  auto mounts = ReadCgroupMounts();
+  ASSERT_TRUE(mounts.ok());
+  auto hierarchy = ChooseCpuHierarchy(*mounts, "auto");
+  ASSERT_TRUE(hierarchy.ok());
+  const std::string cpu_mount = *mounts->MountOf(*hierarchy);
+  auto cpuacct = mounts->MountOf("cpuacct");
+  std::vector<std::string> counted_mounts{cpu_mount};
+  if (*hierarchy == "cpu") {
+    if (!cpuacct.ok()) GTEST_SKIP() << "v1 cpu without a cpuacct hierarchy";
+    if (*cpuacct != cpu_mount) counted_mounts.push_back(*cpuacct);
+  }
+  TestCgroupTree counted(counted_mounts, fairwatch::testing::UniqueCgroupPrefix());
+  ASSERT_TRUE(counted.Create({"c"}).ok());
+  ASSERT_TRUE(counted.SpawnWorkload("c", 1.0).ok());
+  // A cgroup in the v1 cpu hierarchy alone (no cpuacct, no unified directory)
+  // has no kernel counter; on v2 every directory has one.
+  const bool can_be_uncounted = *hierarchy == "cpu" && *cpuacct != cpu_mount;
+  std::unique_ptr<TestCgroupTree> uncounted;
+  std::vector<v1::CgroupParentSource> parents(1);
+  parents[0].set_path(counted.prefix());
+  if (can_be_uncounted) {
+    uncounted = std::make_unique<TestCgroupTree>(std::vector<std::string>{cpu_mount},
+                                                 fairwatch::testing::UniqueCgroupPrefix());
+    ASSERT_TRUE(uncounted->Create({"u"}).ok());
+    ASSERT_TRUE(uncounted->SpawnWorkload("u", 1.0).ok());
+    parents.emplace_back().set_path(uncounted->prefix());
+  }
+  CgroupParentDiscovery discovery(*mounts, *hierarchy, parents);
+  ASSERT_TRUE(discovery.Init().ok());
+  auto found = discovery.Scan();
+  ASSERT_TRUE(found.ok()) << found.status();
+  std::vector<DiscoveredTenant> only_counted;
+  for (const auto& d : *found) {
+    if (d.tenant.name() == "c") only_counted.push_back(d);
+  }
+  ASSERT_EQ(only_counted.size(), 1u);
+
+  CpuCollectorOptions options;
+  options.use_v1_cpu = *hierarchy == "cpu";
+  options.max_tenants = 4;
+  options.fallback_only = true;
+  options.mounts = *mounts;
+  options.cpu_hierarchy = *hierarchy;
+  CpuCollector collector(options);
+  ASSERT_TRUE(collector.Init().ok());
+  EXPECT_FALSE(collector.attached()) << "nothing to measure yet";
+  TenantRegistry registry(4);
+  registry.Apply(only_counted);
+  ASSERT_TRUE(collector.SyncTenants(registry.tenants()).ok());
+  EXPECT_FALSE(collector.attached()) << "the kernel counts every tenant";
+  if (!can_be_uncounted) return;
+
+  registry.Apply(*found);
+  ASSERT_EQ(registry.tenants().size(), 2u);
+  ASSERT_TRUE(collector.SyncTenants(registry.tenants()).ok());
+  EXPECT_TRUE(collector.attached()) << "a tenant without a kernel counter";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  v1::UsageReport report;
+  for (const auto& t : registry.tenants()) report.add_tenants()->set_tenant_id(t.tenant.id());
+  ASSERT_TRUE(collector.Collect(registry.tenants(), &report).ok());
+  for (int i = 0; i < report.tenants_size(); ++i) {
+    const std::string& name = registry.tenants()[i].tenant.name();
+    if (name == "u") {
+      EXPECT_GT(report.tenants(i).cpu().usage_ns(), 200'000'000u) << "a busy loop for 0.5 s";
+    } else {
+      EXPECT_EQ(report.tenants(i).cpu().usage_ns(), 0u) << name << " is the cgroup files'";
+    }
+  }
+
+  registry.Apply(only_counted);
+  ASSERT_TRUE(collector.SyncTenants(registry.tenants()).ok());
+  EXPECT_FALSE(collector.attached()) << "no tenant needs the program any more";
+}
+
 }  // namespace
 }  // namespace fairwatch::agent

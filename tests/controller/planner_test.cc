@@ -538,13 +538,23 @@ TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
   Planner planner{Params()};
   ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.2, v1::RESOURCE_CPU), 2).size(), 1u);
   std::vector<PlannedAction> later;
+  std::vector<int> at;
   for (int t = 1; t <= 20; ++t) {
     Evaluation e = Interval(t + 1, false, true, 1.2, v1::RESOURCE_CPU);
     Victim(e).evidence = {"run-queue wait p99 4.1 ms (baseline 0.3 ms)"};
-    for (PlannedAction& a : planner.Plan(At(t), e, 2)) later.push_back(std::move(a));
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
+      later.push_back(std::move(a));
+      at.push_back(t);
+    }
   }
-  ASSERT_EQ(later.size(), 1u);
+  // Said when it found that no cap would help (at once, not at the next
+  // half-lease), then renewed as usual, each renewal saying it again.
+  ASSERT_EQ(later.size(), 2u);
   EXPECT_EQ(later[0].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_LE(at[0], 8) << "said when found, not half a lease later";
+  EXPECT_EQ(later[1].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_NE(later[1].reason.find("a scheduler tick each"), std::string::npos)
+      << "every renewal while it lasts says why: " << later[1].reason;
   EXPECT_DOUBLE_EQ(later[0].limit, 0) << "2 x 0.9 - 0.4 = 1.4 would not bind at 1.2";
   EXPECT_NE(later[0].reason.find("not recovered: victim (run-queue wait p99 4.1 ms"),
             std::string::npos)
