@@ -240,6 +240,30 @@ TEST(Planner, AStepDownThatDidNotHelpIsUndoneAndNotTriedAgainWhileTheHarmLasts) 
   EXPECT_TRUE(got[2].seen.neighbours(0).suffering());
 }
 
+// Once a lower cap was shown not to help, a capacity that falls under it (a
+// disk's operations per busy second, learned from what the device does now,
+// drop as its writer is capped) does not step it down to the new sized cap:
+// that is a lower cap too.
+TEST(Planner, AnExhaustedCapDoesNotChaseAFallingCapacity) {
+  Planner planner{Params()};
+  std::vector<PlannedAction> got;
+  uint64_t seq = 0;
+  for (int t = 0; t <= 60; ++t) {
+    Evaluation e = Interval(++seq, t == 0, true);
+    Victim(e).severity = 3;  // whatever the cap
+    Victim(e).evidence = {"I/O latency p99 8.1 ms (baseline 0.6 ms)"};
+    // From t = 20 the capacity it is judged against shrinks: sized 1.8 x 0.9 - 0.4.
+    if (t >= 20) e.verdicts[0].judgement.capacity = 1.8;
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) got.push_back(std::move(a));
+  }
+  ASSERT_GE(got.size(), 3u);
+  EXPECT_EQ(got[2].kind, v1::ACTION_KIND_STEP_UP) << "the undone step";
+  for (size_t i = 3; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].kind, v1::ACTION_KIND_RENEW) << got[i].reason;
+    EXPECT_DOUBLE_EQ(got[i].limit, 1.4);
+  }
+}
+
 // A disk that delivers less under the mixed load than the capacity it is
 // judged against: the sized cap would not bind, so the first cap is a step
 // below the offender's usage, judged like any other: undone when the harm

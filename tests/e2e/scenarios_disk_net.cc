@@ -156,10 +156,17 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
                             quiet->p99));
 
   const absl::Time t0 = absl::Now();
+  const uint64_t written_at_start = DiskBytesWritten(disk_name);
   SCENARIO_REQUIRE_OK(out, w.tenants.Run("writer", FioWriter(dir.path() + "/writer", 600)));
   w.say.Say("writer starts: 1 MiB direct writes, 16 in flight");
   std::optional<Detection> d =
       WaitForLimit(w, "writer", t0, absl::Seconds(20), v1::RESOURCE_DISK_BANDWIDTH);
+  // What the disk did with both unthrottled (until the limit, fio's start
+  // included: a little under): what the tenants want of it together, which
+  // is less than the disk does for the writer alone.
+  const double written_unlimited =
+      static_cast<double>(DiskBytesWritten(disk_name) - written_at_start) /
+      absl::ToDoubleSeconds(absl::Now() - t0);
   if (!d.has_value()) {
     // What the controller saw, for whoever reads the failure.
     for (const char* n : {"writer", "reader"}) {
@@ -236,11 +243,15 @@ void DiskHog(ScenarioContext& ctx, Outcome& out, bool configured) {
   // flooded level (docs/performance.md).
   CheckRecovered(out, *w.watcher, d->record.case_id(), "reader", w.tenants.Id("reader"), "io_p99",
                  quiet->p99, limited->p99, 5.0, "ms");
-  // Work conserved: the writer wants the whole disk.
+  // Work conserved: the writer wants the whole disk; next to the reader's
+  // random reads the disk delivers less than alone, so what they want is
+  // what it did for both before the limit.
   const double capacity = std::stod(capacity_bytes);
+  out.Figure("disk_written_unlimited", written_unlimited / 1e6, "MB/s");
   out.Figure("disk_written_limited", written / 1e6, "MB/s");
   CheckWorkConserved(
-      out, *w.watcher, d->record.case_id(), written, capacity, capacity,
+      out, *w.watcher, d->record.case_id(), written, capacity,
+      std::min(capacity, written_unlimited),
       [](double v) { return absl::StrFormat("%.0f MB/s", v / 1e6); },
       /*required=*/false);
   w.say.Say(absl::StrFormat("the disk: %.0f MB/s written of its %.0f MB/s", written / 1e6,
