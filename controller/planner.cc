@@ -141,12 +141,28 @@ v1::ActionContext Context(const ResourceVerdict* verdict, uint64_t seq, const st
 
 // Which neighbours' signals have not recovered, in words: "reader (I/O
 // latency p99 8.1 ms (baseline 0.6 ms))".
-std::string Unrecovered(const v1::ActionContext& seen) {
-  std::vector<std::string> parts;
+// Folds an interval's suffering neighbours into `unrecovered` and forgets
+// those not harmed in the latest `window` intervals.
+void NoteUnrecovered(const v1::ActionContext& seen, uint64_t seq, uint32_t window,
+                     std::map<std::string, std::pair<std::string, uint64_t>>* unrecovered) {
   for (const v1::NeighbourSeen& n : seen.neighbours()) {
     if (!n.suffering()) continue;
-    parts.push_back(absl::StrCat(n.tenant_id(), " (", absl::StrJoin(n.evidence(), ", "), ")"));
+    (*unrecovered)[n.tenant_id()] = {absl::StrJoin(n.evidence(), ", "), seq};
   }
+  std::erase_if(*unrecovered,
+                [&](const auto& entry) { return entry.second.second + window <= seq; });
+}
+
+void SaidUnrecovered(const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered,
+                     std::set<std::string>* said) {
+  for (const auto& [id, last] : unrecovered) said->insert(id);
+}
+
+std::string Unrecovered(
+    const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered) {
+  std::vector<std::string> parts;
+  for (const auto& [id, last] : unrecovered)
+    parts.push_back(absl::StrCat(id, " (", last.first, ")"));
   return parts.empty() ? "none now" : absl::StrJoin(parts, "; ");
 }
 
@@ -290,10 +306,10 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     const bool quiet_long = !suffering && now - c.quiet_since >= params_.quiet_period;
     if (quiet_long) {
       c.exhausted = false;  // the harm ended: a lower cap may be tried again
-      c.exhausted_said = false;
+      c.said_unrecovered.clear();
       c.unrecovered.clear();
     }
-    if (suffering) c.unrecovered = Unrecovered(seen());
+    if (suffering) NoteUnrecovered(seen(), evaluation.seq, kPersistWindow, &c.unrecovered);
     // Harm that persists, judged on the latest kPersistWindow intervals since
     // the last step (harm that began after a quiet spell counts once it has
     // lasted, not diluted by the quiet before it), from a tenant that keeps
@@ -334,12 +350,17 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       // Its weight is lowered: the kernel serves the neighbours first. A cap
       // only when that did not end the harm, and only one that gives them
       // CPU they want: the sized one, when it binds. When it would not, they
-      // already get what they want and what remains is latency (a woken
-      // neighbour waits for the slice of a running thread of the offender):
+      // already get what they want and what remains is latency (the turns
+      // the scheduler still gives its threads on their CPUs, a tick each):
       // a cap below what they leave would idle the host and not remove it.
-      if (suffering && step_due && harm_persists) {
-        const double cap = std::max(c.floor, sized);
-        if (cap < share->usage && capped < cap_bound) {
+      const double cap = std::max(c.floor, sized);
+      if (suffering && step_due && cap >= share->usage) {
+        // No cap would give them more CPU, whether the harm persists or
+        // comes and goes (a step interval after the weight, which takes a
+        // moment to show): the case says so, once, at once.
+        c.exhausted = true;
+      } else if (suffering && step_due && harm_persists) {
+        if (capped < cap_bound) {
           c.opening_usage = std::max(c.opening_usage, share->usage);
           c.limit_before_step = 0;
           c.severity_before_step = -1;
@@ -350,8 +371,6 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                             ", what its neighbours leave (they need ", FormatAmount(need, resource),
                             ", + ", std::lround(100 * params_.headroom), " % headroom)"));
           acted = true;
-        } else if (cap >= share->usage) {
-          c.exhausted = true;
         }
       }
     } else if (suffering) {
@@ -372,9 +391,9 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
               "lasts; not recovered: %s",
               FormatAmount(c.limit, resource), mean_severity, c.severity_before_step,
               FormatAmount(c.limit_before_step, resource),
-              FormatAmount(c.limit_before_step, resource), c.unrecovered);
+              FormatAmount(c.limit_before_step, resource), Unrecovered(c.unrecovered));
           c.exhausted = true;
-          c.exhausted_said = true;  // this action's reason says it
+          SaidUnrecovered(c.unrecovered, &c.said_unrecovered);  // this action's reason says it
           c.severity_before_step = -1;
           step(v1::ACTION_KIND_STEP_UP, c.limit_before_step, std::move(why));
           c.stepped_up = false;  // an undo, not a raise to try again later
@@ -457,14 +476,17 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
     // Renewed at half the lease, or at once when it just found that no lower
     // cap helps: the case says which signals did not recover and why when it
     // knows, not up to half a lease later.
-    const bool say_exhausted = c.exhausted && !c.exhausted_said && !c.manual;
+    const bool say_exhausted =
+        c.exhausted && !c.manual &&
+        std::any_of(c.unrecovered.begin(), c.unrecovered.end(),
+                    [&](const auto& u) { return !c.said_unrecovered.contains(u.first); });
     if ((!acted || c.manual) && (c.lease_expires - now <= params_.lease / 2 || say_exhausted)) {
-      if (c.exhausted) c.exhausted_said = true;
+      if (c.exhausted) SaidUnrecovered(c.unrecovered, &c.said_unrecovered);
       c.lease_expires = now + params_.lease;
       std::string why = "case still open";
       if (const int harmed = std::popcount(c.harmed_bits & 0x1f); harmed > 0 && !c.manual) {
         absl::StrAppend(&why, "; neighbours harmed in ", harmed, " of the last 5 intervals; ",
-                        "not recovered: ", c.unrecovered);
+                        "not recovered: ", Unrecovered(c.unrecovered));
         if (c.exhausted) {
           absl::StrAppend(
               &why, resource == v1::RESOURCE_CPU

@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -169,10 +170,13 @@ class Planner {
     double severity_before_step = -1;  // < 0: the last step was not one
     // A lower cap did not help: no step below this one until the harm ends.
     bool exhausted = false;
-    // The case said so (a renewal with the reason, at once rather than at the
-    // next half-lease): once per episode of exhaustion.
-    bool exhausted_said = false;
-    std::string unrecovered;  // the neighbours' signals when last harmed
+    // The neighbours the case last said had not recovered while exhausted
+    // (a renewal with the reason at once rather than at the next half-lease,
+    // again when another one joins them).
+    std::set<std::string> said_unrecovered;
+    // Each neighbour harmed in the latest kPersistWindow intervals: its
+    // signals when last harmed, and that interval's report seq.
+    std::map<std::string, std::pair<std::string, uint64_t>> unrecovered;
     // The last cap it was raised to under which harm came back, and when: no
     // step back up to it within a cool-down of that (a cap that moves up and
     // down with the harm it causes flaps).

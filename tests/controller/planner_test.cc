@@ -586,6 +586,59 @@ TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
   EXPECT_NE(later[0].reason.find("a scheduler tick each"), std::string::npos) << later[0].reason;
 }
 
+// The same when the harm comes and goes (2 intervals in 5, under the 3 that
+// make a step): no cap could help, and the case says what did not recover
+// once a step interval has passed, not only at the next half-lease.
+TEST(Planner, ACpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
+  Planner planner{Params()};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.2, v1::RESOURCE_CPU), 2).size(), 1u);
+  std::vector<PlannedAction> later;
+  std::vector<int> at;
+  for (int t = 1; t <= 12; ++t) {
+    const bool harmed = t % 5 == 1 || t % 5 == 3;
+    Evaluation e = Interval(t + 1, false, harmed, 1.2, v1::RESOURCE_CPU);
+    if (harmed) Victim(e).evidence = {"run-queue wait p99 3.1 ms (baseline 0.1 ms)"};
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
+      later.push_back(std::move(a));
+      at.push_back(t);
+    }
+  }
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_DOUBLE_EQ(later[0].limit, 0) << "no cap";
+  EXPECT_LE(at[0], 8);
+  EXPECT_NE(later[0].reason.find("not recovered: victim (run-queue wait p99 3.1 ms"),
+            std::string::npos)
+      << later[0].reason;
+}
+
+// A neighbour that starts suffering after the case said who had not
+// recovered is named at once too, not at the next half-lease.
+TEST(Planner, ANeighbourHarmedLaterIsNamedWhenItJoins) {
+  Planner planner{Params()};
+  ASSERT_EQ(planner.Plan(At(0), Interval(1, true, true, 1.2, v1::RESOURCE_CPU), 2).size(), 1u);
+  std::vector<PlannedAction> later;
+  for (int t = 1; t <= 12; ++t) {
+    Evaluation e = Interval(t + 1, false, true, 1.2, v1::RESOURCE_CPU);
+    Victim(e).evidence = {"run-queue wait p99 3.1 ms (baseline 0.1 ms)"};
+    if (t >= 9) {
+      TenantShare other = Victim(e);
+      other.id = "other";
+      other.usage = other.demand = other.quiet_usage = 0.05;  // the cap would still not bind
+      other.evidence = {"run-queue wait p99 2.2 ms (baseline 0.2 ms)"};
+      e.verdicts[0].judgement.tenants.push_back(other);
+      e.verdicts[0].judgement.harmed = 2;
+    }
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) later.push_back(std::move(a));
+  }
+  ASSERT_EQ(later.size(), 2u);
+  EXPECT_EQ(later[0].reason.find("other ("), std::string::npos) << later[0].reason;
+  EXPECT_NE(later[1].reason.find("other (run-queue wait p99 2.2 ms"), std::string::npos)
+      << later[1].reason;
+  EXPECT_NE(later[1].reason.find("victim (run-queue wait p99 3.1 ms"), std::string::npos)
+      << later[1].reason;
+}
+
 // Under its lowered weight the neighbours are fine, but it still takes more
 // than its entitlement: the weight stays (it costs nothing); once it keeps
 // within its entitlement for the quiet period, its weight is its own again.
