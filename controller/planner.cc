@@ -429,6 +429,11 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
             acted = true;
           }
         }
+      } else if (resource == v1::RESOURCE_CPU && step_due && !idle &&
+                 c.limit <= sized * (1 + params_.resize_margin)) {
+        // Capped at what its neighbours leave and they are harmed now and
+        // then: no lower cap would help (as above); the case says so.
+        c.exhausted = true;
       }
     } else if (step_due) {
       const double ceiling = now - c.harmful_when < params_.cooldown

@@ -612,6 +612,33 @@ TEST(Planner, ACpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
       << later[0].reason;
 }
 
+// Capped at what the neighbours leave (the sized cap bound), and the harm
+// then comes and goes: no lower cap, and the case names who did not recover.
+TEST(Planner, ACappedCpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
+  Planner planner{Params()};
+  std::vector<PlannedAction> got;
+  std::vector<int> at;
+  for (int t = 0; t <= 20; ++t) {
+    const bool harmed = t < 6 || t % 5 == 1 || t % 5 == 3;
+    Evaluation e = Interval(t + 1, t == 0, harmed, 1.6, v1::RESOURCE_CPU);
+    if (harmed) Victim(e).evidence = {"run-queue wait p99 3.3 ms (baseline 0.1 ms)"};
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
+      got.push_back(std::move(a));
+      at.push_back(t);
+    }
+  }
+  ASSERT_GE(got.size(), 3u);
+  EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_EQ(got[1].kind, v1::ACTION_KIND_STEP_DOWN);
+  EXPECT_DOUBLE_EQ(got[1].limit, 1.4) << "the sized cap";
+  EXPECT_EQ(got[2].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_DOUBLE_EQ(got[2].limit, 1.4) << "no lower cap";
+  EXPECT_LE(at[2], at[1] + 8);
+  EXPECT_NE(got[2].reason.find("not recovered: victim (run-queue wait p99 3.3 ms"),
+            std::string::npos)
+      << got[2].reason;
+}
+
 // A neighbour that starts suffering after the case said who had not
 // recovered is named at once too, not at the next half-lease.
 TEST(Planner, ANeighbourHarmedLaterIsNamedWhenItJoins) {
