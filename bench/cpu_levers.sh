@@ -26,20 +26,23 @@ prefix="fwbench-$$"
 cpus=$(nproc)
 pids=()
 cleanup() {
-  local d p tries
+  local d p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # Only what runs in our own cgroups: the workloads and whatever they forked.
-  for tries in $(seq 50); do
+  for _ in $(seq 50); do
     local left=0
-    for d in /sys/fs/cgroup/cpu/$prefix-*; do
+    for d in "/sys/fs/cgroup/cpu/$prefix"-*; do
       [[ -d $d ]] || continue
-      for p in $(cat "$d/cgroup.procs"); do kill "$p" 2>/dev/null || true; left=1; done
+      while read -r p; do
+        kill "$p" 2>/dev/null || true
+        left=1
+      done <"$d/cgroup.procs"
     done
     ((left)) || break
     sleep 0.1
   done
   for c in cpu cpuacct cpuset; do
-    for d in /sys/fs/cgroup/$c/$prefix-*; do [[ -d $d ]] && { rmdir "$d" || true; }; done
+    for d in "/sys/fs/cgroup/$c/$prefix"-*; do [[ -d $d ]] && { rmdir "$d" || true; }; done
   done
 }
 trap cleanup EXIT
