@@ -139,8 +139,6 @@ v1::ActionContext Context(const ResourceVerdict* verdict, uint64_t seq, const st
   return seen;
 }
 
-// Which neighbours' signals have not recovered, in words: "reader (I/O
-// latency p99 8.1 ms (baseline 0.6 ms))".
 // Folds an interval's suffering neighbours into `unrecovered` and forgets
 // those not harmed in the latest `window` intervals.
 void NoteUnrecovered(const v1::ActionContext& seen, uint64_t seq, uint32_t window,
@@ -153,11 +151,14 @@ void NoteUnrecovered(const v1::ActionContext& seen, uint64_t seq, uint32_t windo
                 [&](const auto& entry) { return entry.second.second + window <= seq; });
 }
 
+// Notes that the case has named every neighbour in `unrecovered`.
 void SaidUnrecovered(const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered,
                      std::set<std::string>* said) {
   for (const auto& [id, last] : unrecovered) said->insert(id);
 }
 
+// Which neighbours' signals have not recovered, in words: "reader (I/O
+// latency p99 8.1 ms (baseline 0.6 ms))".
 std::string Unrecovered(
     const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered) {
   std::vector<std::string> parts;
@@ -309,7 +310,8 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       c.said_unrecovered.clear();
       c.unrecovered.clear();
     }
-    if (suffering) NoteUnrecovered(seen(), evaluation.seq, kPersistWindow, &c.unrecovered);
+    NoteUnrecovered(suffering ? seen() : v1::ActionContext(), evaluation.seq, kPersistWindow,
+                    &c.unrecovered);
     // Harm that persists, judged on the latest kPersistWindow intervals since
     // the last step (harm that began after a quiet spell counts once it has
     // lasted, not diluted by the quiet before it), from a tenant that keeps
@@ -478,15 +480,17 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
       it = cases_.erase(it);
       continue;
     }
-    // Renewed at half the lease, or at once when it just found that no lower
-    // cap helps: the case says which signals did not recover and why when it
-    // knows, not up to half a lease later.
-    const bool say_exhausted =
-        c.exhausted && !c.manual &&
+    // Renewed at half the lease, or at once when a neighbour is harmed that
+    // the case has not named yet and nothing else is done about it (no lower
+    // cap helps, it is at its floor, or the harm comes too seldom for a
+    // step), a step interval after the last action: the case says which
+    // signals did not recover and why when it knows, not half a lease later.
+    const bool say_unrecovered =
+        !c.manual && suffering && (c.exhausted || step_due) &&
         std::any_of(c.unrecovered.begin(), c.unrecovered.end(),
                     [&](const auto& u) { return !c.said_unrecovered.contains(u.first); });
-    if ((!acted || c.manual) && (c.lease_expires - now <= params_.lease / 2 || say_exhausted)) {
-      if (c.exhausted) SaidUnrecovered(c.unrecovered, &c.said_unrecovered);
+    if ((!acted || c.manual) && (c.lease_expires - now <= params_.lease / 2 || say_unrecovered)) {
+      SaidUnrecovered(c.unrecovered, &c.said_unrecovered);
       c.lease_expires = now + params_.lease;
       std::string why = "case still open";
       if (const int harmed = std::popcount(c.harmed_bits & 0x1f); harmed > 0 && !c.manual) {
@@ -501,6 +505,12 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
                           "lower cap or a shorter quota period does not remove (docs/policy.md, "
                           "\"What a cap cannot remove\")"
                         : "; a lower cap did not lower it");
+        } else if (!weight_only && c.limit <= c.floor) {
+          absl::StrAppend(&why, "; at its floor (half its entitlement)");
+        } else if (!harm_persists) {
+          absl::StrAppend(&why, "; harmed too seldom for a lower cap (",
+                          std::lround(100 * params_.step_down_harmed_fraction),
+                          " % of the intervals since the last step make one)");
         }
       }
       action(key, v1::ACTION_KIND_RENEW, c.limit, c.lease_expires, c.dry_run, std::move(why)).seen =

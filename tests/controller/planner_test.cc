@@ -116,7 +116,8 @@ TEST(Planner, LimitSizedFromTheNeighboursStepDownWhileItHelpsBackUpHoldReleaseCo
       {15, v1::ACTION_KIND_STEP_DOWN, 0.7168},
       {20, v1::ACTION_KIND_STEP_DOWN, 0.57344},
       {25, v1::ACTION_KIND_STEP_DOWN, 0.5},  // floor: half its entitlement
-      {40, v1::ACTION_KIND_RENEW, 0.5},      // lease (30 s) half gone
+      {30, v1::ACTION_KIND_RENEW, 0.5},  // at its floor, harm persists: says who did not recover
+      {45, v1::ACTION_KIND_RENEW, 0.5},  // lease (30 s) half gone
       {50, v1::ACTION_KIND_STEP_UP, 0.625},  // quiet since 40, for 10 s
       {55, v1::ACTION_KIND_STEP_UP, 0.78125},
       {60, v1::ACTION_KIND_STEP_UP, 0.9765625},
@@ -637,6 +638,34 @@ TEST(Planner, ACappedCpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
   EXPECT_NE(got[2].reason.find("not recovered: victim (run-queue wait p99 3.3 ms"),
             std::string::npos)
       << got[2].reason;
+}
+
+// On the network, harm that comes and goes (2 intervals in 5, under the 3
+// that make a step) leaves the cap where it is, and the case names the
+// neighbour and says why nothing more is done, without waiting for a
+// half-lease renewal.
+TEST(Planner, HarmTooSeldomForAStepIsNamedAtOnce) {
+  Planner planner{Params()};
+  std::vector<PlannedAction> got;
+  std::vector<int> at;
+  for (int t = 0; t <= 12; ++t) {
+    const bool harmed = t == 0 || t % 5 == 1 || t % 5 == 3;
+    Evaluation e = Interval(t + 1, t == 0, harmed, 1.6, v1::RESOURCE_NET_TX);
+    if (harmed) Victim(e).evidence = {"TCP retransmits 35/s (baseline 0/s)"};
+    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
+      got.push_back(std::move(a));
+      at.push_back(t);
+    }
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
+  EXPECT_EQ(got[1].kind, v1::ACTION_KIND_RENEW);
+  EXPECT_DOUBLE_EQ(got[1].limit, 1.4);
+  EXPECT_LE(at[1], 8);
+  EXPECT_NE(got[1].reason.find("not recovered: victim (TCP retransmits 35/s"), std::string::npos)
+      << got[1].reason;
+  EXPECT_NE(got[1].reason.find("harmed too seldom for a lower cap"), std::string::npos)
+      << got[1].reason;
 }
 
 // A neighbour that starts suffering after the case said who had not
