@@ -403,9 +403,9 @@ std::vector<PlannedAction> Planner::Plan(absl::Time now, const Evaluation& evalu
         } else if (c.limit > sized * (1 + params_.resize_margin) && !c.exhausted) {
           // Not once a lower cap was shown not to help: the sized cap also
           // falls with a capacity learned from what the device does now (a
-          // disk's operations per busy second drop as its writer is capped),
-          // and chasing it stepped a writer to 0.3 of what the disk could do
-          // with the reader's p99 unchanged.
+          // disk's operations per busy second drop as its writer is capped):
+          // disk-hog's IOPS cap was stepped again after its undo, with the
+          // reader's p99 unchanged.
           c.severity_before_step = -1;
           step(v1::ACTION_KIND_STEP_DOWN, sized,
                absl::StrCat(nb.suffering, " neighbour(s) still harmed; cap lowered to ",
