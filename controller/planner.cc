@@ -142,7 +142,7 @@ v1::ActionContext Context(const ResourceVerdict* verdict, uint64_t seq, const st
 // Folds an interval's suffering neighbours into `unrecovered` and forgets
 // those not harmed in the latest `window` intervals.
 void NoteUnrecovered(const v1::ActionContext& seen, uint64_t seq, uint32_t window,
-                     std::map<std::string, std::pair<std::string, uint64_t>>* unrecovered) {
+                     UnrecoveredNeighbours* unrecovered) {
   for (const v1::NeighbourSeen& n : seen.neighbours()) {
     if (!n.suffering()) continue;
     (*unrecovered)[n.tenant_id()] = {absl::StrJoin(n.evidence(), ", "), seq};
@@ -152,15 +152,13 @@ void NoteUnrecovered(const v1::ActionContext& seen, uint64_t seq, uint32_t windo
 }
 
 // Notes that the case has named every neighbour in `unrecovered`.
-void SaidUnrecovered(const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered,
-                     std::set<std::string>* said) {
+void SaidUnrecovered(const UnrecoveredNeighbours& unrecovered, std::set<std::string>* said) {
   for (const auto& [id, last] : unrecovered) said->insert(id);
 }
 
 // Which neighbours' signals have not recovered, in words: "reader (I/O
 // latency p99 8.1 ms (baseline 0.6 ms))".
-std::string Unrecovered(
-    const std::map<std::string, std::pair<std::string, uint64_t>>& unrecovered) {
+std::string Unrecovered(const UnrecoveredNeighbours& unrecovered) {
   std::vector<std::string> parts;
   for (const auto& [id, last] : unrecovered)
     parts.push_back(absl::StrCat(id, " (", last.first, ")"));

@@ -95,6 +95,10 @@ struct PlannedAction {
   v1::ActionContext seen;  // the interval it answered (policy actions)
 };
 
+// Neighbours whose harm has not ended, by tenant id: their signals when last
+// harmed, and that interval's report seq.
+using UnrecoveredNeighbours = std::map<std::string, std::pair<std::string, uint64_t>>;
+
 class Planner {
  public:
   explicit Planner(PlannerParams params) : params_(std::move(params)) {}
@@ -174,9 +178,8 @@ class Planner {
     // (a renewal with the reason at once rather than at the next half-lease,
     // again when another one joins them).
     std::set<std::string> said_unrecovered;
-    // Each neighbour harmed in the latest kPersistWindow intervals: its
-    // signals when last harmed, and that interval's report seq.
-    std::map<std::string, std::pair<std::string, uint64_t>> unrecovered;
+    // Each neighbour harmed in the latest kPersistWindow intervals.
+    UnrecoveredNeighbours unrecovered;
     // The last cap it was raised to under which harm came back, and when: no
     // step back up to it within a cool-down of that (a cap that moves up and
     // down with the harm it causes flaps).

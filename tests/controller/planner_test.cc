@@ -74,6 +74,15 @@ PlannerParams Params() {
 // The victim's share in an interval made by Interval().
 TenantShare& Victim(Evaluation& e) { return e.verdicts[0].judgement.tenants[1]; }
 
+// Plans the interval at second t, appending its actions and, for each, t.
+void PlanAt(Planner& planner, int t, const Evaluation& e, std::vector<PlannedAction>* got,
+            std::vector<int>* at) {
+  for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
+    got->push_back(std::move(a));
+    at->push_back(t);
+  }
+}
+
 struct Step {
   int t;
   v1::ActionKind kind;
@@ -567,10 +576,7 @@ TEST(Planner, ACpuCapThatWouldNotBindIsNotSetForLatencyAlone) {
   for (int t = 1; t <= 20; ++t) {
     Evaluation e = Interval(t + 1, false, true, 1.2, v1::RESOURCE_CPU);
     Victim(e).evidence = {"run-queue wait p99 4.1 ms (baseline 0.3 ms)"};
-    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
-      later.push_back(std::move(a));
-      at.push_back(t);
-    }
+    PlanAt(planner, t, e, &later, &at);
   }
   // Said when it found that no cap would help (at once, not at the next
   // half-lease), then renewed as usual, each renewal saying it again.
@@ -599,10 +605,7 @@ TEST(Planner, ACpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
     const bool harmed = t % 5 == 1 || t % 5 == 3;
     Evaluation e = Interval(t + 1, false, harmed, 1.2, v1::RESOURCE_CPU);
     if (harmed) Victim(e).evidence = {"run-queue wait p99 3.1 ms (baseline 0.1 ms)"};
-    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
-      later.push_back(std::move(a));
-      at.push_back(t);
-    }
+    PlanAt(planner, t, e, &later, &at);
   }
   ASSERT_EQ(later.size(), 1u);
   EXPECT_EQ(later[0].kind, v1::ACTION_KIND_RENEW);
@@ -623,10 +626,7 @@ TEST(Planner, ACappedCpuCaseSaysWhatDidNotRecoverWhenTheHarmComesAndGoes) {
     const bool harmed = t < 6 || t % 5 == 1 || t % 5 == 3;
     Evaluation e = Interval(t + 1, t == 0, harmed, 1.6, v1::RESOURCE_CPU);
     if (harmed) Victim(e).evidence = {"run-queue wait p99 3.3 ms (baseline 0.1 ms)"};
-    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
-      got.push_back(std::move(a));
-      at.push_back(t);
-    }
+    PlanAt(planner, t, e, &got, &at);
   }
   ASSERT_GE(got.size(), 3u);
   EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
@@ -652,10 +652,7 @@ TEST(Planner, HarmTooSeldomForAStepIsNamedAtOnce) {
     const bool harmed = t == 0 || t % 5 == 1 || t % 5 == 3;
     Evaluation e = Interval(t + 1, t == 0, harmed, 1.6, v1::RESOURCE_NET_TX);
     if (harmed) Victim(e).evidence = {"TCP retransmits 35/s (baseline 0/s)"};
-    for (PlannedAction& a : planner.Plan(At(t), e, 2)) {
-      got.push_back(std::move(a));
-      at.push_back(t);
-    }
+    PlanAt(planner, t, e, &got, &at);
   }
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].kind, v1::ACTION_KIND_LIMIT);
