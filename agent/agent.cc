@@ -63,7 +63,10 @@ absl::Status Agent::Init() {
     RunqCollectorOptions runq_options;
     runq_options.use_v1_cpu = cpu_hierarchy == "cpu";
     runq_options.max_tenants = config_.max_tenants();
-    collectors_.push_back(std::make_unique<RunqCollector>(runq_options));
+    runq_options.adaptive = config_.probes().runq_tracing() == "adaptive";
+    auto runq = std::make_unique<RunqCollector>(runq_options);
+    runq_collector_ = runq.get();
+    collectors_.push_back(std::move(runq));
   }
   CgroupStatsOptions stats_options{mounts, cpu_hierarchy};
   stats_options.read_cpu_time = cpu_time_from_cgroups;
@@ -256,6 +259,8 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
   report.set_monotonic_ns(MonotonicNs());
   const auto& tenants = registry_->tenants();
   for (const auto& t : tenants) report.add_tenants()->set_tenant_id(t.tenant.id());
+  // The controller judges a CPU limit's effect by the run-queue signals.
+  if (runq_collector_) runq_collector_->SetCpuLimitInForce(enforcer_->stats().cpu_in_force > 0);
   for (auto& c : collectors_) {
     absl::Status status = c->Collect(tenants, &report);
     if (!status.ok()) FW_LOG(Error, c->name(), ": collect failed: ", status.message());
@@ -330,7 +335,13 @@ absl::StatusOr<v1::UsageReport> Agent::SampleOnce() {
 void Agent::Run() {
   reporter_->Start();
   const absl::Duration interval = absl::Milliseconds(config_.interval_ms());
+  // Collectors that watch something between samples (the run-queue gate).
+  absl::Duration tick = absl::InfiniteDuration();
+  for (const auto& c : collectors_) {
+    if (c->tick_period() > absl::ZeroDuration()) tick = std::min(tick, c->tick_period());
+  }
   absl::Time next = absl::Now();
+  absl::Time next_tick = next + tick;
   while (true) {
     absl::Time now = absl::Now();
     if (now >= next) {
@@ -341,13 +352,20 @@ void Agent::Run() {
       // After a stall (suspend, debugger) skip the missed ticks instead of bursting.
       if (next < now) next = now + interval;
     }
+    if (now >= next_tick) {
+      for (const auto& c : collectors_) {
+        if (c->tick_period() > absl::ZeroDuration()) c->Tick(now);
+      }
+      next_tick += tick;
+      if (next_tick < now) next_tick = now + tick;
+    }
     bool refresh = false;
     {
       absl::MutexLock lock(&wake_mu_);
       auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) {
         return stopping_ || refresh_requested_;
       };
-      wake_mu_.AwaitWithDeadline(absl::Condition(&woken), next);
+      wake_mu_.AwaitWithDeadline(absl::Condition(&woken), std::min(next, next_tick));
       if (stopping_) break;
       std::swap(refresh, refresh_requested_);
     }

@@ -67,6 +67,7 @@ class Agent {
   std::unique_ptr<MetricsServer> metrics_;
   // Owned by collectors_; tells which interfaces carry each tenant.
   class NetCollector* net_collector_ = nullptr;
+  class RunqCollector* runq_collector_ = nullptr;
   uint64_t interfaces_generation_seen_ = 0;
   absl::Mutex wake_mu_;
   bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "agent/tenant_registry.h"
 #include "fairwatch/v1/agent.pb.h"
@@ -27,6 +28,10 @@ class Collector {
   virtual absl::Status Collect(absl::Span<const TenantEntry> tenants, v1::UsageReport* report) = 0;
   // Adds the collector's own cost (BPF programs, map fill).
   virtual void AddSelfCounters(v1::AgentSelfCounters* self) const {}
+  // A collector that watches something between samples asks to be called
+  // every tick_period (zero: never) with the time.
+  virtual absl::Duration tick_period() const { return absl::ZeroDuration(); }
+  virtual void Tick(absl::Time now) {}
   virtual absl::Status Stop() = 0;
 
   CollectorState state() const { return state_; }

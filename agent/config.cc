@@ -15,6 +15,9 @@ void ApplyDefaults(v1::AgentConfig* config) {
   if (config->cgroup_root().empty()) config->set_cgroup_root(kDefaultCgroupRoot);
   if (config->cpu_hierarchy().empty()) config->set_cpu_hierarchy("auto");
   if (config->probes().cpu_time().empty()) config->mutable_probes()->set_cpu_time("auto");
+  if (config->probes().runq_tracing().empty()) {
+    config->mutable_probes()->set_runq_tracing("adaptive");
+  }
   if (config->max_tenants() == 0) config->set_max_tenants(kDefaultMaxTenants);
   if (config->report_buffer() == 0) config->set_report_buffer(kDefaultReportBuffer);
   if (config->metrics_address().empty()) config->set_metrics_address(kDefaultMetricsAddress);
@@ -44,6 +47,11 @@ absl::Status Validate(const v1::AgentConfig& config) {
   if (config.probes().cpu_time() != "auto" && config.probes().cpu_time() != "bpf") {
     return absl::InvalidArgumentError(absl::StrCat("probes.cpu_time must be auto or bpf; got '",
                                                    config.probes().cpu_time(), "'"));
+  }
+  if (config.probes().runq_tracing() != "adaptive" && config.probes().runq_tracing() != "always") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("probes.runq_tracing must be adaptive or always; got '",
+                     config.probes().runq_tracing(), "'"));
   }
   if (config.max_tenants() > 65536) {
     return absl::InvalidArgumentError(

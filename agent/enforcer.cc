@@ -1164,6 +1164,7 @@ EnforcerStats Enforcer::stats() const {
   absl::MutexLock lock(&mu_);
   EnforcerStats s = stats_;
   s.in_force = limits_.size();
+  for (const auto& [key, l] : limits_) s.cpu_in_force += l.resource() == v1::RESOURCE_CPU;
   return s;
 }
 

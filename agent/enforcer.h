@@ -59,6 +59,7 @@ struct EnforcerStats {
   uint64_t failed = 0;     // commands or reverts that failed while writing
   uint64_t reapplied = 0;  // limits put back after a restart
   size_t in_force = 0;
+  size_t cpu_in_force = 0;  // of them on CPU (a cap or a weight)
 };
 
 // Why `path` (relative to its hierarchy, no leading '/') must never be

@@ -42,6 +42,17 @@ std::string RenderAgentMetrics(const v1::Hello& hello, const v1::UsageReport& re
   w.Family("fairwatch_agent_bpf_lost_events_total", "counter",
            "Events probes could not record (full maps, failed updates).");
   w.Sample("fairwatch_agent_bpf_lost_events_total", {}, static_cast<double>(self.lost_events()));
+  w.Family("fairwatch_agent_runq_tracing", "gauge",
+           "1 while the run-queue programs (sched_wakeup, sched_switch) are attached: while the "
+           "host is contended, for new tenants, under a CPU limit, one interval in ten else.");
+  w.Sample("fairwatch_agent_runq_tracing", {}, self.runq_tracing() ? 1 : 0);
+  w.Family("fairwatch_agent_runq_traced_seconds_total", "counter",
+           "Time the run-queue programs have been attached.");
+  w.Sample("fairwatch_agent_runq_traced_seconds_total", {},
+           static_cast<double>(self.runq_traced_ns()) / 1e9);
+  w.Family("fairwatch_agent_runq_attaches_total", "counter",
+           "Times the run-queue programs were attached.");
+  w.Sample("fairwatch_agent_runq_attaches_total", {}, static_cast<double>(self.runq_attaches()));
   w.Family("fairwatch_agent_bpf_map_entries", "gauge", "Entries in each BPF map.");
   for (const auto& m : self.maps()) {
     w.Sample("fairwatch_agent_bpf_map_entries", {{"map", m.name()}},

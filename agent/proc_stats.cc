@@ -1,5 +1,6 @@
 #include "agent/proc_stats.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,30 @@ absl::StatusOr<HostCpuTimes> ReadHostCpuTimes(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return ParseProcStat(buffer.str());
+}
+
+absl::StatusOr<uint32_t> ParseLoadavgRunnable(absl::string_view text) {
+  // "0.58 1.25 1.68 3/612 31063"
+  std::vector<absl::string_view> fields = absl::StrSplit(text, ' ', absl::SkipEmpty());
+  uint32_t runnable = 0;
+  if (fields.size() < 4 || !absl::SimpleAtoi(fields[3].substr(0, fields[3].find('/')), &runnable) ||
+      fields[3].find('/') == absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no runnable/total field in /proc/loadavg: '", absl::CEscape(text), "'"));
+  }
+  return runnable;
+}
+
+absl::StatusOr<uint32_t> ReadRunnableTasks(const char* path) {
+  // Read ten times a second: a plain read, no stream.
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", path));
+  char buffer[128];
+  const ssize_t n = read(fd, buffer, sizeof(buffer) - 1);
+  const int read_errno = errno;
+  close(fd);
+  if (n < 0) return ErrnoStatus(read_errno, absl::StrCat("reading ", path));
+  return ParseLoadavgRunnable(absl::string_view(buffer, static_cast<size_t>(n)));
 }
 
 absl::StatusOr<SelfUsage> ReadSelfUsage() {

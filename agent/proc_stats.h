@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace fairwatch::agent {
 
@@ -16,6 +17,11 @@ struct HostCpuTimes {
 // Parses the aggregate "cpu" line of /proc/stat text.
 absl::StatusOr<HostCpuTimes> ParseProcStat(const std::string& text);
 absl::StatusOr<HostCpuTimes> ReadHostCpuTimes(const std::string& path = "/proc/stat");
+
+// The runnable tasks of all CPUs now (the running ones included, the reader
+// too): the fourth field's "R/T" of /proc/loadavg text.
+absl::StatusOr<uint32_t> ParseLoadavgRunnable(absl::string_view text);
+absl::StatusOr<uint32_t> ReadRunnableTasks(const char* path = "/proc/loadavg");
 
 struct SelfUsage {
   uint64_t cpu_ns = 0;

@@ -6,7 +6,10 @@
 #include <cerrno>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "agent/proc_stats.h"
 #include "bpf/fw_runq.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -64,12 +67,88 @@ absl::Status RunqCollector::LoadAndAttach(bool use_btf) {
   if (err) return ErrnoStatus(-err, "sizing the runq BPF maps");
   err = runq_bpf__load(skel_);
   if (err) return ErrnoStatus(-err, absl::StrCat("loading the runq BPF programs (", kind, ")"));
-  err = runq_bpf__attach(skel_);
-  if (err) {
-    return ErrnoStatus(-err, absl::StrCat("attaching sched_wakeup/sched_switch (", kind, ")"));
-  }
   attach_kind_ = kind;
+  return AttachPrograms();
+}
+
+absl::Status RunqCollector::AttachPrograms() {
+  // Who held each CPU, as the programs last saw it, is stale after a
+  // detachment: forgotten (no program runs now to race with).
+  std::vector<fw_runq_cpu> cpus(num_cpus_);
+  const uint32_t zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.runq_cpu), &zero, cpus.data(), BPF_ANY) != 0) {
+    return ErrnoStatus(errno, "clearing the run-queue CPU segments");
+  }
+  const uint64_t now = MonotonicNs();
+  __atomic_store_n(&skel_->bss->trace_since_ns, now, __ATOMIC_SEQ_CST);
+  const int err = runq_bpf__attach(skel_);
+  if (err) {
+    return ErrnoStatus(-err,
+                       absl::StrCat("attaching sched_wakeup/sched_switch (", attach_kind_, ")"));
+  }
+  attached_ = true;
+  attached_since_ns_ = now;
+  ++attaches_;
   return absl::OkStatus();
+}
+
+void RunqCollector::DetachPrograms() {
+  if (!attached_) return;
+  runq_bpf__detach(skel_);
+  attached_ = false;
+  traced_ns_ += MonotonicNs() - attached_since_ns_;
+}
+
+uint64_t RunqCollector::traced_ns() const {
+  return traced_ns_ + (attached_ ? MonotonicNs() - attached_since_ns_ : 0);
+}
+
+absl::Duration RunqCollector::tick_period() const {
+  return gate_ ? gate_->params().tick : absl::ZeroDuration();
+}
+
+void RunqCollector::Tick(absl::Time now) {
+  if (!gate_ || !skel_) return;
+  absl::StatusOr<uint32_t> runnable = ReadRunnableTasks();
+  if (!runnable.ok()) {
+    // Unknown load: traced, as if contended, rather than blind.
+    FW_LOG(Warning, "runq: ", runnable.status().message(), "; tracing as if contended");
+    gate_->ObserveRunnable(now, 1e9);
+  } else {
+    // The count includes this thread, which is reading it.
+    gate_->ObserveRunnable(now, static_cast<double>(*runnable) - 1);
+  }
+  FollowGate(now);
+}
+
+void RunqCollector::SetCpuLimitInForce(bool in_force) {
+  if (gate_) gate_->SetLimitInForce(in_force);
+}
+
+void RunqCollector::FollowGate(absl::Time now) {
+  if (!gate_ || !skel_) return;
+  const RunqGateReason reason = gate_->Decide(now);
+  const bool want = reason != RunqGateReason::kQuiet;
+  // Sampled intervals come and go every few seconds: not worth a log line.
+  const bool noteworthy = reason != RunqGateReason::kSample && reason_ != RunqGateReason::kSample;
+  if (want && !attached_) {
+    absl::Status status = AttachPrograms();
+    if (!status.ok()) {
+      FW_LOG(Error, "runq: ", status.message());
+      return;
+    }
+    if (noteworthy) {
+      FW_LOG(Info, "runq: tracing (", RunqGateReasonName(reason), "; ",
+             absl::StrFormat("%.2f", gate_->runnable_per_cpu()), " runnable tasks per CPU)");
+    }
+  } else if (!want && attached_) {
+    DetachPrograms();
+    if (noteworthy) {
+      FW_LOG(Info, "runq: not tracing (quiet: ", absl::StrFormat("%.2f", gate_->runnable_per_cpu()),
+             " runnable tasks per CPU)");
+    }
+  }
+  reason_ = reason;
 }
 
 absl::Status RunqCollector::Init() {
@@ -100,7 +179,11 @@ absl::Status RunqCollector::Init() {
   state_ = CollectorState::kRunning;
   FW_LOG(Info, "runq: attached to sched_wakeup/sched_switch via ", attach_kind_, " (",
          options_.use_v1_cpu ? "v1 cpu" : "unified", " hierarchy, ", options_.max_tenants,
-         " tenant slots)");
+         " tenant slots; ",
+         options_.adaptive ? "adaptive: traced while it can matter" : "always traced", ")");
+  if (options_.adaptive) {
+    gate_.emplace(options_.gate, static_cast<int>(OnlineCpuCount()));
+  }
   return absl::OkStatus();
 }
 
@@ -157,6 +240,8 @@ absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
       }
       if (owner != slot_owner_.end()) handed_over[t.slot] = true;
       slot_owner_[t.slot] = t.tenant.id();
+      // Its quiet baseline is learned from traced intervals.
+      if (gate_) gate_->NoteNewTenant(absl::Now());
     }
     if (installed_roots_.contains(t.cpu_cgroup_id)) continue;
     if (bpf_map_update_elem(roots_fd, &t.cpu_cgroup_id, &t.slot, BPF_ANY) != 0) {
@@ -174,6 +259,7 @@ absl::Status RunqCollector::SyncTenants(absl::Span<const TenantEntry> tenants) {
     __atomic_store_n(&skel_->bss->tenant_count, static_cast<uint32_t>(installed_roots_.size()),
                      __ATOMIC_SEQ_CST);
   }
+  FollowGate(absl::Now());
   return absl::OkStatus();
 }
 
@@ -218,6 +304,14 @@ absl::StatusOr<absl::flat_hash_map<uint32_t, std::vector<RunqCause>>> RunqCollec
 
 absl::Status RunqCollector::Collect(absl::Span<const TenantEntry> tenants,
                                     v1::UsageReport* report) {
+  // The interval that starts now is traced or not as the gate says, after
+  // the counters of the one that ends are read.
+  absl::Cleanup next_interval = [this] {
+    if (!gate_) return;
+    gate_->NoteInterval();
+    FollowGate(absl::Now());
+  };
+  report->mutable_host()->set_runq_traced_ns(traced_ns());
   ASSIGN_OR_RETURN(auto causes, ReadCauses());
   cause_pairs_ = 0;
   for (const auto& [waiter, list] : causes) cause_pairs_ += list.size();
@@ -284,6 +378,9 @@ void RunqCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
     stats->set_run_count(info.run_cnt);
   }
   self->set_lost_events(self->lost_events() + lost_events());
+  self->set_runq_tracing(attached_);
+  self->set_runq_traced_ns(traced_ns());
+  self->set_runq_attaches(attaches_);
   v1::BpfMapFill* roots = self->add_maps();
   roots->set_name("runq/tenant_roots");
   roots->set_entries(installed_roots_.size());
@@ -296,6 +393,7 @@ void RunqCollector::AddSelfCounters(v1::AgentSelfCounters* self) const {
 
 absl::Status RunqCollector::Stop() {
   if (skel_) {
+    DetachPrograms();
     runq_bpf__destroy(skel_);
     skel_ = nullptr;
     installed_roots_.clear();

@@ -1,13 +1,18 @@
 // Per-tenant run-queue wait from runq.bpf.c (sched_wakeup, sched_wakeup_new,
 // sched_switch): total ns, number of waits and a log2 histogram of each wait.
+// Adaptive (the agent's default), the programs are attached only while the
+// gate says it can matter (agent/runq_gate.h) and the report says for how
+// long they were (HostCounters.runq_traced_ns).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "agent/collector.h"
+#include "agent/runq_gate.h"
 
 struct runq_bpf;  // the generated skeleton
 
@@ -22,6 +27,9 @@ struct RunqCollectorOptions {
   uint32_t max_queued_tasks = 65536;
   // (waiter, holder) pairs whose interference is kept; 0: 8 x max_tenants.
   uint32_t max_wait_causes = 0;
+  // Attach only when the gate says so; false: always attached.
+  bool adaptive = false;
+  RunqGateParams gate;
 };
 
 // Part of one slot's wait: who held the CPU (a slot, FW_HOLDER_HOST or
@@ -54,6 +62,15 @@ class RunqCollector : public Collector {
   // Programs' run time, lost events (added to the report's total) and map fill.
   void AddSelfCounters(v1::AgentSelfCounters* self) const override;
   absl::Status Stop() override;
+  // Adaptive: reads the host's runnable tasks and attaches or detaches.
+  absl::Duration tick_period() const override;
+  void Tick(absl::Time now) override;
+
+  // Adaptive: whether a CPU limit of the agent's is in force (traced while so).
+  void SetCpuLimitInForce(bool in_force);
+  bool attached() const { return attached_; }
+  // How long the programs have been attached in all, now included (ns).
+  uint64_t traced_ns() const;
 
   // Which attach point was used: "tp_btf" or "raw_tp".
   const std::string& attach_kind() const { return attach_kind_; }
@@ -65,6 +82,12 @@ class RunqCollector : public Collector {
 
  private:
   absl::Status LoadAndAttach(bool use_btf);
+  // Attaches the loaded programs (stamps of an earlier attachment ignored)
+  // or detaches them, counting the time traced.
+  absl::Status AttachPrograms();
+  void DetachPrograms();
+  // Adaptive: follows the gate's decision at `now`.
+  void FollowGate(absl::Time now);
   // Deletes the causes where `slots` wait or hold (their owner changed).
   absl::Status ForgetCauses(const absl::flat_hash_map<uint32_t, bool>& slots);
   uint32_t max_wait_causes() const;
@@ -75,7 +98,13 @@ class RunqCollector : public Collector {
   int num_cpus_ = 0;
   absl::flat_hash_map<uint64_t, uint32_t> installed_roots_;
   absl::flat_hash_map<uint32_t, std::string> slot_owner_;
-  size_t cause_pairs_ = 0;  // entries of runq_causes at the last Collect
+  size_t cause_pairs_ = 0;        // entries of runq_causes at the last Collect
+  std::optional<RunqGate> gate_;  // adaptive only
+  RunqGateReason reason_ = RunqGateReason::kQuiet;
+  bool attached_ = false;
+  uint64_t attached_since_ns_ = 0;  // CLOCK_MONOTONIC
+  uint64_t traced_ns_ = 0;          // closed attachments
+  uint64_t attaches_ = 0;
 };
 
 }  // namespace fairwatch::agent

@@ -2,9 +2,13 @@
 # Context-switch worst case with the agent's probe sets: `perf bench sched pipe`
 # pinned to one CPU, both ends inside a tenant, with no agent, with the agent
 # measuring CPU only (cpu: from the kernel's cgroup counters, the default;
-# cpu-bpf: with the sched_stat_runtime program, probes.cpu_time "bpf"), and
-# with its default probe set (CPU, run-queue, disk, network). Configurations
-# alternate round by round so drift hits all alike; medians are printed.
+# cpu-bpf: with the sched_stat_runtime program, probes.cpu_time "bpf"), with
+# its default probe set (CPU, run-queue, disk, network; run-queue tracing
+# adaptive: the ping-pong starts once the agent has stopped tracing the new
+# tenant, so one interval in ten is traced as on a quiet host), and with that
+# set tracing the run queue always (runq-always: what a contended host pays).
+# Configurations alternate round by round so drift hits all alike; medians
+# are printed.
 #
 #   sudo bench/pingpong_matrix.sh [build-dir] [rounds] [loops]
 #
@@ -31,10 +35,14 @@ if [[ $CG == /sys/fs/cgroup/cpu && -d /sys/fs/cgroup/cpuacct ]] &&
   ACCT=/sys/fs/cgroup/cpuacct
 fi
 PREFIX=fwbench-$$
+METRICS_PORT=$((20000 + $$ % 20000))
 WORK=$(mktemp -d)
 AGENT_PID=
 cleanup() {
-  [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null || true
+  if [[ -n $AGENT_PID ]]; then
+    kill "$AGENT_PID" 2>/dev/null || true
+    wait "$AGENT_PID" 2>/dev/null || true
+  fi
   for m in $CG $ACCT; do rmdir "$m/$PREFIX/t" "$m/$PREFIX" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -46,21 +54,39 @@ config() {  # config <name>: an agent config file for that probe set
   {
     echo "controller_address: \"127.0.0.1:1\""
     echo "insecure_plaintext: true"
-    echo "metrics_address: \"off\""
+    echo "metrics_address: \"127.0.0.1:$METRICS_PORT\""
     echo "cgroup_parents { path: \"$PREFIX\" }"
     case $1 in
       cpu) echo "probes { disable_runq: true disable_disk: true disable_net: true }" ;;
       cpu-bpf) echo "probes { disable_runq: true disable_disk: true disable_net: true cpu_time: \"bpf\" }" ;;
+      runq-always) echo "probes { runq_tracing: \"always\" }" ;;
     esac
   } >"$file"
   echo "$file"
 }
 
-run_one() {  # run_one <none|cpu|cpu-bpf|default>: prints usecs/op
+# Whether the agent's run-queue programs are detached now (its /metrics).
+runq_detached() {
+  local reply
+  reply=$(exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT" &&
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && cat <&3) 2>/dev/null || return 1
+  grep -q '^fairwatch_agent_runq_tracing 0' <<<"$reply"
+}
+
+run_one() {  # run_one <none|cpu|cpu-bpf|default|runq-always>: prints usecs/op
   if [[ $1 != none ]]; then
     "$AGENT" --config "$(config "$1")" --log-level error &
     AGENT_PID=$!
     sleep 2
+  fi
+  if [[ $1 == default ]]; then
+    # A new tenant is traced for its first 15 s (agent/runq_gate.h).
+    local waited=0
+    until runq_detached; do
+      sleep 0.5
+      waited=$((waited + 1))
+      ((waited < 60)) || { echo "default: run-queue tracing never stopped" >&2; exit 1; }
+    done
   fi
   local join="echo \$\$ > $CG/$PREFIX/t/cgroup.procs"
   [[ -n $ACCT ]] && join+="; echo \$\$ > $ACCT/$PREFIX/t/cgroup.procs"
@@ -74,10 +100,10 @@ run_one() {  # run_one <none|cpu|cpu-bpf|default>: prints usecs/op
 }
 
 declare -A results
-sets=(none cpu cpu-bpf default)
+sets=(none cpu cpu-bpf default runq-always)
 for r in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2 3; do
-    set_name=${sets[$(((r + i) % 4))]}
+  for i in "${!sets[@]}"; do
+    set_name=${sets[$(((r + i) % ${#sets[@]}))]}
     results[$set_name]+="$(run_one "$set_name") "
   done
   echo "round $r/$ROUNDS done" >&2
@@ -88,5 +114,5 @@ base=$(echo "${results[none]}" | median)
 for s in "${sets[@]}"; do
   m=$(echo "${results[$s]}" | median)
   awk -v s="$s" -v m="$m" -v b="$base" -v all="${results[$s]}" \
-    'BEGIN { printf "%-8s median %.3f usecs/op  (%+.1f %% vs none)  runs: %s\n", s, m, (m - b) / b * 100, all }'
+    'BEGIN { printf "%-11s median %.3f usecs/op  (%+.1f %% vs none)  runs: %s\n", s, m, (m - b) / b * 100, all }'
 done

@@ -21,6 +21,11 @@ const volatile bool use_v1_cpu = false;
 __u32 tenant_gen = 0;
 /* Number of tenant roots: with none, every event returns at once. */
 __u32 tenant_count = 0;
+/* CLOCK_MONOTONIC ns when the programs were last attached (agent/runq_gate.h:
+ * they are detached while the host is quiet). A stamp from before it was left
+ * by an earlier attachment: the task was picked meanwhile unseen, so its wait
+ * is not known and nothing is charged. */
+__u64 trace_since_ns = 0;
 
 /* Tenant root cgroup id -> slot. Holds ids of one hierarchy only. */
 struct {
@@ -384,10 +389,12 @@ int BPF_PROG(fw_runq_switch_btf, bool preempt, struct task_struct *prev, struct 
 			holder = FW_HOLDER_HOST;
 	}
 	if (memo && memo->enqueue_ns) {
-		t0 = memo->enqueue_ns;
-		waiter = memo->slot;
-		if (now > t0)
-			charge(waiter, now - t0);
+		if (memo->enqueue_ns >= trace_since_ns) {
+			t0 = memo->enqueue_ns;
+			waiter = memo->slot;
+			if (now > t0)
+				charge(waiter, now - t0);
+		}
 		memo->enqueue_ns = 0;
 	}
 	switch_segment(waiter, t0, now, holder);
@@ -452,10 +459,12 @@ int BPF_PROG(fw_runq_switch_raw, bool preempt, struct task_struct *prev, struct 
 	/* next waited since its stamp; no entry: not a tenant task. */
 	entry = bpf_map_lookup_elem(&enqueued_by_pid, &pid);
 	if (entry) {
-		t0 = entry->enqueue_ns;
-		waiter = entry->slot;
-		if (now > t0)
-			charge(waiter, now - t0);
+		if (entry->enqueue_ns >= trace_since_ns) {
+			t0 = entry->enqueue_ns;
+			waiter = entry->slot;
+			if (now > t0)
+				charge(waiter, now - t0);
+		}
 		bpf_map_delete_elem(&enqueued_by_pid, &pid);
 	}
 	switch_segment(waiter, t0, now, holder);

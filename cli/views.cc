@@ -206,11 +206,15 @@ std::string TenantReport(const v1::TenantDetail& detail) {
     return present ? absl::StrCat("some ", FormatPercent(fraction)) : std::string("n/a");
   };
   std::vector<std::vector<std::string>> harm_rows = {
-      {"run-queue wait",
-       absl::StrCat("p50 ", FormatNanos(harm.runq_wait_p50_ns()), ", p99 ",
-                    FormatNanos(harm.runq_wait_p99_ns())),
-       absl::StrCat(FormatRate(harm.runq_waits_per_s()), " waits, ",
-                    FormatNanos(harm.runq_wait_ns_per_s()), "/s waited")},
+      !harm.runq_untraced()
+          ? std::vector<std::string>{"run-queue wait",
+                                     absl::StrCat("p50 ", FormatNanos(harm.runq_wait_p50_ns()),
+                                                  ", p99 ", FormatNanos(harm.runq_wait_p99_ns())),
+                                     absl::StrCat(FormatRate(harm.runq_waits_per_s()), " waits, ",
+                                                  FormatNanos(harm.runq_wait_ns_per_s()),
+                                                  "/s waited")}
+          : std::vector<std::string>{"run-queue wait", "not traced",
+                                     "host not contended (agent probes.runq_tracing)"},
       {"cpu pressure", pressure(harm.cpu_psi_present(), harm.cpu_psi_some_fraction()), ""},
       {"io pressure", pressure(harm.io_psi_present(), harm.io_psi_some_fraction()), ""},
       {"own cpu quota", absl::StrCat("throttled ", FormatNanos(harm.throttled_ns_per_s()), "/s"),

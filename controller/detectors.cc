@@ -18,7 +18,8 @@ constexpr uint8_t kNetTx = static_cast<uint8_t>(HarmGroup::kNetTx);
 const std::array<HarmDetector, kHarmDetectorCount> kDetectors = {{
     {"runq_wait_p99", "run-queue wait p99",
      "99th percentile of the time its threads wait runnable for a CPU (eBPF sched probes)", kCpu,
-     [](const v1::HarmSignals& s) { return s.runq_wait_p99_ns(); }, nullptr,
+     [](const v1::HarmSignals& s) { return s.runq_wait_p99_ns(); },
+     [](const v1::HarmSignals& s) { return !s.runq_untraced(); },
      [](const HarmParams& p) { return p.runq_p99_floor_ns; }, Ms},
     {"cpu_psi", "CPU pressure",
      "share of wall time some of its tasks stalled for CPU (cgroup cpu.pressure)", kCpu,

@@ -47,8 +47,9 @@ struct HarmDetector {
   absl::string_view help;   // one line for docs and --help
   uint8_t groups;           // HarmGroup bits it judges
   double (*value)(const v1::HarmSignals&);
-  // Whether the agent could read the signal at all (PSI needs a kernel with
-  // it enabled); nullptr: always.
+  // Whether the agent read the signal over the interval (PSI needs a kernel
+  // with it enabled, run-queue waits an interval the programs traced);
+  // nullptr: always. An absent signal neither judges nor teaches a baseline.
   bool (*present)(const v1::HarmSignals&);
   double (*floor)(const HarmParams&);
   std::string (*format)(double);

@@ -124,7 +124,8 @@ Evaluation FairnessEngine::Evaluate(const HostInterval& interval, const LimitsIn
         const bool self_throttled =
             t.harm.throttled_ns_per_s() / 1e9 > params_.harm.self_throttled_fraction;
         s.wanted = self_throttled ? 0 : t.harm.runq_wait_ns_per_s() / 1e9;
-        s.elastic_when_harmed = false;
+        // Untraced (agent/runq_gate.h): its waiting is unknown, as on disk.
+        s.elastic_when_harmed = t.harm.runq_untraced();
       }
       s.limit = 0;
       s.held_back = false;

@@ -48,10 +48,12 @@ HarmVerdict HarmBaseline::Judge(v1::Resource resource, const v1::HarmSignals& s,
 void HarmBaseline::Learn(const v1::HarmSignals& s, const HarmParams& params) {
   const auto& detectors = HarmDetectors();
   for (size_t d = 0; d < detectors.size(); ++d) {
+    // An interval without the signal (run-queue tracing off) says nothing of its level.
+    if (detectors[d].present != nullptr && !detectors[d].present(s)) continue;
     const double value = detectors[d].value(s);
-    level_[d] = seeded_ ? Ewma(level_[d], value, params.baseline_alpha) : value;
+    level_[d] = seeded_[d] ? Ewma(level_[d], value, params.baseline_alpha) : value;
+    seeded_[d] = true;
   }
-  seeded_ = true;
 }
 
 std::vector<double> WeightedMaxMin(double capacity, const std::vector<double>& demands,

@@ -65,12 +65,13 @@ class HarmBaseline {
   HarmVerdict Judge(v1::Resource resource, const v1::HarmSignals& signals,
                     const HarmParams& params) const;
   // Folds a quiet interval (host not contended, tenant not harmed) into the
-  // baseline. The first one seeds it.
+  // baseline, signal by signal where present. The first one seeds each.
   void Learn(const v1::HarmSignals& signals, const HarmParams& params);
-  bool seeded() const { return seeded_; }
+  // Whether `detector` (an index of HarmDetectors()) has a level yet.
+  bool seeded(size_t detector) const { return seeded_[detector]; }
 
  private:
-  bool seeded_ = false;
+  std::array<bool, kHarmDetectorCount> seeded_{};
   std::array<double, kHarmDetectorCount> level_{};
 };
 

@@ -22,6 +22,8 @@ struct ReportSlot {
   uint64_t seq = 0;
   uint64_t monotonic_ns = 0;
   int64_t timestamp_unix_ns = 0;
+  bool runq_traced_present = false;  // HostCounters.runq_traced_ns
+  uint64_t runq_traced_ns = 0;
 };
 
 // A tenant's usage counters in one report, summed over devices and interfaces.
@@ -376,18 +378,45 @@ void ComputeWaitCauses(const v1::CpuCounters& to, const HarmCounters& from, doub
   }
 }
 
+// An interval's run-queue signals are judged only when the programs were
+// attached for at least this share of it (agent/runq_gate.h): a shorter
+// window's rates and percentiles rest on too few waits.
+constexpr double kMinRunqTracedShare = 0.25;
+
+// How much of an interval of `seconds` the run-queue programs were attached,
+// from the host's cumulative traced time at its two ends; an agent that does
+// not say traced all of it.
+double RunqTracedSeconds(bool to_present, uint64_t to_ns, bool from_present, uint64_t from_ns,
+                         double seconds) {
+  if (!to_present || !from_present) return seconds;
+  if (to_ns < from_ns) return 0;  // a new run of the agent: nothing known
+  return std::min(seconds, static_cast<double>(to_ns - from_ns) / 1e9);
+}
+
+double RunqTracedSeconds(const v1::HostCounters& to, const v1::HostCounters& from, double seconds) {
+  return RunqTracedSeconds(to.has_runq_traced_ns(), to.runq_traced_ns(), from.has_runq_traced_ns(),
+                           from.runq_traced_ns(), seconds);
+}
+
 // The harm signals of a tenant over an interval from its counters at both
-// ends. Per-device rates are left to FillDeviceRates: the engine needs none.
+// ends; the run-queue ones over the `runq_seconds` of it that were traced.
+// Per-device rates are left to FillDeviceRates: the engine needs none.
 void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double seconds,
-                 v1::HarmSignals* harm) {
-  Buckets runq;
-  AddDelta(to.cpu().runq_wait_hist().buckets(), from.runq_hist, &runq);
+                 double runq_seconds, v1::HarmSignals* harm) {
+  const bool traced = runq_seconds > 0 && runq_seconds >= kMinRunqTracedShare * seconds;
+  harm->set_runq_untraced(!traced);
   double p50 = 0, p99 = 0;
-  Log2P50P99(runq, &p50, &p99);
+  if (traced) {
+    Buckets runq;
+    AddDelta(to.cpu().runq_wait_hist().buckets(), from.runq_hist, &runq);
+    Log2P50P99(runq, &p50, &p99);
+  }
   harm->set_runq_wait_p50_ns(p50);
   harm->set_runq_wait_p99_ns(p99);
-  harm->set_runq_wait_ns_per_s(Rate(to.cpu().runq_wait_ns(), from.runq_wait_ns, seconds));
-  harm->set_runq_waits_per_s(Rate(to.cpu().runq_waits(), from.runq_waits, seconds));
+  harm->set_runq_wait_ns_per_s(
+      traced ? Rate(to.cpu().runq_wait_ns(), from.runq_wait_ns, runq_seconds) : 0);
+  harm->set_runq_waits_per_s(traced ? Rate(to.cpu().runq_waits(), from.runq_waits, runq_seconds)
+                                    : 0);
   harm->set_cpu_psi_present(to.cpu_pressure().present());
   harm->set_cpu_psi_some_fraction(
       to.cpu_pressure().present() && from.cpu_psi_present
@@ -433,7 +462,11 @@ void ComputeHarm(const v1::TenantCounters& to, const HarmCounters& from, double 
       to.tcp().present() && from.tcp_present
           ? Rate(to.tcp().retransmitted_segments(), from.tcp_retransmits, seconds)
           : 0);
-  ComputeWaitCauses(to.cpu(), from, seconds, harm);
+  if (traced) {
+    ComputeWaitCauses(to.cpu(), from, runq_seconds, harm);
+  } else {
+    ComputeWaitCauses(v1::CpuCounters(), from, seconds, harm);  // all cleared
+  }
 }
 
 TenantRates ComputeRates(const FleetState::Host& host, const TenantSeries& series, uint32_t window)
@@ -713,8 +746,16 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
                                          host->reports[(index - 1) % history].monotonic_ns) /
                          1e9
                    : 0;
+  double runq_seconds = 0;
+  if (has_previous) {
+    const ReportSlot& previous = host->reports[(index - 1) % history];
+    runq_seconds =
+        RunqTracedSeconds(report.host().has_runq_traced_ns(), report.host().runq_traced_ns(),
+                          previous.runq_traced_present, previous.runq_traced_ns, seconds);
+  }
   host->reports[index % history] =
-      ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns()};
+      ReportSlot{report.seq(), report.monotonic_ns(), report.timestamp_unix_ns(),
+                 report.host().has_runq_traced_ns(), report.host().runq_traced_ns()};
   host->report_count = index;
   host->disks.Observe(report.host().disks(), report.monotonic_ns());
   host->uplinks.Observe(report.host().net(), report.monotonic_ns());
@@ -743,7 +784,9 @@ absl::StatusOr<ReportOutcome> FleetState::Ingest(absl::string_view host_id,
       series.first_index = index;
     }
     series.has_harm = has_previous && !inserted && series.last_index + 1 == index;
-    if (series.has_harm) ComputeHarm(counters, series.counters, seconds, &series.harm);
+    if (series.has_harm) {
+      ComputeHarm(counters, series.counters, seconds, runq_seconds, &series.harm);
+    }
     series.counters.Assign(counters);
     host->ring.at(index, series.column) = sample;
     series.last_index = index;
@@ -1090,7 +1133,8 @@ absl::StatusOr<v1::TenantDetail> FleetState::GetTenant(absl::string_view host_id
     detail.set_window_s(seconds);
     HarmCounters counters;
     counters.Assign(*from);
-    ComputeHarm(*to, counters, seconds, detail.mutable_harm());
+    ComputeHarm(*to, counters, seconds, RunqTracedSeconds(newest.host(), older.host(), seconds),
+                detail.mutable_harm());
     FillDeviceRates(*to, *from, seconds, &detail);
     break;
   }

@@ -1,5 +1,5 @@
 # Harm signals: pure parsers and histogram math (no root), then root/BPF tests.
-foreach(_t runq_histogram_test cgroup_stats_parse_test)
+foreach(_t runq_histogram_test runq_gate_test cgroup_stats_parse_test)
   add_executable(${_t} ${_t}.cc)
   target_link_libraries(${_t} PRIVATE fairwatch_agent_lib GTest::gtest_main)
   gtest_discover_tests(${_t} DISCOVERY_TIMEOUT 30)

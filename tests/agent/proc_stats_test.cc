@@ -20,6 +20,22 @@ TEST(ProcStat, MissingCpuLineIsAnError) {
   EXPECT_FALSE(ParseProcStat("cpu  1 x 3 4\n").ok());
 }
 
+TEST(Loadavg, RunnableIsTheFourthFieldsFirstHalf) {
+  auto runnable = ParseLoadavgRunnable("0.58 1.25 1.68 3/612 31063\n");
+  ASSERT_TRUE(runnable.ok()) << runnable.status();
+  EXPECT_EQ(*runnable, 3u);
+  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68\n").ok());
+  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68 3 612\n").ok()) << "no '/'";
+  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68 x/612 1\n").ok());
+}
+
+TEST(Loadavg, TheHostCountsAtLeastItsReader) {
+  auto runnable = ReadRunnableTasks();
+  ASSERT_TRUE(runnable.ok()) << runnable.status();
+  EXPECT_GE(*runnable, 1u);
+  EXPECT_FALSE(ReadRunnableTasks("/nonexistent/loadavg").ok());
+}
+
 TEST(ProcStat, SelfUsageIsPositive) {
   auto self = ReadSelfUsage();
   ASSERT_TRUE(self.ok());

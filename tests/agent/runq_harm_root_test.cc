@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <thread>
 #include <tuple>
 
@@ -160,7 +161,8 @@ class RunqHarmRootBpf : public ::testing::Test {
   }
 
   // Discovers the tree's children as tenants and starts a collector on them.
-  void StartCollector(const std::string& attach_mode = "auto") {
+  void StartCollector(const std::string& attach_mode = "auto",
+                      std::optional<RunqGateParams> gate = std::nullopt) {
     v1::CgroupParentSource parent;
     parent.set_path(tree_->prefix());
     CgroupParentDiscovery discovery(mounts_, hierarchy_, {parent});
@@ -173,6 +175,10 @@ class RunqHarmRootBpf : public ::testing::Test {
     options.use_v1_cpu = hierarchy_ == "cpu";
     options.max_tenants = 16;
     options.attach_mode = attach_mode;
+    if (gate) {
+      options.adaptive = true;
+      options.gate = *gate;
+    }
     collector_ = std::make_unique<RunqCollector>(options);
     ASSERT_TRUE(collector_->Init().ok());
     ASSERT_TRUE(collector_->SyncTenants(registry_->tenants()).ok());
@@ -488,6 +494,60 @@ TEST_F(RunqHarmRootBpf, AHostTaskThatSwitchesOftenIsChargedItsTimeNotTheLongTurn
             << "), self " << by_self / total << "\n";
   EXPECT_NEAR(by_host / total, expected_host, 0.3);
   EXPECT_NEAR(by_self / total, 1 - expected_host, 0.3);
+}
+
+// Adaptive tracing (agent/runq_gate.h): nothing is counted while detached,
+// and a task queued when the programs attach again is not charged from its
+// stamp of the earlier attachment (a wait as long as the detached time). The
+// "victim" spins at a tenth of the hog's weight on the hog's CPU, so it is
+// queued at almost any moment. Attached and detached here through the "CPU
+// limit in force" hold, the host never counting as contended.
+TEST_F(RunqHarmRootBpf, AdaptiveTracingCountsOnlyWhileAttachedAndNoStaleStamps) {
+  ASSERT_TRUE(tree_->Create({"victim", "hog"}).ok());
+  Weigh("hog", 10);
+  OwnedProcess hog = Spawn(Procs("hog"), 0, Behaviour::kHog);
+  OwnedProcess victim = Spawn(Procs("victim"), 0, Behaviour::kHog);
+  ASSERT_GT(hog.pid(), 0);
+  ASSERT_GT(victim.pid(), 0);
+  RunqGateParams gate;
+  gate.contended_per_cpu = 1e9;
+  gate.new_tenant = absl::ZeroDuration();
+  gate.sample_every = 0;
+  StartCollector("auto", gate);
+  collector_->Tick(absl::Now());
+  ASSERT_FALSE(collector_->attached()) << "quiet, no new tenant, no limit, no sample";
+  const uint64_t traced_before = collector_->traced_ns();
+
+  RunqSlotCounters start = Read("victim");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(Read("victim").waits, start.waits) << "detached: nothing counted";
+  EXPECT_EQ(collector_->traced_ns(), traced_before);
+
+  // Eight rounds of 400 ms detached, 200 ms attached.
+  uint64_t attached_waits = 0;
+  for (int round = 0; round < 8; ++round) {
+    collector_->SetCpuLimitInForce(true);
+    collector_->Tick(absl::Now());
+    ASSERT_TRUE(collector_->attached());
+    RunqSlotCounters on = Read("victim");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    RunqSlotCounters off = Read("victim");
+    collector_->SetCpuLimitInForce(false);
+    collector_->Tick(absl::Now());
+    ASSERT_FALSE(collector_->attached());
+    attached_waits += off.waits - on.waits;
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  RunqSlotCounters end = Read("victim");
+  EXPECT_GT(attached_waits, 8u) << "preempted by the hog at every tick it gets";
+  const std::vector<uint64_t> delta = Log2Delta(end.hist, start.hist);
+  uint64_t stale = 0;
+  // From 2^28 ns = 268 ms: far beyond the hog's turns, short of a detached 400 ms.
+  for (size_t b = 28; b < delta.size(); ++b) stale += delta[b];
+  EXPECT_EQ(stale, 0u) << "a stamp from before a detachment was charged";
+  const double traced_s = static_cast<double>(collector_->traced_ns() - traced_before) / 1e9;
+  EXPECT_GT(traced_s, 1.5);
+  EXPECT_LT(traced_s, 2.5) << "only the attached rounds count as traced";
 }
 
 TEST_F(RunqHarmRootBpf, TasksOutsideTenantsAreNotCharged) {

@@ -404,6 +404,25 @@ TEST(HarmBaseline, EachResourceLooksAtItsOwnSignals) {
   EXPECT_FALSE(b.Judge(v1::RESOURCE_NET_RX, only_cpu, params).harmed);
 }
 
+TEST(HarmBaseline, AnUntracedIntervalNeitherJudgesNorTeachesRunqWaits) {
+  HarmParams params;
+  const size_t runq = *FindHarmDetector("runq_wait_p99");
+  HarmBaseline b;
+  v1::HarmSignals untraced = Cpu(0);
+  untraced.set_runq_untraced(true);
+  untraced.set_cpu_psi_present(true);
+  b.Learn(untraced, params);
+  EXPECT_FALSE(b.seeded(runq)) << "a 0 read while not tracing is no level";
+  EXPECT_TRUE(b.seeded(*FindHarmDetector("cpu_psi")));
+  b.Learn(Cpu(3), params);  // the first traced quiet interval seeds it
+  ASSERT_TRUE(b.seeded(runq));
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_CPU, Cpu(5), params).harmed) << "under 2x its 3 ms";
+  v1::HarmSignals high_untraced = Cpu(50);
+  high_untraced.set_runq_untraced(true);
+  EXPECT_FALSE(b.Judge(v1::RESOURCE_CPU, high_untraced, params).harmed);
+  EXPECT_TRUE(b.Judge(v1::RESOURCE_CPU, Cpu(50), params).harmed);
+}
+
 TEST(HarmBaseline, ADisabledDetectorNeverHarms) {
   HarmParams params;
   HarmBaseline b;

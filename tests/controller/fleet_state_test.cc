@@ -490,6 +490,7 @@ TEST_F(FleetStateTest, LastIntervalHarmIsTheDeltaOfTheTwoNewestReports) {
   EXPECT_DOUBLE_EQ(harm.runq_wait_p50_ns(), Log2Quantile(runq, 0.5));
   EXPECT_DOUBLE_EQ(harm.runq_wait_p99_ns(), Log2Quantile(runq, 0.99));
   EXPECT_GT(harm.runq_wait_p99_ns(), 0);
+  EXPECT_FALSE(harm.runq_untraced()) << "an agent that does not say traced all of it";
   EXPECT_DOUBLE_EQ(harm.runq_wait_ns_per_s(), 9e6 - 4e6);
   EXPECT_DOUBLE_EQ(harm.runq_waits_per_s(), 700);
   EXPECT_TRUE(harm.cpu_psi_present());
@@ -512,6 +513,61 @@ TEST_F(FleetStateTest, LastIntervalHarmIsTheDeltaOfTheTwoNewestReports) {
   EXPECT_EQ(detail->harm().SerializeAsString(), harm.SerializeAsString());
   EXPECT_EQ(detail->disks_size(), 2);
   EXPECT_EQ(detail->interfaces_size(), 1);
+}
+
+// Adaptive run-queue tracing (agent/runq_gate.h): rates over the part of the
+// interval that was traced; an interval traced for under a quarter of it
+// says nothing of run-queue waits, and the rest of its harm is unchanged.
+TEST_F(FleetStateTest, RunqSignalsAreOverTheTracedPartOfTheInterval) {
+  Hello();
+  const uint64_t traced_ms[] = {0, 0, 2000, 2500, 2600};  // cumulative, at t = 1..4
+  std::vector<v1::TenantCounters> at(4);
+  auto ingest = [&](uint64_t t) {
+    v1::UsageReport report = MakeReport(t, t * kSecond, {});
+    report.mutable_host()->set_runq_traced_ns(traced_ms[t] * 1'000'000);
+    at[t] = RichCounters("a", t);
+    at[t].mutable_cpu()->set_runq_wait_attributed(true);
+    v1::RunqWaitCause* cause = at[t].mutable_cpu()->add_runq_wait_by();
+    cause->set_holder(v1::RunqWaitCause::HOLDER_HOST);
+    cause->set_wait_ns(t * 1'000'000);
+    *report.add_tenants() = at[t];
+    Ingest(report);
+  };
+  ingest(1);
+  ingest(2);
+  absl::StatusOr<HostInterval> half = fleet_.LastInterval("h1");
+  ASSERT_TRUE(half.ok()) << half.status();
+  const v1::HarmSignals& traced = half->tenants[0].harm;
+  EXPECT_FALSE(traced.runq_untraced());
+  // 1 s of interval, all of it traced (2 s cumulative since 0 at t = 1 is
+  // capped at the interval): per second as without the field.
+  EXPECT_DOUBLE_EQ(traced.runq_wait_ns_per_s(), 4e6 - 1e6);
+  EXPECT_DOUBLE_EQ(traced.runq_host_wait_ns_per_s(), 1e6);
+
+  ingest(3);  // 0.5 s of 1 s traced: rates over that half
+  absl::StatusOr<HostInterval> part = fleet_.LastInterval("h1");
+  ASSERT_TRUE(part.ok()) << part.status();
+  const v1::HarmSignals& partly = part->tenants[0].harm;
+  EXPECT_FALSE(partly.runq_untraced());
+  EXPECT_DOUBLE_EQ(partly.runq_wait_ns_per_s(), (9e6 - 4e6) / 0.5);
+  EXPECT_DOUBLE_EQ(partly.runq_waits_per_s(), 700 / 0.5);
+  EXPECT_DOUBLE_EQ(partly.runq_host_wait_ns_per_s(), 1e6 / 0.5);
+  EXPECT_TRUE(partly.runq_attributed());
+
+  // 0.1 s of the next second: unknown, not zero harm.
+  v1::UsageReport report = MakeReport(4, 4 * kSecond, {});
+  report.mutable_host()->set_runq_traced_ns(traced_ms[4] * 1'000'000);
+  *report.add_tenants() = RichCounters("a", 4);
+  Ingest(report);
+  absl::StatusOr<HostInterval> barely = fleet_.LastInterval("h1");
+  ASSERT_TRUE(barely.ok()) << barely.status();
+  const v1::HarmSignals& unknown = barely->tenants[0].harm;
+  EXPECT_TRUE(unknown.runq_untraced());
+  EXPECT_EQ(unknown.runq_wait_p99_ns(), 0);
+  EXPECT_EQ(unknown.runq_wait_ns_per_s(), 0);
+  EXPECT_FALSE(unknown.runq_attributed());
+  EXPECT_EQ(unknown.runq_host_wait_ns_per_s(), 0);
+  EXPECT_DOUBLE_EQ(unknown.cpu_psi_some_fraction(), 0.12) << "PSI is read every interval";
 }
 
 TEST_F(FleetStateTest, LastIntervalListsTheNewestReportsTenantsById) {
