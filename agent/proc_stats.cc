@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/status.h"
 
 namespace fairwatch::agent {
@@ -52,19 +53,19 @@ absl::StatusOr<HostCpuTimes> ReadHostCpuTimes(const std::string& path) {
   return ParseProcStat(buffer.str());
 }
 
-absl::StatusOr<uint32_t> ParseLoadavgRunnable(absl::string_view text) {
-  // "0.58 1.25 1.68 3/612 31063"
-  std::vector<absl::string_view> fields = absl::StrSplit(text, ' ', absl::SkipEmpty());
-  uint32_t runnable = 0;
-  if (fields.size() < 4 || !absl::SimpleAtoi(fields[3].substr(0, fields[3].find('/')), &runnable) ||
-      fields[3].find('/') == absl::string_view::npos) {
+absl::StatusOr<double> ParseUptimeIdle(absl::string_view text) {
+  // "66163.59 42787.94"
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), ' ', absl::SkipEmpty());
+  double idle = 0;
+  if (fields.size() < 2 || !absl::SimpleAtod(fields[1], &idle) || !(idle >= 0)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("no runnable/total field in /proc/loadavg: '", absl::CEscape(text), "'"));
+        absl::StrCat("no idle time in /proc/uptime: '", absl::CEscape(text), "'"));
   }
-  return runnable;
+  return idle;
 }
 
-absl::StatusOr<uint32_t> ReadRunnableTasks(const char* path) {
+absl::StatusOr<double> ReadIdleSeconds(const char* path) {
   // Read ten times a second: a plain read, no stream.
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("opening ", path));
@@ -73,7 +74,7 @@ absl::StatusOr<uint32_t> ReadRunnableTasks(const char* path) {
   const int read_errno = errno;
   close(fd);
   if (n < 0) return ErrnoStatus(read_errno, absl::StrCat("reading ", path));
-  return ParseLoadavgRunnable(absl::string_view(buffer, static_cast<size_t>(n)));
+  return ParseUptimeIdle(absl::string_view(buffer, static_cast<size_t>(n)));
 }
 
 absl::StatusOr<SelfUsage> ReadSelfUsage() {

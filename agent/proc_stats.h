@@ -18,10 +18,10 @@ struct HostCpuTimes {
 absl::StatusOr<HostCpuTimes> ParseProcStat(const std::string& text);
 absl::StatusOr<HostCpuTimes> ReadHostCpuTimes(const std::string& path = "/proc/stat");
 
-// The runnable tasks of all CPUs now (the running ones included, the reader
-// too): the fourth field's "R/T" of /proc/loadavg text.
-absl::StatusOr<uint32_t> ParseLoadavgRunnable(absl::string_view text);
-absl::StatusOr<uint32_t> ReadRunnableTasks(const char* path = "/proc/loadavg");
+// The time all CPUs together have been idle since boot, in seconds (the
+// second field of /proc/uptime text; 10 ms resolution).
+absl::StatusOr<double> ParseUptimeIdle(absl::string_view text);
+absl::StatusOr<double> ReadIdleSeconds(const char* path = "/proc/uptime");
 
 struct SelfUsage {
   uint64_t cpu_ns = 0;

@@ -109,14 +109,13 @@ absl::Duration RunqCollector::tick_period() const {
 
 void RunqCollector::Tick(absl::Time now) {
   if (!gate_ || !skel_) return;
-  absl::StatusOr<uint32_t> runnable = ReadRunnableTasks();
-  if (!runnable.ok()) {
+  absl::StatusOr<double> idle = ReadIdleSeconds();
+  if (!idle.ok()) {
     // Unknown load: traced, as if contended, rather than blind.
-    FW_LOG(Warning, "runq: ", runnable.status().message(), "; tracing as if contended");
-    gate_->ObserveRunnable(now, 1e9);
+    FW_LOG(Warning, "runq: ", idle.status().message(), "; tracing as if contended");
+    gate_->AssumeContended(now);
   } else {
-    // The count includes this thread, which is reading it.
-    gate_->ObserveRunnable(now, static_cast<double>(*runnable) - 1);
+    gate_->ObserveIdle(now, *idle);
   }
   FollowGate(now);
 }
@@ -139,13 +138,13 @@ void RunqCollector::FollowGate(absl::Time now) {
     }
     if (noteworthy) {
       FW_LOG(Info, "runq: tracing (", RunqGateReasonName(reason), "; ",
-             absl::StrFormat("%.2f", gate_->runnable_per_cpu()), " runnable tasks per CPU)");
+             absl::StrFormat("%.0f", 100 * gate_->busy()), " % of CPU time busy)");
     }
   } else if (!want && attached_) {
     DetachPrograms();
     if (noteworthy) {
-      FW_LOG(Info, "runq: not tracing (quiet: ", absl::StrFormat("%.2f", gate_->runnable_per_cpu()),
-             " runnable tasks per CPU)");
+      FW_LOG(Info, "runq: not tracing (quiet: ", absl::StrFormat("%.0f", 100 * gate_->busy()),
+             " % of CPU time busy)");
     }
   }
   reason_ = reason;

@@ -62,7 +62,7 @@ class RunqCollector : public Collector {
   // Programs' run time, lost events (added to the report's total) and map fill.
   void AddSelfCounters(v1::AgentSelfCounters* self) const override;
   absl::Status Stop() override;
-  // Adaptive: reads the host's runnable tasks and attaches or detaches.
+  // Adaptive: reads the CPUs' idle time and attaches or detaches.
   absl::Duration tick_period() const override;
   void Tick(absl::Time now) override;
 

@@ -21,17 +21,20 @@ const char* RunqGateReasonName(RunqGateReason reason) {
 }
 
 RunqGate::RunqGate(RunqGateParams params, int cpus)
-    : params_(std::move(params)), cpus_(std::max(cpus, 1)) {}
+    : params_(params), cpus_(std::max(cpus, 1)) {}
 
-void RunqGate::ObserveRunnable(absl::Time now, double runnable) {
-  readings_.emplace_back(now, std::max(runnable, 0.0));
-  while (!readings_.empty() && readings_.front().first <= now - params_.window) {
+void RunqGate::ObserveIdle(absl::Time now, double idle_seconds) {
+  // Readings back to one at least `window` old: the busy share spans it.
+  readings_.emplace_back(now, idle_seconds);
+  while (readings_.size() > 2 && readings_[1].first <= now - params_.window) {
     readings_.pop_front();
   }
-  double sum = 0;
-  for (const auto& [at, value] : readings_) sum += value;
-  mean_per_cpu_ = sum / static_cast<double>(readings_.size()) / cpus_;
-  if (mean_per_cpu_ >= params_.contended_per_cpu) contended_until_ = now + params_.linger;
+  const auto& [first_at, first_idle] = readings_.front();
+  const double span = absl::ToDoubleSeconds(now - first_at);
+  if (span < absl::ToDoubleSeconds(params_.window) / 2) return;  // too short to judge
+  const double idle_share = (idle_seconds - first_idle) / (span * cpus_);
+  busy_ = std::clamp(1 - idle_share, 0.0, 1.0);
+  if (busy_ >= params_.contended_busy) contended_until_ = now + params_.linger;
 }
 
 void RunqGate::NoteNewTenant(absl::Time now) {

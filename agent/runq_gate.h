@@ -1,12 +1,16 @@
 // When the run-queue programs run. sched_wakeup and sched_switch fire on
 // every context switch of the host, tenant or not: traced always, they cost
 // a ping-pong between two tasks about 6 % (docs/performance.md). What they
-// measure — a tenant waiting for a CPU its neighbours hold — can only happen
-// while runnable tasks queue for the CPUs, so the gate attaches them:
-//   - while the host is contended: the runnable tasks of all CPUs
-//     (/proc/loadavg), averaged over `window`, reach `contended_per_cpu` per
-//     online CPU; and `linger` after, so that a host going in and out of
-//     contention is traced throughout rather than toggled;
+// measure — a tenant waiting for a CPU its neighbours hold — needs CPUs that
+// are all taken: a task that wakes while a CPU is idle is placed there and
+// waits microseconds. So the gate attaches them:
+//   - while the host is contended: its CPUs were busy (not idle, from the
+//     idle time of /proc/uptime) for at least `contended_busy` of `window`;
+//     and `linger` after, so that a host going in and out of contention is
+//     traced throughout rather than toggled. Not the runnable count or PSI:
+//     a ping-pong between two tasks keeps both near "two runnable" and 50 %
+//     CPU pressure (6.6+ kernels keep a task that just blocked on the queue,
+//     delayed dequeue) while waiting only microseconds, on one CPU of two;
 //   - for a new tenant's first `new_tenant` (its quiet baseline is learned
 //     from traced intervals, and the controller judges no tenant a victim
 //     before it has been seen for its 10-interval window);
@@ -28,12 +32,12 @@
 namespace fairwatch::agent {
 
 struct RunqGateParams {
-  double contended_per_cpu = 1.0;
+  double contended_busy = 0.9;  // share of all CPUs' time not idle
   absl::Duration window = absl::Milliseconds(300);
   absl::Duration linger = absl::Seconds(10);
   absl::Duration new_tenant = absl::Seconds(15);
   uint32_t sample_every = 10;  // 0: no sampled intervals
-  // How often the agent reads the runnable count (Collector::tick_period).
+  // How often the agent reads the idle time (Collector::tick_period).
   absl::Duration tick = absl::Milliseconds(100);
 };
 
@@ -50,9 +54,11 @@ class RunqGate {
  public:
   RunqGate(RunqGateParams params, int cpus);
 
-  // A reading of the host's runnable tasks, the reader itself not counted.
-  void ObserveRunnable(absl::Time now, double runnable);
+  // A reading of the time all CPUs have been idle, cumulative, in seconds.
+  void ObserveIdle(absl::Time now, double idle_seconds);
   void NoteNewTenant(absl::Time now);
+  // The idle time could not be read: counted as contended (traced, not blind).
+  void AssumeContended(absl::Time now) { contended_until_ = now + params_.linger; }
   void SetLimitInForce(bool in_force) { limit_in_force_ = in_force; }
   // At every report: the interval that starts now is a sampled one or not.
   void NoteInterval();
@@ -60,15 +66,15 @@ class RunqGate {
   // Whether the programs should be attached at `now`, and why (the first
   // reason that holds, in the order of RunqGateReason).
   RunqGateReason Decide(absl::Time now) const;
-  // The runnable tasks per CPU over the latest window (for logs).
-  double runnable_per_cpu() const { return mean_per_cpu_; }
+  // The CPUs' busy share over the latest window (for logs).
+  double busy() const { return busy_; }
   const RunqGateParams& params() const { return params_; }
 
  private:
   RunqGateParams params_;
   int cpus_;
-  std::deque<std::pair<absl::Time, double>> readings_;  // within `window`
-  double mean_per_cpu_ = 0;
+  std::deque<std::pair<absl::Time, double>> readings_;  // over `window`
+  double busy_ = 0;
   absl::Time contended_until_ = absl::InfinitePast();
   absl::Time new_tenant_until_ = absl::InfinitePast();
   bool limit_in_force_ = false;

@@ -31,14 +31,18 @@ fi
 # time), as a container manager or libvirt places it.
 ACCT=
 if [[ $CG == /sys/fs/cgroup/cpu && -d /sys/fs/cgroup/cpuacct ]] &&
-  [[ $(stat -c %i /sys/fs/cgroup/cpuacct) != "$(stat -c %i $CG)" ]]; then
+  [[ $(stat -c %d /sys/fs/cgroup/cpuacct) != "$(stat -c %d $CG)" ]]; then
+  # Separate hierarchies are separate file systems (a hierarchy's root
+  # directory is inode 1 on every one of them: compare the devices).
   ACCT=/sys/fs/cgroup/cpuacct
 fi
 PREFIX=fwbench-$$
 METRICS_PORT=$((20000 + $$ % 20000))
 WORK=$(mktemp -d)
 AGENT_PID=
+OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled)
 cleanup() {
+  sysctl -qw kernel.bpf_stats_enabled="$OLD_STATS" || true
   if [[ -n $AGENT_PID ]]; then
     kill "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" 2>/dev/null || true
@@ -88,16 +92,29 @@ run_one() {  # run_one <none|cpu|cpu-bpf|default|runq-always>: prints usecs/op
       ((waited < 60)) || { echo "default: run-queue tracing never stopped" >&2; exit 1; }
     done
   fi
+  [[ -n $COUNT_EVENTS ]] && prog_stats >"$WORK/before"
   local join="echo \$\$ > $CG/$PREFIX/t/cgroup.procs"
   [[ -n $ACCT ]] && join+="; echo \$\$ > $ACCT/$PREFIX/t/cgroup.procs"
   sh -c "$join; exec taskset -c 0 perf bench sched pipe -l $LOOPS" |
     awk '/usecs\/op/ { print $1 }'
+  [[ -n $COUNT_EVENTS ]] && prog_stats >"$WORK/after"
   if [[ -n $AGENT_PID ]]; then
     kill "$AGENT_PID"
     wait "$AGENT_PID" 2>/dev/null || true
     AGENT_PID=
   fi
 }
+
+# "name run_cnt run_time_ns" of every loaded fw_ program (bpftool).
+prog_stats() {
+  bpftool prog show 2>/dev/null | awk '
+    / name fw_/ { for (i = 1; i <= NF; i++) if ($i == "name") name = $(i + 1); keep = 1 }
+    keep && /run_time_ns/ {
+      for (i = 1; i <= NF; i++) { if ($i == "run_time_ns") t = $(i + 1); if ($i == "run_cnt") c = $(i + 1) }
+      print name, c, t; keep = 0
+    }'
+}
+COUNT_EVENTS=
 
 declare -A results
 sets=(none cpu cpu-bpf default runq-always)
@@ -116,3 +133,17 @@ for s in "${sets[@]}"; do
   awk -v s="$s" -v m="$m" -v b="$base" -v all="${results[$s]}" \
     'BEGIN { printf "%-11s median %.3f usecs/op  (%+.1f %% vs none)  runs: %s\n", s, m, (m - b) / b * 100, all }'
 done
+
+# What each program does per round trip: one more run of the two agent sets
+# with kernel.bpf_stats_enabled on (it adds its own clock reads, so not in the
+# timed rounds above): program runs per op and ns per run.
+sysctl -qw kernel.bpf_stats_enabled=1
+COUNT_EVENTS=1
+for s in default runq-always; do
+  run_one "$s" >/dev/null
+  echo "$s: BPF programs during the ping-pong ($LOOPS round trips):"
+  join <(sort "$WORK/before") <(sort "$WORK/after") | awk -v loops="$LOOPS" '
+    { runs = $4 - $2; ns = $5 - $3
+      if (runs > 0) printf "  %-26s %6.2f runs/op  %5.0f ns/run\n", $1, runs / loops, ns / runs }'
+done
+sysctl -qw kernel.bpf_stats_enabled="$OLD_STATS"

@@ -20,20 +20,23 @@ TEST(ProcStat, MissingCpuLineIsAnError) {
   EXPECT_FALSE(ParseProcStat("cpu  1 x 3 4\n").ok());
 }
 
-TEST(Loadavg, RunnableIsTheFourthFieldsFirstHalf) {
-  auto runnable = ParseLoadavgRunnable("0.58 1.25 1.68 3/612 31063\n");
-  ASSERT_TRUE(runnable.ok()) << runnable.status();
-  EXPECT_EQ(*runnable, 3u);
-  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68\n").ok());
-  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68 3 612\n").ok()) << "no '/'";
-  EXPECT_FALSE(ParseLoadavgRunnable("0.58 1.25 1.68 x/612 1\n").ok());
+TEST(Uptime, IdleIsTheSecondField) {
+  auto idle = ParseUptimeIdle("66163.59 42787.94\n");
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  EXPECT_DOUBLE_EQ(*idle, 42787.94);
+  EXPECT_FALSE(ParseUptimeIdle("66163.59\n").ok());
+  EXPECT_FALSE(ParseUptimeIdle("66163.59 x\n").ok());
+  EXPECT_FALSE(ParseUptimeIdle("66163.59 -1\n").ok());
 }
 
-TEST(Loadavg, TheHostCountsAtLeastItsReader) {
-  auto runnable = ReadRunnableTasks();
-  ASSERT_TRUE(runnable.ok()) << runnable.status();
-  EXPECT_GE(*runnable, 1u);
-  EXPECT_FALSE(ReadRunnableTasks("/nonexistent/loadavg").ok());
+TEST(Uptime, IdleTimeOnlyGrows) {
+  auto before = ReadIdleSeconds();
+  ASSERT_TRUE(before.ok()) << before.status();
+  usleep(50'000);
+  auto after = ReadIdleSeconds();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_GE(*after, *before);
+  EXPECT_FALSE(ReadIdleSeconds("/nonexistent/uptime").ok());
 }
 
 TEST(ProcStat, SelfUsageIsPositive) {

@@ -13,44 +13,78 @@ const absl::Time kT0 = absl::FromUnixSeconds(1'000'000);
 // `seconds` after kT0, to the millisecond (readings fall on exact ticks).
 absl::Time At(double seconds) { return kT0 + absl::Milliseconds(std::llround(seconds * 1000)); }
 
-// Feeds one reading per 100 ms from `from` to before `to` (seconds), `runnable` each.
-void Feed(RunqGate* gate, double from, double to, double runnable) {
-  for (int64_t ms = std::llround(from * 1000); ms < std::llround(to * 1000); ms += 100) {
-    gate->ObserveRunnable(kT0 + absl::Milliseconds(ms), runnable);
+// The idle time of a host whose `cpus` CPUs are `busy` (a share) over ticks
+// of 100 ms from `from` to `to` (seconds), read at the end of every tick.
+class Host {
+ public:
+  explicit Host(int cpus) : cpus_(cpus) {}
+  void Run(RunqGate* gate, double from, double to, double busy) {
+    for (int64_t ms = std::llround(from * 1000); ms < std::llround(to * 1000); ms += 100) {
+      idle_ += 0.1 * cpus_ * (1 - busy);
+      gate->ObserveIdle(kT0 + absl::Milliseconds(ms + 100), idle_);
+    }
   }
-}
 
-TEST(RunqGate, QuietUntilAsManyRunnableTasksAsCpus) {
+ private:
+  int cpus_;
+  double idle_ = 1000;
+};
+
+TEST(RunqGate, QuietUntilTheCpusAreNearlyAllBusy) {
   RunqGate gate(RunqGateParams{}, 2);
+  Host host(2);
   EXPECT_EQ(gate.Decide(kT0), RunqGateReason::kQuiet);
-  // A ping-pong pinned to one CPU of two: one or two runnable at a time.
-  for (int i = 0; i < 30; ++i) gate.ObserveRunnable(At(i * 0.1), i % 2 == 0 ? 1 : 2);
+  // A ping-pong pinned to one CPU of two: half the host's CPU time.
+  host.Run(&gate, 0, 3, 0.5);
   EXPECT_EQ(gate.Decide(At(3)), RunqGateReason::kQuiet);
-  EXPECT_NEAR(gate.runnable_per_cpu(), 0.75, 0.2);
-  // A hog on both CPUs and a neighbour waking: more runnable than CPUs.
-  Feed(&gate, 3, 3.3, 3);
-  EXPECT_EQ(gate.Decide(At(3.3)), RunqGateReason::kContended);
+  EXPECT_NEAR(gate.busy(), 0.5, 1e-9);
+  host.Run(&gate, 3, 5, 0.85);
+  EXPECT_EQ(gate.Decide(At(5)), RunqGateReason::kQuiet);
+  // A hog on both CPUs next to neighbours.
+  host.Run(&gate, 5, 5.5, 1.0);
+  EXPECT_EQ(gate.Decide(At(5.5)), RunqGateReason::kContended);
+  EXPECT_NEAR(gate.busy(), 1.0, 1e-9);
 }
 
-TEST(RunqGate, OneBusyReadingInAQuietWindowIsNotContention) {
+TEST(RunqGate, JudgesTheWholeWindowNotOneTick) {
   RunqGate gate(RunqGateParams{}, 2);
-  Feed(&gate, 0, 1, 0);
-  gate.ObserveRunnable(At(1), 4);  // mean of 0, 0, 4 over 300 ms: 0.67 per CPU
-  EXPECT_EQ(gate.Decide(At(1)), RunqGateReason::kQuiet);
+  Host host(2);
+  host.Run(&gate, 0, 1, 0.5);
+  host.Run(&gate, 1, 1.1, 1.0);  // one busy tick in 300 ms: (0.5 + 0.5 + 1) / 3
+  EXPECT_EQ(gate.Decide(At(1.1)), RunqGateReason::kQuiet);
+  EXPECT_NEAR(gate.busy(), 2.0 / 3, 1e-9);
+  host.Run(&gate, 1.1, 1.4, 1.0);
+  EXPECT_EQ(gate.Decide(At(1.4)), RunqGateReason::kContended);
+}
+
+TEST(RunqGate, TheFirstReadingAloneDecidesNothing) {
+  RunqGate gate(RunqGateParams{}, 2);
+  gate.ObserveIdle(kT0, 5);
+  gate.ObserveIdle(kT0 + absl::Milliseconds(10), 5);  // 10 ms, no idle: too short to say
+  EXPECT_EQ(gate.Decide(kT0 + absl::Milliseconds(10)), RunqGateReason::kQuiet);
 }
 
 TEST(RunqGate, LingersAfterContentionEnds) {
   RunqGate gate(RunqGateParams{}, 2);
-  Feed(&gate, 0, 1, 4);
+  Host host(2);
+  host.Run(&gate, 0, 1, 1.0);
   ASSERT_EQ(gate.Decide(At(1)), RunqGateReason::kContended);
-  Feed(&gate, 1, 5, 0);
+  host.Run(&gate, 1, 5, 0.2);
   EXPECT_EQ(gate.Decide(At(5)), RunqGateReason::kContended) << "within the 10 s linger";
-  Feed(&gate, 5, 11, 0);
-  EXPECT_EQ(gate.Decide(At(11)), RunqGateReason::kQuiet);
+  host.Run(&gate, 5, 12, 0.2);
+  EXPECT_EQ(gate.Decide(At(12)), RunqGateReason::kQuiet);
   // Contention again restarts the linger from its last contended window.
-  Feed(&gate, 11, 11.5, 3);
-  EXPECT_EQ(gate.Decide(At(21.3)), RunqGateReason::kContended);
-  EXPECT_EQ(gate.Decide(At(21.5)), RunqGateReason::kQuiet);
+  host.Run(&gate, 12, 13, 1.0);
+  host.Run(&gate, 13, 14, 0.2);
+  EXPECT_EQ(gate.Decide(At(22.5)), RunqGateReason::kContended);
+  EXPECT_EQ(gate.Decide(At(23.5)), RunqGateReason::kQuiet);
+}
+
+TEST(RunqGate, AnUnreadableHostCountsAsContended) {
+  RunqGate gate(RunqGateParams{}, 2);
+  gate.AssumeContended(At(0));
+  EXPECT_EQ(gate.Decide(At(9)), RunqGateReason::kContended);
+  EXPECT_EQ(gate.Decide(At(10)), RunqGateReason::kQuiet);
 }
 
 TEST(RunqGate, NewTenantsAreTracedForTheirFirstSeconds) {

@@ -510,7 +510,7 @@ TEST_F(RunqHarmRootBpf, AdaptiveTracingCountsOnlyWhileAttachedAndNoStaleStamps) 
   ASSERT_GT(hog.pid(), 0);
   ASSERT_GT(victim.pid(), 0);
   RunqGateParams gate;
-  gate.contended_per_cpu = 1e9;
+  gate.contended_busy = 2;  // never
   gate.new_tenant = absl::ZeroDuration();
   gate.sample_every = 0;
   StartCollector("auto", gate);
@@ -548,6 +548,38 @@ TEST_F(RunqHarmRootBpf, AdaptiveTracingCountsOnlyWhileAttachedAndNoStaleStamps) 
   const double traced_s = static_cast<double>(collector_->traced_ns() - traced_before) / 1e9;
   EXPECT_GT(traced_s, 1.5);
   EXPECT_LT(traced_s, 2.5) << "only the attached rounds count as traced";
+}
+
+// The gate on the real host: a busy loop per CPU makes it contended within a
+// few ticks (the CPUs' idle time from /proc/uptime), and it lets go once the
+// loops stop and the linger has passed.
+TEST_F(RunqHarmRootBpf, AdaptiveTracingAttachesWhileTheCpusAreBusy) {
+  ASSERT_TRUE(tree_->Create({"busy"}).ok());
+  RunqGateParams gate;
+  gate.new_tenant = absl::ZeroDuration();
+  gate.sample_every = 0;
+  gate.linger = absl::Milliseconds(500);
+  StartCollector("auto", gate);
+  auto tick_for = [&](std::chrono::milliseconds duration) {
+    const auto end = std::chrono::steady_clock::now() + duration;
+    while (std::chrono::steady_clock::now() < end) {
+      collector_->Tick(absl::Now());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  };
+  tick_for(std::chrono::milliseconds(600));
+  if (collector_->attached()) GTEST_SKIP() << "the host is busy already: nothing to show";
+  std::vector<OwnedProcess> loops;
+  const int cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  for (int cpu = 0; cpu < cpus; ++cpu) {
+    loops.push_back(Spawn(Procs("busy"), cpu, Behaviour::kHog));
+    ASSERT_GT(loops.back().pid(), 0);
+  }
+  tick_for(std::chrono::milliseconds(600));
+  EXPECT_TRUE(collector_->attached()) << "every CPU busy for 600 ms";
+  loops.clear();  // killed
+  tick_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(collector_->attached()) << "quiet again for longer than the linger";
 }
 
 TEST_F(RunqHarmRootBpf, TasksOutsideTenantsAreNotCharged) {
