@@ -20,8 +20,7 @@ const char* RunqGateReasonName(RunqGateReason reason) {
   return "?";
 }
 
-RunqGate::RunqGate(RunqGateParams params, int cpus)
-    : params_(params), cpus_(std::max(cpus, 1)) {}
+RunqGate::RunqGate(RunqGateParams params, int cpus) : params_(params), cpus_(std::max(cpus, 1)) {}
 
 void RunqGate::ObserveIdle(absl::Time now, double idle_seconds) {
   // Readings back to one at least `window` old: the busy share spans it.
